@@ -1,0 +1,155 @@
+"""The public facade: ``importance()``, ``unlearn()``, ``methods()``."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dampen import registry
+from dampen.batches import Batches, ForwardFn, loader_batch_size
+from dampen.estimators import accumulate, check_estimator
+from dampen.registry import Request
+from dampen.state import preserved
+from dampen.store import Fingerprint, Importance
+
+
+def importance(
+    model: nn.Module,
+    batches: Batches,
+    *,
+    estimator: str = "batch_sq",
+    forward: ForwardFn | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+) -> Importance:
+    """Compute the importance of a data set for ``model`` (SPEC §1).
+
+    The model is in eval mode during the pass; its modes, ``requires_grad`` flags and
+    gradients are restored afterwards.
+
+    Args:
+        model: the trained model.
+        batches: a DataLoader (or any iterable) of ``(x, y)``/``(x, ..., y)``/dict batches.
+        estimator: ``"batch_sq"`` (the paper's), ``"per_sample"`` or ``"lf"`` (label-free).
+        forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
+        progress: show a progress bar.
+        chunk_size: samples per vectorised chunk for ``per_sample`` (default: from memory).
+
+    Returns:
+        A :class:`dampen.Importance` holding sums, counts and the model's fingerprint.
+
+    Raises:
+        ValueError: for an unknown estimator, empty data or labels the model does not have.
+    """
+    check_estimator(estimator)
+    _check_module(model)
+    with preserved(model):
+        sums = accumulate(
+            model, batches, estimator, forward=forward, progress=progress, chunk_size=chunk_size
+        )
+    if sums.units == 0:
+        raise ValueError("the data yielded no samples")
+    return Importance(
+        sums=sums.tensors,
+        units=sums.units,
+        samples=sums.samples,
+        batches=sums.batches,
+        estimator=estimator,
+        batch_size=loader_batch_size(batches) or sums.first_batch_size,
+        fingerprint=Fingerprint.of(model),
+    )
+
+
+@dataclass(frozen=True)
+class UnlearnResult:
+    """What :func:`unlearn` returns.
+
+    Attributes:
+        model: the unlearned model (a copy unless ``inplace=True``).
+        method: the method's registered name.
+        config: the frozen config used, defaults filled in.
+        stats: method-specific figures; the SSD family reports ``alpha``, ``selected``,
+            ``selected_per_tensor``, ``parameters`` and ``seconds`` per phase.
+    """
+
+    model: nn.Module
+    method: str
+    config: Any
+    stats: dict[str, Any]
+
+
+def unlearn(
+    model: nn.Module,
+    forget: Batches,
+    *,
+    method: str = "ssd",
+    importance: Importance | None = None,
+    train: Batches | None = None,
+    retain: Batches | None = None,
+    forward: ForwardFn | None = None,
+    inplace: bool = False,
+    progress: bool = False,
+    seed: int = 0,
+    **config: Any,
+) -> UnlearnResult:
+    """Make ``model`` forget the samples in ``forget``.
+
+    Args:
+        model: the trained model; left untouched unless ``inplace=True``.
+        forget: batches of the forget set Df.
+        method: a name from :func:`methods`.
+        importance: the stored importance of the training data (SSD family).
+        train: batches of the training data, to compute that importance now instead.
+        retain: batches of the retain set (baselines that need it).
+        forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
+        inplace: change ``model`` itself instead of a copy.
+        progress: show progress bars.
+        seed: seed for anything random the method does.
+        **config: the method's options (see its config class), e.g. ``alpha=10.0``.
+
+    Raises:
+        ValueError, TypeError: for bad input; the model is then unchanged.
+    """
+    spec = registry.get(method)
+    cfg = spec.make_config(config)
+    _check_module(model)
+    request = Request(
+        forget=forget,
+        importance=importance,
+        train=train,
+        retain=retain,
+        forward=forward,
+        original=model,
+        progress=progress,
+        seed=seed,
+    )
+    work = model if inplace and spec.validates_first else copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        stats = spec.run(work, request, cfg)
+    if inplace and work is not model:
+        _copy_state_(model, work)
+        work = model
+    return UnlearnResult(model=work, method=method, config=cfg, stats=stats)
+
+
+def methods() -> list[str]:
+    """Names of every registered unlearning method, sorted."""
+    return registry.names()
+
+
+def _check_module(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+
+
+def _copy_state_(dst: nn.Module, src: nn.Module) -> None:
+    with torch.no_grad():
+        for a, b in zip(dst.parameters(), src.parameters(), strict=True):
+            a.copy_(b)
+        for a, b in zip(dst.buffers(), src.buffers(), strict=True):
+            a.copy_(b)

@@ -1,0 +1,127 @@
+"""How a batch becomes logits and targets.
+
+A batch is ``(x, y)`` or ``(x, ..., y)`` (input first, target last), or a mapping with a
+``labels`` entry (the model is called as ``model(**inputs)`` and ``.logits`` is taken from its
+output when present). Anything else needs a ``forward(model, batch) -> (logits, targets)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+ForwardFn = Callable[[nn.Module, Any], tuple[Tensor, Tensor]]
+"""``forward(model, batch) -> (logits, targets)``; logits are ``[n, classes]``."""
+
+Batches = Iterable[Any]
+"""Anything iterable that yields batches: a ``DataLoader``, a list of tuples, a generator."""
+
+
+def logits_of(output: Any) -> Tensor:
+    """Return the logits tensor of a model output (a tensor or an object with ``.logits``)."""
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, Mapping):
+        logits = output.get("logits")
+    if not isinstance(logits, Tensor):
+        raise TypeError(
+            f"the model returned {type(output).__name__}; expected a tensor of logits or an "
+            "object with a .logits tensor (pass forward=fn(model, batch) -> (logits, targets))"
+        )
+    return logits
+
+
+def split_batch(batch: Any) -> tuple[Any, Tensor]:
+    """Split a batch into ``(model inputs, targets)``.
+
+    Tuples and lists give ``(x, y)`` (extra middle elements are dropped); mappings give
+    ``(inputs without labels, labels)``.
+    """
+    if isinstance(batch, Mapping):
+        if "labels" not in batch:
+            raise TypeError("a dict batch needs a 'labels' entry (or pass forward=...)")
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return inputs, batch["labels"]
+    if isinstance(batch, Sequence) and not isinstance(batch, (str, bytes)) and len(batch) >= 2:
+        return batch[0], batch[-1]
+    raise TypeError(
+        f"cannot read a batch of type {type(batch).__name__}: expected (x, y), (x, ..., y) or a "
+        "dict with 'labels'; pass forward=fn(model, batch) -> (logits, targets) for other shapes"
+    )
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, Mapping):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype | None:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def default_forward(model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+    """Run ``model`` on a standard batch and return ``(logits, targets)`` on the model's device.
+
+    Floating-point tensor inputs are cast to the model's parameter dtype, so a bf16 model can be
+    fed float32 data.
+    """
+    device = model_device(model)
+    inputs, targets = split_batch(batch)
+    inputs = _to_device(inputs, device)
+    dtype = _input_dtype(model)
+    if isinstance(inputs, Tensor):
+        if dtype is not None and inputs.is_floating_point() and inputs.dtype != dtype:
+            inputs = inputs.to(dtype)
+        output = model(inputs)
+    elif isinstance(inputs, Mapping):
+        output = model(**inputs)
+    else:
+        output = model(inputs)
+    return logits_of(output), _to_device(targets, device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def batch_size_of(targets: Tensor) -> int:
+    """Number of samples in a batch, read from its targets."""
+    return int(targets.shape[0]) if targets.dim() > 0 else 1
+
+
+def loader_batch_size(loader: Batches) -> int | None:
+    """The nominal batch size of a ``DataLoader`` (``None`` when unknown)."""
+    size = getattr(loader, "batch_size", None)
+    return int(size) if isinstance(size, int) else None
+
+
+def logits_only(model: nn.Module, batch: Any, forward: ForwardFn | None) -> Tensor:
+    """Logits of a batch that may carry no labels (a bare tensor or a 1-tuple ``(x,)``)."""
+    if forward is None:
+        if isinstance(batch, Tensor):
+            batch = (batch,)
+        if isinstance(batch, (list, tuple)) and len(batch) == 1:
+            x = _to_device(batch[0], model_device(model))
+            dtype = _input_dtype(model)
+            if isinstance(x, Tensor) and dtype is not None and x.is_floating_point():
+                x = x.to(dtype)
+            return logits_of(model(x))
+        return default_forward(model, batch)[0]
+    return forward(model, batch)[0]

@@ -1,0 +1,258 @@
+"""Importance estimators (SPEC §1): passes over data that sum squared or absolute gradients.
+
+Each pass returns raw *sums* and *counts* so results from shards or later updates add up
+exactly; :class:`dampen.store.Importance` divides them into means.
+
+- ``batch_sq``: per batch b, ``(dL_b/dθ)²`` with L_b the batch's mean cross-entropy; the unit
+  counted is the batch.
+- ``per_sample``: per sample s, ``(dℓ_s/dθ)²`` (the diagonal empirical Fisher), computed with
+  ``torch.func.vmap(grad(...))`` in chunks; the unit counted is the sample.
+- ``lf``: per batch, ``|d/dθ mean_s ||f(x_s)||₂²|`` on the logits f; needs no labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from dampen.batches import Batches, ForwardFn, default_forward, logits_only, split_batch
+from dampen.progress import progress_bar
+
+Estimator = Literal["batch_sq", "per_sample", "lf"]
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+
+#: Default memory budget for one chunk of per-sample gradients (bytes).
+PER_SAMPLE_CHUNK_BYTES = 512 * 2**20
+
+
+@dataclass
+class Sums:
+    """Raw accumulation of one pass: per-parameter sums (fp32) and what they count."""
+
+    tensors: dict[str, Tensor]
+    units: int = 0
+    samples: int = 0
+    batches: int = 0
+    first_batch_size: int | None = None
+
+
+def check_estimator(name: str) -> str:
+    """Return ``name`` if it is a known estimator, else raise ``ValueError``."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {name!r}")
+    return name
+
+
+def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's parameters by name: every one is a dampening candidate."""
+    return dict(model.named_parameters())
+
+
+def zero_sums(params: Mapping[str, Tensor]) -> Sums:
+    """Fresh fp32 (fp64 for fp64 models) accumulators shaped like the parameters."""
+    return Sums({n: torch.zeros_like(p, dtype=_acc_dtype(p)) for n, p in params.items()})
+
+
+def _acc_dtype(p: Tensor) -> torch.dtype:
+    return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+
+def check_targets(logits: Tensor, targets: Tensor) -> None:
+    """Raise ``ValueError`` when integer labels fall outside the model's outputs."""
+    if logits.dim() != 2:
+        raise ValueError(f"expected logits shaped [batch, classes]; got {tuple(logits.shape)}")
+    if targets.is_floating_point():
+        if targets.shape != logits.shape:
+            raise ValueError(
+                f"soft targets must be shaped like the logits {tuple(logits.shape)}; "
+                f"got {tuple(targets.shape)}"
+            )
+        return
+    check_label_range(targets, int(logits.shape[1]))
+
+
+def check_label_range(targets: Tensor, classes: int) -> None:
+    """Raise ``ValueError`` when integer labels fall outside ``0..classes-1``."""
+    if targets.is_floating_point() or targets.numel() == 0:
+        return
+    lo, hi = int(targets.min()), int(targets.max())
+    if lo < 0 or hi >= classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"label {bad} is outside the model's {classes} outputs (0..{classes - 1})")
+
+
+def accumulate(
+    model: nn.Module,
+    batches: Batches,
+    estimator: str,
+    *,
+    forward: ForwardFn | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+    sums: Sums | None = None,
+) -> Sums:
+    """Run one pass of ``estimator`` over ``batches`` and add into ``sums`` (new when None).
+
+    The caller is responsible for the model's mode and ``requires_grad`` flags
+    (see :func:`dampen.state.preserved`).
+    """
+    check_estimator(estimator)
+    params = named_parameters(model)
+    if not params:
+        raise ValueError("the model has no parameters")
+    acc = sums if sums is not None else zero_sums(params)
+    bar = progress_bar(batches, enabled=progress, desc=f"importance ({estimator})")
+    if estimator == "per_sample":
+        step = _PerSampleStep(model, params, forward, chunk_size)
+        for batch in bar:
+            step(batch, acc)
+        return acc
+    names = list(params)
+    tensors = [params[n] for n in names]
+    for batch in bar:
+        if estimator == "lf":
+            logits = logits_only(model, batch, forward)
+            loss = logits.float().square().sum(dim=1).mean()
+            n = int(logits.shape[0])
+        else:
+            logits, targets = (forward or default_forward)(model, batch)
+            check_targets(logits, targets)
+            loss = F.cross_entropy(logits.float(), targets)
+            n = int(logits.shape[0])
+        if n == 0:
+            continue
+        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+        for name, g in zip(names, grads, strict=True):
+            if g is None:
+                continue
+            target = acc.tensors[name]
+            g = g.to(target.dtype)
+            if estimator == "lf":
+                target.add_(g.abs_())
+            else:
+                target.addcmul_(g, g)
+        _count(acc, units=1, samples=n)
+    return acc
+
+
+def _count(acc: Sums, *, units: int, samples: int) -> None:
+    acc.units += units
+    acc.samples += samples
+    acc.batches += 1
+    if acc.first_batch_size is None:
+        acc.first_batch_size = samples
+
+
+class _ForwardModule(nn.Module):
+    """Wraps ``model`` so that ``functional_call`` can run a user's ``forward(model, batch)``."""
+
+    def __init__(self, model: nn.Module, forward: ForwardFn | None) -> None:
+        super().__init__()
+        self.model = model
+        self.fn = forward or default_forward
+
+    def forward(self, batch: Any) -> tuple[Tensor, Tensor]:
+        return self.fn(self.model, batch)
+
+
+def _leading_size(batch: Any) -> int:
+    leaves = _tensor_leaves(batch)
+    if not leaves:
+        raise TypeError("per_sample needs a batch holding tensors with a leading batch dimension")
+    return int(leaves[0].shape[0])
+
+
+def _tensor_leaves(value: Any) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value] if value.dim() > 0 else []
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _tensor_leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensor_leaves(v)]
+    return []
+
+
+def _in_dims(value: Any, n: int) -> Any:
+    """vmap ``in_dims`` for a batch: 0 for tensors with ``n`` rows, None for everything else."""
+    if isinstance(value, Tensor):
+        return 0 if value.dim() > 0 and value.shape[0] == n else None
+    if isinstance(value, Mapping):
+        return {k: _in_dims(v, n) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_in_dims(v, n) for v in value)
+    return None
+
+
+def _slice(value: Any, n: int, start: int, stop: int) -> Any:
+    if isinstance(value, Tensor):
+        return value[start:stop] if value.dim() > 0 and value.shape[0] == n else value
+    if isinstance(value, Mapping):
+        return {k: _slice(v, n, start, stop) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_slice(v, n, start, stop) for v in value)
+    return value
+
+
+def _unsqueeze(value: Any, dims: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.unsqueeze(0) if dims == 0 else value
+    if isinstance(value, Mapping):
+        return {k: _unsqueeze(v, dims[k]) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unsqueeze(v, d) for v, d in zip(value, dims, strict=True))
+    return value
+
+
+class _PerSampleStep:
+    """Adds ``sum_s (dℓ_s/dθ)²`` of one batch into the accumulators, chunk by chunk."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: dict[str, nn.Parameter],
+        forward: ForwardFn | None,
+        chunk_size: int | None,
+    ) -> None:
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+        self.wrapper = _ForwardModule(model, forward)
+        self.params = {f"model.{n}": p.detach() for n, p in params.items()}
+        param_bytes = sum(p.numel() * 4 for p in params.values())
+        self.chunk_size = chunk_size or max(1, PER_SAMPLE_CHUNK_BYTES // (2 * param_bytes))
+        self.classes: int | None = None
+
+    def _loss(self, params: dict[str, Tensor], sample: Any, dims: Any) -> Tensor:
+        logits, targets = functional_call(self.wrapper, params, (_unsqueeze(sample, dims),))
+        return F.cross_entropy(logits.float(), targets)
+
+    def __call__(self, batch: Any, acc: Sums) -> None:
+        n = _leading_size(batch)
+        if n == 0:
+            return
+        dims = _in_dims(batch, n)
+        self._check_labels(batch)
+        per_sample_grad = vmap(grad(self._loss), in_dims=(None, dims, None))
+        for start in range(0, n, self.chunk_size):
+            chunk = _slice(batch, n, start, min(n, start + self.chunk_size))
+            grads = per_sample_grad(self.params, chunk, dims)
+            for key, g in grads.items():
+                target = acc.tensors[key[len("model.") :]]
+                target.add_(g.to(target.dtype).square_().sum(dim=0))
+        _count(acc, units=n, samples=n)
+
+    def _check_labels(self, batch: Any) -> None:
+        """Check labels: a forward pass on the first batch, then a range check on the rest."""
+        if self.classes is None:
+            with torch.no_grad():
+                logits, targets = self.wrapper(batch)
+            check_targets(logits, targets)
+            self.classes = int(logits.shape[1])
+        elif self.wrapper.fn is default_forward:
+            targets = split_batch(batch)[1]
+            check_label_range(targets, self.classes)

@@ -1,0 +1,286 @@
+"""The SSD family: SSD, loss-free SSD, adaptive SSD and adaptive loss-free SSD (SPEC §1).
+
+All four share one code path, :func:`ssd_`; they differ in the estimator and in how α is
+chosen (fixed, or ASSD's percentile rule).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+import torch
+from torch import nn
+
+from dampen.batches import loader_batch_size
+from dampen.estimators import accumulate
+from dampen.functional import adaptive_alpha, dampen_
+from dampen.registry import Request, register
+from dampen.state import preserved
+from dampen.store import Fingerprint, Importance
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number; got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {value}")
+
+
+@dataclass(frozen=True)
+class _Dampening:
+    exponent: float = 1.0
+    upper: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("exponent", self.exponent)
+        _positive("upper", self.upper)
+
+
+@dataclass(frozen=True)
+class SSDConfig(_Dampening):
+    """SSD (paper defaults for ResNet18: α=10, λ=1).
+
+    Attributes:
+        alpha: selection weighting; a parameter is selected when ``I_Df > α·I_D``.
+        lambda_: dampening constant in ``β = min((λ·I_D/I_Df)^exponent, upper)``.
+        estimator: ``"batch_sq"`` (the paper's) or ``"per_sample"``.
+    """
+
+    alpha: float = 10.0
+    lambda_: float = 1.0
+    estimator: str = "batch_sq"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("alpha", self.alpha)
+        _positive("lambda_", self.lambda_)
+        if self.estimator not in ("batch_sq", "per_sample"):
+            raise ValueError(
+                f"estimator must be 'batch_sq' or 'per_sample' for ssd; got {self.estimator!r} "
+                "(use method='lfssd' for the loss-free estimator)"
+            )
+
+
+@dataclass(frozen=True)
+class LFSSDConfig(_Dampening):
+    """Loss-free SSD: the ``lf`` estimator for both importances; needs no labels."""
+
+    alpha: float = 10.0
+    lambda_: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("alpha", self.alpha)
+        _positive("lambda_", self.lambda_)
+
+
+@dataclass(frozen=True)
+class ASSDConfig(_Dampening):
+    """Adaptive SSD: λ = 1 and α from the percentile rule, nothing to tune."""
+
+    estimator: str = "batch_sq"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.estimator not in ("batch_sq", "per_sample"):
+            raise ValueError(
+                f"estimator must be 'batch_sq' or 'per_sample' for assd; got {self.estimator!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ALFConfig(_Dampening):
+    """Adaptive loss-free SSD: ASSD's α rule with the ``lf`` estimator."""
+
+
+def importance_of_train(
+    model: nn.Module, request: Request, estimator: str
+) -> tuple[Importance, str]:
+    """The importance of D: the stored one (checked) or one computed from ``request.train``."""
+    if request.importance is not None and request.train is not None:
+        raise ValueError("pass either importance= or train=, not both")
+    if request.importance is not None:
+        imp = request.importance
+        if not isinstance(imp, Importance):
+            raise TypeError(f"importance must be a dampen.Importance; got {type(imp).__name__}")
+        if imp.estimator != estimator:
+            raise ValueError(
+                f"the importance was computed with estimator {imp.estimator!r}; "
+                f"this method needs {estimator!r}"
+            )
+        imp.check_model(model, check_values=False)
+        if not imp.is_finite():
+            raise ValueError("the importance of the training data holds NaN or inf")
+        return imp, "stored"
+    if request.train is None:
+        raise ValueError(
+            "SSD needs the importance of the training data: pass importance= (stored, fast) "
+            "or train= (computed now)"
+        )
+    return compute_importance(model, request.train, estimator, request, "training data"), "computed"
+
+
+def compute_importance(
+    model: nn.Module, batches: Any, estimator: str, request: Request, what: str
+) -> Importance:
+    """One importance pass with the caller's state preserved; clear error on empty data."""
+    with preserved(model):
+        sums = accumulate(
+            model, batches, estimator, forward=request.forward, progress=request.progress
+        )
+    if sums.units == 0:
+        raise ValueError(f"the {what} is empty")
+    size = loader_batch_size(batches) or sums.first_batch_size
+    return Importance(
+        sums=sums.tensors,
+        units=sums.units,
+        samples=sums.samples,
+        batches=sums.batches,
+        estimator=estimator,
+        batch_size=size,
+        fingerprint=Fingerprint.of(model, values=False),
+    )
+
+
+def _check_batch_sizes(imp_d: Importance, imp_f: Importance, forget: Any) -> None:
+    if imp_d.estimator == "per_sample" or imp_d.batch_size is None:
+        return
+    nominal = loader_batch_size(forget)
+    mismatch = (
+        nominal != imp_d.batch_size
+        if nominal is not None
+        else (imp_f.batch_size or 0) > imp_d.batch_size
+        or ((imp_f.batch_size or 0) < imp_d.batch_size and imp_f.batches > 1)
+    )
+    if mismatch:
+        raise ValueError(
+            f"{imp_d.estimator} importance depends on the batch size: the training data used "
+            f"{imp_d.batch_size}, the forget set uses {nominal or imp_f.batch_size}; use the "
+            "same batch size (or the per_sample estimator, which does not depend on it)"
+        )
+
+
+def ssd_(
+    model: nn.Module,
+    request: Request,
+    *,
+    method: str,
+    estimator: str,
+    alpha: float | None,
+    lambda_: float,
+    exponent: float,
+    upper: float,
+) -> dict[str, Any]:
+    """Run an SSD-family method on ``model`` in place; ``alpha=None`` means ASSD's rule.
+
+    Every input is checked before the first parameter changes.
+    """
+    seconds: dict[str, float] = {}
+    start = perf_counter()
+    imp_d, source = importance_of_train(model, request, estimator)
+    seconds["importance_train"] = perf_counter() - start
+
+    t = perf_counter()
+    imp_f = compute_importance(model, request.forget, estimator, request, "forget set")
+    if not imp_f.is_finite():
+        raise ValueError("the importance of the forget set holds NaN or inf")
+    _check_batch_sizes(imp_d, imp_f, request.forget)
+    seconds["importance_forget"] = perf_counter() - t
+
+    t = perf_counter()
+    device = imp_f.sums[next(iter(imp_f.sums))].device
+    if any(s.device != device for s in imp_d.sums.values()):
+        imp_d = imp_d.to(device)
+    if alpha is None:
+        alpha = adaptive_alpha(imp_d, imp_f, imp_f.samples, imp_d.samples)
+        seconds["alpha"] = perf_counter() - t
+        t = perf_counter()
+
+    per_tensor: dict[str, int] = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            f = imp_f.sums[name].div_(imp_f.units)
+            per_tensor[name] = dampen_(
+                p, imp_d[name], f, alpha=alpha, lambda_=lambda_, exponent=exponent, upper=upper
+            )
+    seconds["dampen"] = perf_counter() - t
+    seconds["total"] = perf_counter() - start
+    total = sum(per_tensor.values())
+    parameters = sum(p.numel() for p in model.parameters())
+    return {
+        "method": method,
+        "estimator": estimator,
+        "alpha": float(alpha),
+        "lambda": float(lambda_),
+        "selected": total,
+        "selected_fraction": total / max(parameters, 1),
+        "selected_per_tensor": per_tensor,
+        "parameters": parameters,
+        "forget_samples": imp_f.samples,
+        "train_samples": imp_d.samples,
+        "importance": source,
+        "seconds": seconds,
+    }
+
+
+@register("ssd", SSDConfig, validates_first=True)
+def run_ssd_(model: nn.Module, request: Request, config: SSDConfig) -> dict[str, Any]:
+    """Selective Synaptic Dampening with a fixed α."""
+    return ssd_(
+        model,
+        request,
+        method="ssd",
+        estimator=config.estimator,
+        alpha=config.alpha,
+        lambda_=config.lambda_,
+        exponent=config.exponent,
+        upper=config.upper,
+    )
+
+
+@register("lfssd", LFSSDConfig, validates_first=True)
+def run_lfssd_(model: nn.Module, request: Request, config: LFSSDConfig) -> dict[str, Any]:
+    """Loss-free SSD: importances from the logits' squared norm, no labels needed."""
+    return ssd_(
+        model,
+        request,
+        method="lfssd",
+        estimator="lf",
+        alpha=config.alpha,
+        lambda_=config.lambda_,
+        exponent=config.exponent,
+        upper=config.upper,
+    )
+
+
+@register("assd", ASSDConfig, validates_first=True)
+def run_assd_(model: nn.Module, request: Request, config: ASSDConfig) -> dict[str, Any]:
+    """Adaptive SSD: α from the percentile rule, λ = 1."""
+    return ssd_(
+        model,
+        request,
+        method="assd",
+        estimator=config.estimator,
+        alpha=None,
+        lambda_=1.0,
+        exponent=config.exponent,
+        upper=config.upper,
+    )
+
+
+@register("alf", ALFConfig, validates_first=True)
+def run_alf_(model: nn.Module, request: Request, config: ALFConfig) -> dict[str, Any]:
+    """Adaptive loss-free SSD."""
+    return ssd_(
+        model,
+        request,
+        method="alf",
+        estimator="lf",
+        alpha=None,
+        lambda_=1.0,
+        exponent=config.exponent,
+        upper=config.upper,
+    )

@@ -1,0 +1,111 @@
+"""One registry of unlearning methods: a name, a frozen config class and a function."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from torch import nn
+
+from dampen.batches import Batches, ForwardFn
+from dampen.store import Importance
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything a method may use besides its config.
+
+    Attributes:
+        forget: batches of the forget set Df.
+        importance: a stored importance of the training data D, if the caller has one.
+        train: batches of D, to compute the importance on the fly.
+        retain: batches of the retain set Dr (baselines only; SSD never needs it).
+        forward: ``forward(model, batch) -> (logits, targets)``, or None for the default.
+        original: the caller's model, untouched (a teacher for distillation baselines).
+        progress: show progress bars.
+        seed: seed for anything random the method does.
+    """
+
+    forget: Batches
+    importance: Importance | None = None
+    train: Batches | None = None
+    retain: Batches | None = None
+    forward: ForwardFn | None = None
+    original: nn.Module | None = None
+    progress: bool = False
+    seed: int = 0
+
+
+MethodFn = Callable[[nn.Module, Request, Any], dict[str, Any]]
+"""``run_(model, request, config) -> stats``: unlearns ``model`` in place."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method.
+
+    Attributes:
+        name: the name users pass as ``method=``.
+        config_cls: frozen dataclass with the method's defaults and validation.
+        run: the function that unlearns a model in place and returns its stats.
+        validates_first: True when ``run`` checks all its inputs before changing the model,
+            so ``inplace=True`` needs no scratch copy.
+    """
+
+    name: str
+    config_cls: type
+    run: MethodFn
+    validates_first: bool = False
+
+    def make_config(self, options: dict[str, Any]) -> Any:
+        """Build the config from keyword options, naming any unknown one."""
+        fields = {f.name for f in dataclasses.fields(self.config_cls)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise TypeError(
+                f"method {self.name!r} has no option {', '.join(unknown)}; "
+                f"its options are: {', '.join(sorted(fields)) or 'none'}"
+            )
+        return self.config_cls(**options)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+F = TypeVar("F", bound=MethodFn)
+
+
+def register(name: str, config_cls: type, *, validates_first: bool = False) -> Callable[[F], F]:
+    """Decorator: register ``run`` under ``name`` with its config class."""
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"config_cls for {name!r} must be a dataclass")
+
+    def decorate(run: F) -> F:
+        if name in _REGISTRY:
+            raise ValueError(f"a method named {name!r} is already registered")
+        _REGISTRY[name] = MethodSpec(name, config_cls, run, validates_first)
+        return run
+
+    return decorate
+
+
+def get(name: str) -> MethodSpec:
+    """The method registered as ``name``; ``ValueError`` listing the names otherwise."""
+    _load_builtin_methods()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown method {name!r}; known methods: {', '.join(names())}"
+        ) from None
+
+
+def names() -> list[str]:
+    """Names of every registered method, sorted."""
+    _load_builtin_methods()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin_methods() -> None:
+    import dampen.methods  # noqa: F401  (importing registers the built-in methods)

@@ -1,0 +1,250 @@
+"""The stored importance: per-parameter sums and counts, saved as safetensors with metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from dampen._version import __version__
+
+FORMAT = "dampen.importance/1"
+_PREFIX = "sum/"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Identifies a model: a hash of parameter names and shapes, and one of their values."""
+
+    structure: str
+    values: str
+
+    @classmethod
+    def of(cls, model: nn.Module, *, values: bool = True) -> Fingerprint:
+        """Fingerprint ``model``; ``values=False`` skips hashing the weights (empty string)."""
+        s = hashlib.sha256()
+        v = hashlib.sha256()
+        for name, p in model.named_parameters():
+            s.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
+            if values:
+                raw = p.detach().reshape(-1).contiguous().cpu().view(torch.uint8)
+                v.update(raw.numpy())
+        return cls(s.hexdigest()[:32], v.hexdigest()[:32] if values else "")
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {n: tuple(p.shape) for n, p in model.named_parameters()}
+
+
+def _describe_mismatch(expected: Mapping[str, tuple[int, ...]], model: nn.Module) -> str:
+    got = _shapes(model)
+    missing = [n for n in expected if n not in got]
+    extra = [n for n in got if n not in expected]
+    reshaped = [n for n in expected if n in got and got[n] != expected[n]]
+    parts = []
+    if missing:
+        parts.append(f"parameters not in the model: {', '.join(missing[:3])}")
+    if extra:
+        parts.append(f"model parameters not in the importance: {', '.join(extra[:3])}")
+    if reshaped:
+        n = reshaped[0]
+        parts.append(f"shape of {n}: importance {expected[n]}, model {got[n]}")
+    return "; ".join(parts) or "parameter dtypes differ"
+
+
+@dataclass(frozen=True, eq=False)
+class Importance(Mapping[str, Tensor]):
+    """Per-parameter importance of a data set for one model.
+
+    Holds raw sums and the number of units they add up (batches for ``batch_sq`` and ``lf``,
+    samples for ``per_sample``), so that shards and updates merge exactly. ``tensors()`` gives
+    the means that SSD uses.
+
+    Attributes:
+        sums: per-parameter fp32 (or fp64) sums, keyed by parameter name.
+        units: how many units the sums add up.
+        samples: number of samples seen.
+        batches: number of batches seen.
+        estimator: ``"batch_sq"``, ``"per_sample"`` or ``"lf"``.
+        batch_size: nominal batch size of the pass (``batch_sq`` scale depends on it).
+        fingerprint: the model the importance belongs to.
+        version: the dampen version that made it.
+    """
+
+    sums: Mapping[str, Tensor]
+    units: int
+    samples: int
+    batches: int
+    estimator: str
+    batch_size: int | None
+    fingerprint: Fingerprint
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.units <= 0 or self.samples <= 0:
+            raise ValueError("an importance needs at least one sample (the data was empty)")
+        if not self.shapes:
+            object.__setattr__(self, "shapes", {n: tuple(t.shape) for n, t in self.sums.items()})
+
+    # -- reading ---------------------------------------------------------------------------
+    def tensors(self) -> dict[str, Tensor]:
+        """The importance itself: ``sums / units`` per parameter."""
+        return {n: s / self.units for n, s in self.sums.items()}
+
+    def __getitem__(self, name: str) -> Tensor:
+        """The mean importance of one parameter (computed on access)."""
+        return self.sums[name] / self.units
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sums)
+
+    def __len__(self) -> int:
+        return len(self.sums)
+
+    def numel(self) -> int:
+        """Number of scalar entries (parameters) covered."""
+        return sum(t.numel() for t in self.sums.values())
+
+    def is_finite(self) -> bool:
+        """True when no sum holds NaN or ±inf."""
+        return all(bool(torch.isfinite(t).all()) for t in self.sums.values())
+
+    def to(self, device: torch.device | str) -> Importance:
+        """A copy with the sums on ``device``."""
+        return replace(self, sums={n: t.to(device) for n, t in self.sums.items()})
+
+    # -- checks ----------------------------------------------------------------------------
+    def check_model(self, model: nn.Module, *, check_values: bool = True) -> None:
+        """Raise ``ValueError`` unless this importance was computed for ``model``.
+
+        ``check_values=False`` accepts a model whose weights changed since (e.g. one already
+        unlearned) as long as names and shapes match.
+        """
+        fp = Fingerprint.of(model, values=check_values)
+        if fp.structure != self.fingerprint.structure:
+            raise ValueError(
+                "this importance belongs to another model: "
+                + _describe_mismatch(self.shapes, model)
+            )
+        if check_values and self.fingerprint.values and fp.values != self.fingerprint.values:
+            raise ValueError(
+                "this importance was computed for the same architecture with different weights; "
+                "pass check_values=False if the model was changed on purpose (e.g. unlearned)"
+            )
+
+    # -- combining -------------------------------------------------------------------------
+    def _check_compatible(self, other: Importance) -> None:
+        if not isinstance(other, Importance):
+            raise TypeError(f"can only combine with an Importance, got {type(other).__name__}")
+        if other.estimator != self.estimator:
+            raise ValueError(f"estimators differ: {self.estimator} and {other.estimator}")
+        if other.fingerprint != self.fingerprint:
+            raise ValueError("the importances belong to different models (fingerprints differ)")
+        if self.estimator != "per_sample" and self.batch_size != other.batch_size:
+            raise ValueError(
+                f"{self.estimator} depends on the batch size: {self.batch_size} and "
+                f"{other.batch_size} differ"
+            )
+
+    def merge(self, other: Importance) -> Importance:
+        """Exact union of two passes over disjoint data: sums and counts add up."""
+        self._check_compatible(other)
+        sums = {n: s + other.sums[n].to(s.device) for n, s in self.sums.items()}
+        return replace(
+            self,
+            sums=sums,
+            units=self.units + other.units,
+            samples=self.samples + other.samples,
+            batches=self.batches + other.batches,
+        )
+
+    __add__ = merge
+
+    # -- files -----------------------------------------------------------------------------
+    def metadata(self) -> dict[str, str]:
+        """The string metadata stored beside the tensors."""
+        return {
+            "format": FORMAT,
+            "estimator": self.estimator,
+            "units": str(self.units),
+            "samples": str(self.samples),
+            "batches": str(self.batches),
+            "batch_size": "" if self.batch_size is None else str(self.batch_size),
+            "structure": self.fingerprint.structure,
+            "values": self.fingerprint.values,
+            "shapes": json.dumps({n: list(s) for n, s in self.shapes.items()}),
+            "version": self.version,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write to ``path`` atomically (temp file in the same folder, then rename)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {_PREFIX + n: t.detach().cpu().contiguous() for n, t in self.sums.items()}
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=self.metadata())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        model: nn.Module | None = None,
+        check_values: bool = True,
+    ) -> Importance:
+        """Read an importance written by :meth:`save` (no pickle involved).
+
+        When ``model`` is given the importance is checked against it (see :meth:`check_model`)
+        and moved to its device.
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            ValueError: if the file is not a dampen importance or belongs to another model.
+        """
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"no importance file at {source}")
+        try:
+            with safe_open(str(source), framework="pt") as f:
+                meta = f.metadata() or {}
+                sums = {k[len(_PREFIX) :]: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except Exception as e:  # safetensors raises its own error types
+            raise ValueError(f"{source} is not a readable safetensors file: {e}") from e
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{source} is not a dampen importance file (format {FORMAT})")
+        try:
+            imp = cls(
+                sums=sums,
+                units=int(meta["units"]),
+                samples=int(meta["samples"]),
+                batches=int(meta["batches"]),
+                estimator=meta["estimator"],
+                batch_size=int(meta["batch_size"]) if meta["batch_size"] else None,
+                fingerprint=Fingerprint(meta["structure"], meta["values"]),
+                shapes={n: tuple(s) for n, s in json.loads(meta["shapes"]).items()},
+                version=meta["version"],
+            )
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{source} has broken dampen metadata: {e}") from e
+        if model is not None:
+            imp.check_model(model, check_values=check_values)
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            imp = imp.to(device)
+        return imp
