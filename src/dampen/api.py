@@ -149,7 +149,7 @@ def _check_module(model: Any) -> None:
 
 def _copy_state_(dst: nn.Module, src: nn.Module) -> None:
     with torch.no_grad():
-        for a, b in zip(dst.parameters(), src.parameters(), strict=True):
-            a.copy_(b)
+        for p, q in zip(dst.parameters(), src.parameters(), strict=True):
+            p.copy_(q)
         for a, b in zip(dst.buffers(), src.buffers(), strict=True):
             a.copy_(b)

@@ -96,9 +96,7 @@ def get(name: str) -> MethodSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
-            f"unknown method {name!r}; known methods: {', '.join(names())}"
-        ) from None
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(names())}") from None
 
 
 def names() -> list[str]:

@@ -37,7 +37,7 @@ class Fingerprint:
             s.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
             if values:
                 raw = p.detach().reshape(-1).contiguous().cpu().view(torch.uint8)
-                v.update(raw.numpy())
+                v.update(raw.numpy().data)
         return cls(s.hexdigest()[:32], v.hexdigest()[:32] if values else "")
 
 

@@ -1,0 +1,199 @@
+"""Importance estimators against plain loops (the oracles), and state restoration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import dampen
+from conftest import loader, make_data, make_model
+
+
+def _grads(model: nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    names = [n for n, _ in model.named_parameters()]
+    gs = torch.autograd.grad(loss, [p for _, p in model.named_parameters()])
+    return dict(zip(names, gs, strict=True))
+
+
+def _oracle_batch_sq(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int) -> dict:
+    model.eval()
+    out = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    batches = 0
+    for i in range(0, len(x), bs):
+        g = _grads(model, F.cross_entropy(model(x[i : i + bs]), y[i : i + bs]))
+        for n in out:
+            out[n] += g[n] ** 2
+        batches += 1
+    return {n: v / batches for n, v in out.items()}
+
+
+def _oracle_per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    model.eval()
+    out = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(len(x)):
+        g = _grads(model, F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]))
+        for n in out:
+            out[n] += g[n] ** 2
+    return {n: v / len(x) for n, v in out.items()}
+
+
+def _oracle_lf(model: nn.Module, x: torch.Tensor, bs: int) -> dict:
+    model.eval()
+    out = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    batches = 0
+    for i in range(0, len(x), bs):
+        logits = model(x[i : i + bs])
+        g = _grads(model, (logits.norm(dim=1) ** 2).mean())
+        for n in out:
+            out[n] += g[n].abs()
+        batches += 1
+    return {n: v / batches for n, v in out.items()}
+
+
+def _assert_close(imp: dampen.Importance, oracle: dict) -> None:
+    assert set(imp) == set(oracle)
+    for n, v in oracle.items():
+        torch.testing.assert_close(imp[n], v, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("bs", [5, 8, 24])
+def test_batch_sq_matches_loop(bs: int) -> None:
+    model, (x, y) = make_model(), make_data()
+    imp = dampen.importance(model, loader(x, y, bs), estimator="batch_sq")
+    _assert_close(imp, _oracle_batch_sq(make_model(), x, y, bs))
+    assert imp.batches == -(-len(x) // bs) and imp.units == imp.batches
+    assert imp.samples == len(x) and imp.batch_size == bs
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_per_sample_matches_loop_over_single_samples(chunk: int | None) -> None:
+    model, (x, y) = make_model(), make_data()
+    imp = dampen.importance(model, loader(x, y, 7), estimator="per_sample", chunk_size=chunk)
+    _assert_close(imp, _oracle_per_sample(make_model(), x, y))
+    assert imp.units == len(x) == imp.samples
+
+
+def test_per_sample_does_not_depend_on_batch_size() -> None:
+    model, (x, y) = make_model(), make_data()
+    a = dampen.importance(model, loader(x, y, 4), estimator="per_sample")
+    b = dampen.importance(model, loader(x, y, 24), estimator="per_sample")
+    for n in a:
+        torch.testing.assert_close(a[n], b[n])
+
+
+def test_lf_matches_loop_and_needs_no_labels() -> None:
+    model, (x, y) = make_model(), make_data()
+    labelled = dampen.importance(model, loader(x, y, 8), estimator="lf")
+    unlabelled = dampen.importance(
+        model, [(x[i : i + 8],) for i in range(0, 24, 8)], estimator="lf"
+    )
+    oracle = _oracle_lf(make_model(), x, 8)
+    _assert_close(labelled, oracle)
+    _assert_close(unlabelled, oracle)
+
+
+class DictModel(nn.Module):
+    """A transformers-like model: keyword inputs, an output object with ``.logits``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_model()
+
+    def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.net(pixel_values)}
+
+
+@pytest.mark.parametrize("estimator", ["batch_sq", "per_sample", "lf"])
+def test_dict_batches_and_custom_forward_agree(estimator: str) -> None:
+    x, y = make_data()
+    plain = dampen.importance(make_model(), loader(x, y, 8), estimator=estimator)
+    dict_batches = [{"pixel_values": x[i : i + 8], "labels": y[i : i + 8]} for i in range(0, 24, 8)]
+    as_dict = dampen.importance(DictModel(), dict_batches, estimator=estimator)
+    triples = [(y[i : i + 8], "meta", x[i : i + 8]) for i in range(0, 24, 8)]
+
+    def forward(model: nn.Module, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        return model(batch[2]), batch[0]
+
+    custom = dampen.importance(make_model(), triples, estimator=estimator, forward=forward)
+    for n in plain:
+        torch.testing.assert_close(as_dict["net." + n], plain[n])
+        torch.testing.assert_close(custom[n], plain[n])
+
+
+def test_eval_mode_is_used_and_caller_state_restored() -> None:
+    model, (x, y) = make_model(), make_data()
+    model.train()
+    model.head.eval()  # mixed modes must come back exactly
+    model.head.bias.requires_grad_(False)
+    sentinel = torch.full_like(model.head.weight, 7.0)
+    model.head.weight.grad = sentinel
+    hooks_before = [
+        (len(m._forward_hooks), len(m._backward_hooks), len(m._forward_pre_hooks))
+        for m in model.modules()
+    ]
+    imp = dampen.importance(model, loader(x, y), estimator="per_sample")
+    assert model.training and not model.head.training and model.features.training
+    assert not model.head.bias.requires_grad and model.features[0].weight.requires_grad
+    assert model.head.weight.grad is sentinel and model.features[0].weight.grad is None
+    hooks_after = [
+        (len(m._forward_hooks), len(m._backward_hooks), len(m._forward_pre_hooks))
+        for m in model.modules()
+    ]
+    assert hooks_after == hooks_before
+    # Eval mode during the pass: equal to the eval-mode oracle although dropout is on here.
+    _assert_close(imp, _oracle_per_sample(make_model(), x, y))
+    assert imp["head.bias"].abs().sum() > 0  # frozen parameters are candidates too
+
+
+def test_state_restored_after_an_error() -> None:
+    model, (x, y) = make_model(), make_data()
+    model.train()
+    model.head.bias.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    with pytest.raises(ValueError, match="label 5"):
+        dampen.importance(model, loader(x, torch.full_like(y, 5)))
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+
+
+def test_bad_inputs_are_named() -> None:
+    model, (x, y) = make_model(), make_data()
+    with pytest.raises(ValueError, match="estimator"):
+        dampen.importance(model, loader(x, y), estimator="fisher")
+    with pytest.raises(ValueError, match="no samples"):
+        dampen.importance(model, [])
+    with pytest.raises(TypeError, match="nn.Module"):
+        dampen.importance("model", loader(x, y))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="batch"):
+        dampen.importance(model, [x])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_models_accumulate_in_fp32(dtype: torch.dtype) -> None:
+    x, y = make_data()
+    ref = dampen.importance(make_model(), loader(x, y), estimator="batch_sq")
+    low = make_model().to(dtype)
+    imp = dampen.importance(low, loader(x, y), estimator="batch_sq")
+    for n in imp:
+        assert imp.sums[n].dtype == torch.float32
+        assert torch.isfinite(imp[n]).all()
+    # Same order of magnitude as the fp32 model: nothing lost to underflow in the squares.
+    total_ref = sum(float(ref[n].sum()) for n in ref)
+    total_low = sum(float(imp[n].sum()) for n in imp)
+    assert total_low == pytest.approx(total_ref, rel=0.2)
+
+
+def test_deterministic() -> None:
+    x, y = make_data()
+    a = dampen.importance(make_model(), loader(x, y), estimator="per_sample")
+    b = dampen.importance(make_model(), loader(x, y), estimator="per_sample")
+    assert all(torch.equal(a.sums[n], b.sums[n]) for n in a)
+
+
+def test_model_with_unused_parameter() -> None:
+    model = make_model()
+    model.unused = nn.Linear(2, 2)  # type: ignore[assignment]
+    x, y = make_data()
+    imp = dampen.importance(model, loader(x, y))
+    assert imp["unused.weight"].abs().sum() == 0
