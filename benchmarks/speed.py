@@ -1,0 +1,222 @@
+"""Speed and memory of the SSD core, as ratios measured in one run (not a test).
+
+Prints:
+  (a) SSD forget time with a stored importance ÷ one forward+backward pass over Df (the floor);
+  (b) SSD with I_D computed on the fly ÷ SSD with the stored I_D;
+  (c) ``per_sample`` ÷ ``batch_sq`` importance time on the same data;
+  (d) peak extra memory of SSD (stored I_D) in units of parameter bytes: in total, and beyond
+      the peak of the plain forward+backward pass (the activations any method needs).
+
+Model: ResNet18 (CIFAR-style stem) on 1×28×28 inputs. Data: Fashion-MNIST images when the
+Debian package is installed, else random images of that shape (timing does not depend on the
+pixel values). Run ``python benchmarks/speed.py --help`` for sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+import dampen
+from dampen.models.resnet import ResNet18
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class PeakRSS:
+    """Samples the RSS every millisecond in a thread; ``peak`` is the largest seen."""
+
+    def __enter__(self) -> PeakRSS:
+        self.start = rss_bytes()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` Fashion-MNIST training images when available, else random ones."""
+    try:
+        from dampen.data.fashion_mnist import load_fashion_mnist
+
+        data = load_fashion_mnist().train
+        return data.x[:n].contiguous(), data.y[:n].contiguous()
+    except (FileNotFoundError, ValueError, ImportError):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+
+
+def make_model(width: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ResNet18(num_classes=10, in_channels=1, width=width).eval()
+
+
+def floor_pass(model: torch.nn.Module, data: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """One forward+backward pass over the data: what any gradient method must at least do."""
+    for x, y in data:
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+
+
+def best_of(repeats: int, fn: Callable[[], object]) -> float:
+    """Median wall-clock seconds of ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def memory_probe(args: argparse.Namespace, imp_path: str) -> dict[str, float]:
+    """Run in a fresh process: RSS peaks of the floor pass and of SSD, beyond the start."""
+    model = make_model(args.width)
+    x, y = images(args.forget, seed=1)
+    forget = batches(x, y, args.batch)
+    imp = dampen.Importance.load(imp_path, model=model)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    floor_pass(model, forget)  # warm up allocator and kernels
+    dampen.unlearn(model, forget[:1], importance=imp)
+    with PeakRSS() as floor:
+        floor_pass(model, forget)
+    with PeakRSS() as ssd:
+        result = dampen.unlearn(model, forget, importance=imp)
+    del result
+    return {
+        "param_bytes": param_bytes,
+        "floor_extra": (floor.peak - floor.start) / param_bytes,
+        "ssd_extra": (ssd.peak - ssd.start) / param_bytes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=64, help="ResNet18 width (64 = the real one)")
+    parser.add_argument("--train", type=int, default=2048, help="samples in D")
+    parser.add_argument("--forget", type=int, default=512, help="samples in Df")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        print(json.dumps(memory_probe(args, args.memory_probe)))
+        return
+
+    model = make_model(args.width)
+    params = sum(p.numel() for p in model.parameters())
+    xd, yd = images(args.train, seed=0)
+    train = batches(xd, yd, args.batch)
+    forget = train[: max(1, args.forget // args.batch)]
+    print(
+        f"ResNet18 width {args.width} ({params / 1e6:.1f} M parameters) on 1×28×28; "
+        f"|D| = {len(xd)}, |Df| = {sum(len(b[1]) for b in forget)}, batch {args.batch}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+
+    t_bsq = best_of(1, lambda: dampen.importance(model, train, estimator="batch_sq"))
+    t_ps = best_of(1, lambda: dampen.importance(model, train, estimator="per_sample"))
+    imp = dampen.importance(model, train, estimator="batch_sq")
+
+    floor_pass(model, forget)  # warm-up
+    t_floor = best_of(args.repeats, lambda: floor_pass(model, forget))
+    t_stored = best_of(args.repeats, lambda: dampen.unlearn(model, forget, importance=imp))
+    t_fly = best_of(1, lambda: dampen.unlearn(model, forget, train=train))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = imp.save(Path(tmp) / "imp.safetensors")
+        probe = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--memory-probe",
+                str(path),
+                "--width",
+                str(args.width),
+                "--forget",
+                str(args.forget),
+                "--batch",
+                str(args.batch),
+                "--threads",
+                str(args.threads),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    mem = json.loads(probe.stdout.strip().splitlines()[-1])
+
+    rows = [
+        (
+            "(a) SSD, stored I_D ÷ fwd+bwd over Df",
+            t_stored / t_floor,
+            "≤ 1.5",
+            f"{t_stored:.2f}s ÷ {t_floor:.2f}s",
+        ),
+        (
+            "(b) SSD, I_D on the fly ÷ stored I_D",
+            t_fly / t_stored,
+            "(what storing buys)",
+            f"{t_fly:.2f}s ÷ {t_stored:.2f}s",
+        ),
+        (
+            "(c) per_sample ÷ batch_sq importance",
+            t_ps / t_bsq,
+            "≤ 3",
+            f"{t_ps:.2f}s ÷ {t_bsq:.2f}s",
+        ),
+        (
+            "(d) SSD peak extra memory, total",
+            mem["ssd_extra"],
+            "≤ 3 (param bytes)",
+            f"{mem['param_bytes'] / 2**20:.0f} MiB of parameters",
+        ),
+        (
+            "    beyond the fwd+bwd pass's own peak",
+            mem["ssd_extra"] - mem["floor_extra"],
+            "",
+            f"fwd+bwd alone: {mem['floor_extra']:.2f}",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, ratio, target, detail in rows:
+        print(f"{name:<{width}}  {ratio:7.2f}  {target:<20} {detail}")
+
+
+if __name__ == "__main__":
+    main()
