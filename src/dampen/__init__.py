@@ -5,13 +5,16 @@
 import dampen.methods as _builtin_methods  # noqa: F401
 from dampen._version import __version__
 from dampen.api import UnlearnResult, importance, methods, unlearn
+from dampen.eval import EvalReport, evaluate
 from dampen.store import Fingerprint, Importance
 
 __all__ = [
+    "EvalReport",
     "Fingerprint",
     "Importance",
     "UnlearnResult",
     "__version__",
+    "evaluate",
     "importance",
     "methods",
     "unlearn",

@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from dampen import registry
-from dampen.batches import Batches, ForwardFn, loader_batch_size
-from dampen.estimators import accumulate, check_estimator
+from dampen.batches import Batches, ForwardFn
+from dampen.measure import measure
 from dampen.registry import Request
-from dampen.state import preserved
-from dampen.store import Fingerprint, Importance
+from dampen.store import Importance
 
 
 def importance(
@@ -25,6 +24,7 @@ def importance(
     forward: ForwardFn | None = None,
     progress: bool = False,
     chunk_size: int | None = None,
+    shard: bool = False,
 ) -> Importance:
     """Compute the importance of a data set for ``model`` (SPEC §1).
 
@@ -38,29 +38,26 @@ def importance(
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         progress: show a progress bar.
         chunk_size: samples per vectorised chunk for ``per_sample`` (default: from memory).
+        shard: in a process group, let each rank take every world-th batch of ``batches``
+            (leave False when the loader is already per-rank, e.g. a ``DistributedSampler``).
+            Either way the ranks' sums and counts are all-reduced.
 
     Returns:
-        A :class:`dampen.Importance` holding sums, counts and the model's fingerprint.
+        A :class:`dampen.Importance` holding sums, counts and the model's fingerprint. A model
+        wrapped in ``DistributedDataParallel`` is fingerprinted as its inner module.
 
     Raises:
         ValueError: for an unknown estimator, empty data or labels the model does not have.
     """
-    check_estimator(estimator)
     _check_module(model)
-    with preserved(model):
-        sums = accumulate(
-            model, batches, estimator, forward=forward, progress=progress, chunk_size=chunk_size
-        )
-    if sums.units == 0:
-        raise ValueError("the data yielded no samples")
-    return Importance(
-        sums=sums.tensors,
-        units=sums.units,
-        samples=sums.samples,
-        batches=sums.batches,
+    return measure(
+        model,
+        batches,
         estimator=estimator,
-        batch_size=loader_batch_size(batches) or sums.first_batch_size,
-        fingerprint=Fingerprint.of(model),
+        forward=forward,
+        progress=progress,
+        chunk_size=chunk_size,
+        shard=shard,
     )
 
 

@@ -28,7 +28,7 @@ Estimator = Literal["batch_sq", "per_sample", "lf"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
 #: Default memory budget for one chunk of per-sample gradients (bytes).
-PER_SAMPLE_CHUNK_BYTES = 512 * 2**20
+PER_SAMPLE_CHUNK_BYTES = 2 * 2**30
 
 
 @dataclass

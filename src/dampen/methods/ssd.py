@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 from dampen.batches import loader_batch_size
-from dampen.estimators import accumulate
 from dampen.functional import adaptive_alpha, dampen_
+from dampen.measure import measure
 from dampen.registry import Request, register
-from dampen.state import preserved
-from dampen.store import Fingerprint, Importance
+from dampen.store import Importance
 
 
 def _positive(name: str, value: float) -> None:
@@ -126,22 +125,15 @@ def importance_of_train(
 def compute_importance(
     model: nn.Module, batches: Any, estimator: str, request: Request, what: str
 ) -> Importance:
-    """One importance pass with the caller's state preserved; clear error on empty data."""
-    with preserved(model):
-        sums = accumulate(
-            model, batches, estimator, forward=request.forward, progress=request.progress
-        )
-    if sums.units == 0:
-        raise ValueError(f"the {what} is empty")
-    size = loader_batch_size(batches) or sums.first_batch_size
-    return Importance(
-        sums=sums.tensors,
-        units=sums.units,
-        samples=sums.samples,
-        batches=sums.batches,
+    """One importance pass for a method: caller's state preserved, ranks combined."""
+    return measure(
+        model,
+        batches,
         estimator=estimator,
-        batch_size=size,
-        fingerprint=Fingerprint.of(model, values=False),
+        forward=request.forward,
+        progress=request.progress,
+        hash_values=False,
+        what=what,
     )
 
 

@@ -1,0 +1,54 @@
+"""One importance pass end to end: state preserved, ranks combined, an Importance built."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from dampen.batches import Batches, ForwardFn, loader_batch_size
+from dampen.distributed import all_reduce_sums_, rank_and_world, shard_batches, unwrap
+from dampen.estimators import accumulate, check_estimator
+from dampen.state import preserved
+from dampen.store import Fingerprint, Importance
+
+
+def measure(
+    model: nn.Module,
+    batches: Batches,
+    *,
+    estimator: str,
+    forward: ForwardFn | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+    shard: bool = False,
+    hash_values: bool = True,
+    what: str = "data",
+) -> Importance:
+    """Compute the importance of ``batches`` for ``model``.
+
+    In a process group every rank's sums and counts are summed (see :mod:`dampen.distributed`);
+    ``shard=True`` makes each rank take every world-th batch of ``batches`` itself.
+
+    Raises:
+        ValueError: naming ``what`` when it holds no samples.
+    """
+    check_estimator(estimator)
+    inner = unwrap(model)
+    if shard:
+        rank, world = rank_and_world()
+        batches = shard_batches(batches, rank, world)
+    with preserved(inner):
+        sums = accumulate(
+            inner, batches, estimator, forward=forward, progress=progress, chunk_size=chunk_size
+        )
+    all_reduce_sums_(sums)
+    if sums.units == 0:
+        raise ValueError(f"the {what} is empty (no samples)")
+    return Importance(
+        sums=sums.tensors,
+        units=sums.units,
+        samples=sums.samples,
+        batches=sums.batches,
+        estimator=estimator,
+        batch_size=loader_batch_size(batches) or sums.first_batch_size,
+        fingerprint=Fingerprint.of(inner, values=hash_values),
+    )
