@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from conftest import loader, make_data, make_model
 from torch.nn.parallel import DistributedDataParallel
 
 import dampen
+from conftest import loader, make_data, make_model
 
 
 def main(out: Path, mode: str) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import loader, make_data, make_model
 
 import dampen
+from conftest import loader, make_data, make_model
 from dampen.distributed import shard_batches
 
 HERE = Path(__file__).parent
@@ -71,6 +71,6 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path, mode: str) -> None:
 def test_shard_batches_partitions() -> None:
     items = list(range(7))
     shares = [list(shard_batches(items, r, 3)) for r in range(3)]
-    assert sorted(sum(shares, [])) == items and shares[1] == [1, 4]
+    assert sorted(i for share in shares for i in share) == items and shares[1] == [1, 4]
     with pytest.raises(ValueError, match="rank"):
         list(shard_batches(items, 3, 3))
