@@ -1,0 +1,179 @@
+"""``dampen importance`` and ``dampen forget``: the command line for a user's own model.
+
+Both run under ``torchrun``: the process group is initialised from its variables, the batches
+are shared out between the ranks, and only rank 0 writes the output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+import dampen
+from dampen.distributed import init_from_env, rank_and_world
+from dampen.userspec import build_model, load_weights_, parse_option, resolve, save_weights
+
+
+def _fail(e: Exception) -> click.ClickException:
+    return click.ClickException(str(e))
+
+
+def _model(spec: str, weights: Path) -> Any:
+    model = build_model(spec)
+    load_weights_(model, weights)
+    return model
+
+
+MODEL = click.option(
+    "--model",
+    "model_spec",
+    required=True,
+    metavar="PKG.MODULE:FACTORY",
+    help="A function that builds the model (no arguments).",
+)
+WEIGHTS = click.option(
+    "--weights",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The trained weights: .safetensors or a torch state dict.",
+)
+
+
+@click.command("importance")
+@MODEL
+@WEIGHTS
+@click.option(
+    "--data",
+    "data_spec",
+    required=True,
+    metavar="PKG.MODULE:LOADER_FN",
+    help="A function returning the training batches (e.g. a DataLoader).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to store the importance (.safetensors).",
+)
+@click.option(
+    "--estimator",
+    default="batch_sq",
+    show_default=True,
+    type=click.Choice(["batch_sq", "per_sample", "lf"]),
+)
+@click.option(
+    "--shard/--no-shard",
+    default=True,
+    show_default=True,
+    help="Under torchrun, give each rank every world-th batch of the loader.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def importance_cmd(
+    model_spec: str,
+    weights: Path,
+    data_spec: str,
+    out: Path,
+    estimator: str,
+    shard: bool,
+    progress: bool,
+) -> None:
+    """Compute the importance of the training data once and store it."""
+    init_from_env()
+    rank, world = rank_and_world()
+    try:
+        model = _model(model_spec, weights)
+        batches = resolve(data_spec, what="--data")()
+        imp = dampen.importance(
+            model, batches, estimator=estimator, progress=progress and rank == 0, shard=shard
+        )
+    except (ValueError, TypeError) as e:
+        raise _fail(e) from e
+    if rank == 0:
+        imp.save(out)
+        click.echo(
+            f"importance ({estimator}) of {imp.samples} samples in {imp.batches} batches "
+            f"over {world} process(es) written to {out}"
+        )
+
+
+@click.command("forget")
+@MODEL
+@WEIGHTS
+@click.option(
+    "--importance",
+    "importance_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The stored importance of the training data.",
+)
+@click.option(
+    "--forget",
+    "forget_spec",
+    required=True,
+    metavar="PKG.MODULE:LOADER_FN",
+    help="A function returning the batches to forget.",
+)
+@click.option("--method", default="ssd", show_default=True, help="An SSD-family method.")
+@click.option(
+    "--option",
+    "-o",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A method option, e.g. -o alpha=10 (repeatable).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the unlearned weights (.safetensors or torch).",
+)
+@click.option(
+    "--allow-changed-weights",
+    is_flag=True,
+    help="Accept an importance made for other weights of the same architecture "
+    "(e.g. the model was already unlearned once).",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def forget_cmd(
+    model_spec: str,
+    weights: Path,
+    importance_path: Path,
+    forget_spec: str,
+    method: str,
+    options: tuple[str, ...],
+    out: Path,
+    allow_changed_weights: bool,
+    progress: bool,
+) -> None:
+    """Unlearn the forget set from the model with a stored importance."""
+    init_from_env()
+    rank, _ = rank_and_world()
+    try:
+        config = dict(parse_option(o) for o in options)
+        model = _model(model_spec, weights)
+        imp = dampen.Importance.load(
+            importance_path, model=model, check_values=not allow_changed_weights
+        )
+        forget = resolve(forget_spec, what="--forget")()
+        result = dampen.unlearn(
+            model,
+            forget,
+            method=method,
+            importance=imp,
+            progress=progress and rank == 0,
+            inplace=True,
+            **config,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise _fail(e) from e
+    if rank == 0:
+        save_weights(result.model, out)
+        s = result.stats
+        click.echo(
+            f"{method}: alpha {s.get('alpha', float('nan')):.4g}, "
+            f"{s.get('selected', 0):,} of {s.get('parameters', 0):,} parameters dampened in "
+            f"{s['seconds']['total']:.2f}s; weights written to {out}"
+        )

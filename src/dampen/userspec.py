@@ -1,0 +1,100 @@
+"""A user's own code and files for the command line: ``pkg.module:attr`` specs and weights."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def resolve(spec: str, *, what: str) -> Callable[..., Any]:
+    """Import ``pkg.module:attr`` and return the callable it names.
+
+    Raises:
+        ValueError: naming ``what`` when the spec is malformed, missing or not callable.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{what} must look like 'package.module:function'; got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"{what}: cannot import module {module_name!r} ({e})") from e
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ValueError(f"{what}: module {module_name!r} has no attribute {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"{what}: {spec!r} is not callable")
+    return target
+
+
+def build_model(spec: str) -> nn.Module:
+    """Call the model factory named by ``spec`` and check it returns an ``nn.Module``."""
+    model = resolve(spec, what="--model")()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"--model {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_weights_(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a state dict into ``model``: safetensors, or a torch file read with weights_only."""
+    source = Path(path)
+    if not source.is_file():
+        raise ValueError(f"--weights: no file at {source}")
+    try:
+        if source.suffix == ".safetensors":
+            state = load_file(str(source))
+        else:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as e:  # each format raises its own error types
+        raise ValueError(f"--weights: cannot read {source}: {e}") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"--weights: {source} does not hold a state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"--weights {source} does not fit the model: {e}") from e
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write ``model``'s state dict atomically (safetensors for ``.safetensors``, else torch)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if target.suffix == ".safetensors":
+            save_file(state, tmp)
+        else:
+            torch.save(state, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as int, float, bool or else kept as text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--option must look like key=value; got {text!r}")
+    low = raw.lower()
+    if low in ("true", "false"):
+        return key, low == "true"
+    for kind in (int, float):
+        try:
+            return key, kind(raw)
+        except ValueError:
+            pass
+    return key, raw

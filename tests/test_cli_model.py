@@ -1,0 +1,170 @@
+"""``dampen importance`` / ``dampen forget`` on a user's own model, module and files."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+import dampen
+from conftest import loader, make_data, make_model
+from dampen.cli_model import forget_cmd, importance_cmd
+
+USER_MODULE = textwrap.dedent(
+    """
+    import torch
+    from conftest import loader, make_data, make_model
+
+    def factory():
+        return make_model(seed=1)
+
+    def other_factory():
+        return make_model(seed=1, classes=4)
+
+    def train_batches():
+        return loader(*make_data(24), 8)
+
+    def forget_batches():
+        x, y = make_data(24)
+        return loader(x[y == 2], y[y == 2], 8)
+
+    not_callable = 3
+    """
+)
+
+
+@pytest.fixture
+def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "user_mod.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in make_model(seed=1).state_dict().items()}, weights)
+    return tmp_path
+
+
+def _run(cmd: object, args: list[str]) -> object:
+    return CliRunner().invoke(cmd, args, catch_exceptions=False)  # type: ignore[arg-type]
+
+
+def test_importance_then_forget_matches_the_library(user: Path) -> None:
+    imp_path, out = user / "i.safetensors", user / "w2.safetensors"
+    r = _run(
+        importance_cmd,
+        [
+            "--model",
+            "user_mod:factory",
+            "--weights",
+            str(user / "w.safetensors"),
+            "--data",
+            "user_mod:train_batches",
+            "--out",
+            str(imp_path),
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    r = _run(
+        forget_cmd,
+        [
+            "--model",
+            "user_mod:factory",
+            "--weights",
+            str(user / "w.safetensors"),
+            "--importance",
+            str(imp_path),
+            "--forget",
+            "user_mod:forget_batches",
+            "-o",
+            "alpha=1.5",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    assert "alpha 1.5" in r.output  # type: ignore[attr-defined]
+
+    model = make_model(seed=1)
+    x, y = make_data(24)
+    imp = dampen.importance(model, loader(x, y, 8))
+    want = dampen.unlearn(model, loader(x[y == 2], y[y == 2], 8), importance=imp, alpha=1.5)
+    got = load_file(str(out))
+    for k, v in want.model.state_dict().items():
+        assert torch.equal(got[k], v), k
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("user_mod", "package.module:function"),
+        ("no_such_module:f", "cannot import"),
+        ("user_mod:missing", "no attribute"),
+        ("user_mod:not_callable", "not callable"),
+    ],
+)
+def test_bad_specs_are_named(user: Path, spec: str, message: str) -> None:
+    out = user / "i.safetensors"
+    r = _run(
+        importance_cmd,
+        [
+            "--model",
+            spec,
+            "--weights",
+            str(user / "w.safetensors"),
+            "--data",
+            "user_mod:train_batches",
+            "--out",
+            str(out),
+        ],
+    )
+    assert r.exit_code != 0 and message in r.output  # type: ignore[attr-defined]
+    assert not out.exists()
+
+
+def test_mismatched_files_are_refused_and_nothing_written(user: Path) -> None:
+    weights = str(user / "w.safetensors")
+    r = _run(
+        importance_cmd,
+        [
+            "--model",
+            "user_mod:other_factory",
+            "--weights",
+            weights,
+            "--data",
+            "user_mod:train_batches",
+            "--out",
+            str(user / "i.st"),
+        ],
+    )
+    assert r.exit_code != 0 and "does not fit the model" in r.output  # type: ignore[attr-defined]
+
+    # An importance made for other weights.
+    other = dampen.importance(make_model(seed=7), loader(*make_data(24), 8))
+    other.save(user / "other.safetensors")
+    out = user / "w2.safetensors"
+    args = [
+        "--model",
+        "user_mod:factory",
+        "--weights",
+        weights,
+        "--importance",
+        str(user / "other.safetensors"),
+        "--forget",
+        "user_mod:forget_batches",
+        "--out",
+        str(out),
+    ]
+    r = _run(forget_cmd, args)
+    assert r.exit_code != 0 and "different weights" in r.output  # type: ignore[attr-defined]
+    assert not out.exists()
+    r = _run(forget_cmd, [*args, "-o", "alpha=0"])
+    assert r.exit_code != 0
+    r = _run(forget_cmd, [*args[:-2], "--out", str(out), "-o", "alpha", "--allow-changed-weights"])
+    assert r.exit_code != 0 and "key=value" in r.output  # type: ignore[attr-defined]
+    assert not out.exists()
+    r = _run(forget_cmd, [*args, "--allow-changed-weights", "-o", "alpha=1"])
+    assert r.exit_code == 0 and out.exists()  # type: ignore[attr-defined]
