@@ -12,6 +12,7 @@ exactly; :class:`dampen.store.Importance` divides them into means.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -222,7 +223,9 @@ class _PerSampleStep:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
         self.wrapper = _ForwardModule(model, forward)
+        self.live = params
         self.params = {f"model.{n}": p.detach() for n, p in params.items()}
+        self.vectorised = True
         param_bytes = sum(p.numel() * 4 for p in params.values())
         self.chunk_size = chunk_size or max(1, PER_SAMPLE_CHUNK_BYTES // (2 * param_bytes))
         self.classes: int | None = None
@@ -240,11 +243,44 @@ class _PerSampleStep:
         per_sample_grad = vmap(grad(self._loss), in_dims=(None, dims, None))
         for start in range(0, n, self.chunk_size):
             chunk = _slice(batch, n, start, min(n, start + self.chunk_size))
-            grads = per_sample_grad(self.params, chunk, dims)
+            if self.vectorised:
+                try:
+                    grads = per_sample_grad(self.params, chunk, dims)
+                except RuntimeError as e:
+                    if "vmap" not in str(e):
+                        raise
+                    self._give_up_vectorising(e)
+            if not self.vectorised:
+                self._one_by_one(chunk, acc)
+                continue
             for key, g in grads.items():
                 target = acc.tensors[key[len("model.") :]]
                 target.add_(g.to(target.dtype).square_().sum(dim=0))
         _count(acc, units=n, samples=n)
+
+    def _give_up_vectorising(self, error: RuntimeError) -> None:
+        self.vectorised = False
+        warnings.warn(
+            "per_sample: this model cannot run under torch.func.vmap (data-dependent control "
+            f"flow: {str(error).splitlines()[0][:120]}); computing one sample at a time instead "
+            "(same result, slower)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def _one_by_one(self, chunk: Any, acc: Sums) -> None:
+        """The fallback: one backward pass per sample (exact, not vectorised)."""
+        n = _leading_size(chunk)
+        names = list(self.live)
+        for i in range(n):
+            logits, targets = self.wrapper(_slice(chunk, n, i, i + 1))
+            loss = F.cross_entropy(logits.float(), targets)
+            grads = torch.autograd.grad(loss, [self.live[k] for k in names], allow_unused=True)
+            for name, g in zip(names, grads, strict=True):
+                if g is not None:
+                    target = acc.tensors[name]
+                    g = g.to(target.dtype)
+                    target.addcmul_(g, g)
 
     def _check_labels(self, batch: Any) -> None:
         """Check labels: a forward pass on the first batch, then a range check on the rest."""
