@@ -1,5 +1,25 @@
 """Built-in unlearning methods; importing this package registers them all."""
 
-from dampen.methods import ssd
+from dampen.methods import (
+    amnesiac,
+    bad_teacher,
+    finetune,
+    neggrad,
+    retrain,
+    salun,
+    scrub,
+    ssd,
+    unsir,
+)
 
-__all__ = ["ssd"]
+__all__ = [
+    "amnesiac",
+    "bad_teacher",
+    "finetune",
+    "neggrad",
+    "retrain",
+    "salun",
+    "scrub",
+    "ssd",
+    "unsir",
+]

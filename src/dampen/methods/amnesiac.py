@@ -1,0 +1,91 @@
+"""``amnesiac`` (Graves et al., AAAI 2021): train on Dr mixed with Df relabelled at random."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from dampen.methods._common import (
+    Clock,
+    check_int,
+    check_optimizer,
+    forward_of,
+    make_optimizer,
+    random_other_labels,
+    require_forget,
+    require_retain,
+    seeded_generator,
+)
+from dampen.methods._streams import Tagged
+from dampen.registry import Request, register
+from dampen.training import train_
+
+
+@dataclass(frozen=True)
+class AmnesiacConfig:
+    """Amnesiac unlearning (SSD paper's settings: 3 epochs, Adam lr 1e-4).
+
+    Every forget sample gets a uniformly drawn label other than its own, drawn anew each
+    time its batch is seen; retain and forget batches are interleaved at random.
+
+    Attributes:
+        epochs: passes over Dr ∪ Df.
+        optimizer: ``"adam"`` or ``"sgd"``.
+        lr: learning rate.
+        momentum: SGD momentum (unused by Adam).
+        weight_decay: weight decay.
+    """
+
+    epochs: int = 3
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs)
+        check_optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
+
+
+@register("amnesiac", AmnesiacConfig)
+def run_amnesiac_(model: nn.Module, request: Request, config: AmnesiacConfig) -> dict[str, Any]:
+    """Cross-entropy on retain batches and on randomly relabelled forget batches."""
+    clock = Clock()
+    forward = forward_of(request)
+    retain = require_retain(request, "amnesiac")
+    require_forget(request)
+    generator = seeded_generator(request.seed)
+
+    def loss(model: nn.Module, item: tuple[str, Any]) -> Tensor:
+        tag, batch = item
+        logits, targets = forward(model, batch)
+        if tag == "forget":
+            targets = random_other_labels(targets, logits.shape[-1], generator)
+        return F.cross_entropy(logits.float(), targets)
+
+    optimizer = make_optimizer(
+        model,
+        kind=config.optimizer,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    with clock.phase("train"):
+        log = train_(
+            model,
+            Tagged([("retain", retain), ("forget", request.forget)], generator),
+            epochs=config.epochs,
+            optimizer=optimizer,
+            step_loss=loss,
+            progress=request.progress,
+            desc="amnesiac",
+        )
+    return {
+        "method": "amnesiac",
+        "steps": log.steps,
+        "epoch_losses": list(log.epoch_losses),
+        "seconds": clock.seconds(),
+    }

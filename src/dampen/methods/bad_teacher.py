@@ -1,0 +1,128 @@
+"""``bad_teacher`` (Chundawat et al., AAAI 2023): distil from a good and a "bad" teacher.
+
+The student (the model) learns the original model's outputs on retain batches and a randomly
+initialised model's outputs on forget batches, by KL divergence at temperature T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from dampen.methods._common import (
+    Clock,
+    check_fraction,
+    check_int,
+    check_optimizer,
+    check_positive,
+    forward_of,
+    freeze_,
+    frozen_copy,
+    make_optimizer,
+    require_forget,
+    require_retain,
+    seeded_generator,
+)
+from dampen.methods._fresh import ModelFactory, check_factory, fresh_copy
+from dampen.methods._streams import Subsampled, Tagged
+from dampen.registry import Request, register
+from dampen.training import train_
+
+
+@dataclass(frozen=True)
+class BadTeacherConfig:
+    """Bad-teacher distillation (SSD paper's settings: 1 epoch, Adam lr 1e-4, 30 % of Dr, T=1).
+
+    Attributes:
+        epochs: passes over the sampled Dr batches plus Df.
+        optimizer: ``"adam"`` or ``"sgd"``.
+        lr: learning rate.
+        momentum: SGD momentum (unused by Adam).
+        weight_decay: weight decay.
+        retain_fraction: share of the retain batches used, drawn anew every epoch.
+        temperature: softmax temperature of the KL divergence.
+        teacher_factory: ``factory() -> nn.Module`` building the incompetent teacher; None
+            re-initialises a copy of the model layer by layer.
+    """
+
+    epochs: int = 1
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    retain_fraction: float = 0.3
+    temperature: float = 1.0
+    teacher_factory: ModelFactory | None = None
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs)
+        check_optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
+        check_fraction("retain_fraction", self.retain_fraction)
+        check_positive("temperature", self.temperature)
+        check_factory("teacher_factory", self.teacher_factory)
+
+
+def kl_to_teacher(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """``KL(softmax(teacher/T) ‖ softmax(student/T))`` averaged over the batch."""
+    return F.kl_div(
+        F.log_softmax(student.float() / temperature, dim=-1),
+        F.softmax(teacher.float() / temperature, dim=-1),
+        reduction="batchmean",
+    )
+
+
+@register("bad_teacher", BadTeacherConfig)
+def run_bad_teacher_(
+    model: nn.Module, request: Request, config: BadTeacherConfig
+) -> dict[str, Any]:
+    """Distil the original model on sampled retain batches and a random model on Df."""
+    clock = Clock()
+    forward = forward_of(request)
+    retain = require_retain(request, "bad_teacher")
+    require_forget(request)
+    generator = seeded_generator(request.seed)
+    with clock.phase("teachers"):
+        competent = frozen_copy(model)
+        incompetent = freeze_(fresh_copy(model, config.teacher_factory))
+
+    def loss(model: nn.Module, item: tuple[str, Any]) -> Tensor:
+        tag, batch = item
+        logits, _ = forward(model, batch)
+        with torch.no_grad():
+            target, _ = forward(incompetent if tag == "forget" else competent, batch)
+        return kl_to_teacher(logits, target, config.temperature)
+
+    stream = Tagged(
+        [
+            ("retain", Subsampled(retain, config.retain_fraction, generator)),
+            ("forget", request.forget),
+        ],
+        generator,
+    )
+    optimizer = make_optimizer(
+        model,
+        kind=config.optimizer,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    with clock.phase("train"):
+        log = train_(
+            model,
+            stream,
+            epochs=config.epochs,
+            optimizer=optimizer,
+            step_loss=loss,
+            progress=request.progress,
+            desc="bad_teacher",
+        )
+    return {
+        "method": "bad_teacher",
+        "steps": log.steps,
+        "epoch_losses": list(log.epoch_losses),
+        "seconds": clock.seconds(),
+    }

@@ -1,0 +1,72 @@
+"""``finetune``: a few epochs of ordinary training on the retain set (catastrophic forgetting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from dampen.methods._common import (
+    Clock,
+    check_int,
+    check_optimizer,
+    forward_of,
+    make_optimizer,
+    require_retain,
+)
+from dampen.registry import Request, register
+from dampen.training import cross_entropy_loss, train_
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning on Dr (SSD paper: 5 epochs, SGD lr 0.02, momentum 0.9, weight decay 5e-4).
+
+    Attributes:
+        epochs: passes over the retain set.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+    """
+
+    epochs: int = 5
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs)
+        check_optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
+
+
+@register("finetune", FinetuneConfig)
+def run_finetune_(model: nn.Module, request: Request, config: FinetuneConfig) -> dict[str, Any]:
+    """Train on ``request.retain`` only; the forget set is never read."""
+    clock = Clock()
+    retain = require_retain(request, "finetune")
+    optimizer = make_optimizer(
+        model,
+        kind=config.optimizer,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    with clock.phase("train"):
+        log = train_(
+            model,
+            retain,
+            epochs=config.epochs,
+            optimizer=optimizer,
+            step_loss=cross_entropy_loss(forward_of(request)),
+            progress=request.progress,
+            desc="finetune",
+        )
+    return {
+        "method": "finetune",
+        "steps": log.steps,
+        "epoch_losses": list(log.epoch_losses),
+        "seconds": clock.seconds(),
+    }
