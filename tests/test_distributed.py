@@ -63,7 +63,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path, mode: str) -> None:
             single.samples,
             single.batches,
         )
-        assert both.batch_size == 8
+        assert both.batch_size == 8 and both.label_counts == single.label_counts
         for n in single:
             torch.testing.assert_close(both[n], single[n], rtol=1e-5, atol=1e-10)
 

@@ -104,3 +104,41 @@ def test_empty_importance_is_refused() -> None:
             batch_size=8,
             fingerprint=imp.fingerprint,
         )
+
+
+def test_label_counts_are_kept_saved_and_merged(tmp_path: Path) -> None:
+    model, (x, y) = make_model(), make_data(25)
+    imp = dampen.importance(model, loader(x, y, 4))
+    assert imp.label_counts == {0: 9, 1: 8, 2: 8}
+    back = dampen.Importance.load(imp.save(tmp_path / "i.safetensors"), model=model)
+    assert back.label_counts == imp.label_counts
+    a = dampen.importance(model, loader(x[:12], y[:12], 4))
+    b = dampen.importance(model, loader(x[12:], y[12:], 4))
+    assert (a + b).label_counts == imp.label_counts
+    unlabelled = dampen.importance(model, [(x,)], estimator="lf")
+    assert unlabelled.label_counts is None
+
+
+def test_subtract_is_exact_for_per_sample() -> None:
+    model, (x, y) = make_model(), make_data()
+    whole = dampen.importance(model, loader(x, y, 5), estimator="per_sample")
+    forget = y == 1
+    gone = dampen.importance(model, loader(x[forget], y[forget], 3), estimator="per_sample")
+    kept = dampen.importance(model, loader(x[~forget], y[~forget], 7), estimator="per_sample")
+    rest = whole.subtract(gone)
+    assert (rest.units, rest.samples) == (kept.units, kept.samples)
+    assert rest.label_counts == {0: 8, 2: 8}
+    for n in kept:
+        torch.testing.assert_close(rest[n], kept[n], rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="nothing would remain"):
+        gone.subtract(whole)
+
+
+def test_subtract_whole_batches_is_exact_for_batch_sq() -> None:
+    model, (x, y) = make_model(), make_data()
+    whole = dampen.importance(model, loader(x, y, 4))
+    first = dampen.importance(model, loader(x[:8], y[:8], 4))
+    rest = dampen.importance(model, loader(x[8:], y[8:], 4))
+    left = whole.subtract(first)
+    for n in rest:
+        torch.testing.assert_close(left[n], rest[n], rtol=1e-4, atol=1e-7)

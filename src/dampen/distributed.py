@@ -85,6 +85,24 @@ def all_reduce_sums_(sums: Sums) -> None:
     first = torch.tensor([sums.first_batch_size or 0], dtype=torch.float64, device=device)
     dist.broadcast(first, src=0)
     sums.first_batch_size = int(first.item()) or sums.first_batch_size
+    _all_reduce_labels_(sums, device)
+
+
+def _all_reduce_labels_(sums: Sums, device: torch.device) -> None:
+    """Sum the label histograms; unknown on any rank means unknown on all."""
+    labels = sums.labels
+    known = torch.tensor([labels is not None], dtype=torch.float64, device=device)
+    size = torch.tensor([max(labels, default=-1) + 1 if labels else 0], device=device)
+    dist.all_reduce(known, op=dist.ReduceOp.MIN)
+    dist.all_reduce(size, op=dist.ReduceOp.MAX)
+    if not known.item() or labels is None:
+        sums.labels = None
+        return
+    counts = torch.zeros(int(size.item()), dtype=torch.float64, device=device)
+    for label, count in labels.items():
+        counts[label] = count
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    sums.labels = {i: int(c) for i, c in enumerate(counts.tolist()) if c}
 
 
 def init_from_env() -> bool:

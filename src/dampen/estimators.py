@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import torch
@@ -41,6 +41,19 @@ class Sums:
     samples: int = 0
     batches: int = 0
     first_batch_size: int | None = None
+    labels: dict[int, int] | None = field(default_factory=dict)
+    """How many samples carried each integer label; None once a batch had no readable labels."""
+
+    def count_labels(self, targets: Tensor | None) -> None:
+        """Add a batch's integer labels to the histogram (None: labels unknown from now on)."""
+        if self.labels is None:
+            return
+        if targets is None or targets.is_floating_point() or targets.dim() != 1:
+            self.labels = None
+            return
+        for label, count in enumerate(torch.bincount(targets.detach().cpu()).tolist()):
+            if count:
+                self.labels[label] = self.labels.get(label, 0) + count
 
 
 def check_estimator(name: str) -> str:
@@ -113,6 +126,7 @@ def accumulate(
         step = _PerSampleStep(model, params, forward, chunk_size)
         for batch in bar:
             step(batch, acc)
+            acc.count_labels(_plain_labels(batch, forward))
         return acc
     names = list(params)
     tensors = [params[n] for n in names]
@@ -120,14 +134,15 @@ def accumulate(
         if estimator == "lf":
             logits = logits_only(model, batch, forward)
             loss = logits.float().square().sum(dim=1).mean()
-            n = int(logits.shape[0])
+            labels = _plain_labels(batch, forward)
         else:
-            logits, targets = (forward or default_forward)(model, batch)
-            check_targets(logits, targets)
-            loss = F.cross_entropy(logits.float(), targets)
-            n = int(logits.shape[0])
+            logits, labels = (forward or default_forward)(model, batch)
+            check_targets(logits, labels)
+            loss = F.cross_entropy(logits.float(), labels)
+        n = int(logits.shape[0])
         if n == 0:
             continue
+        acc.count_labels(labels)
         grads = torch.autograd.grad(loss, tensors, allow_unused=True)
         for name, g in zip(names, grads, strict=True):
             if g is None:
@@ -140,6 +155,19 @@ def accumulate(
                 target.addcmul_(g, g)
         _count(acc, units=1, samples=n)
     return acc
+
+
+def _plain_labels(batch: Any, forward: ForwardFn | None) -> Tensor | None:
+    """The integer labels of a standard batch without running the model (None if unknown)."""
+    if forward is not None or isinstance(batch, Tensor):
+        return None
+    if isinstance(batch, (list, tuple)) and len(batch) < 2:
+        return None
+    try:
+        labels = split_batch(batch)[1]
+    except TypeError:
+        return None
+    return labels if isinstance(labels, Tensor) else None
 
 
 def _count(acc: Sums, *, units: int, samples: int) -> None:

@@ -51,4 +51,5 @@ def measure(
         estimator=estimator,
         batch_size=loader_batch_size(batches) or sums.first_batch_size,
         fingerprint=Fingerprint.of(inner, values=hash_values),
+        label_counts=sums.labels,
     )

@@ -77,7 +77,11 @@ class Importance(Mapping[str, Tensor]):
         estimator: ``"batch_sq"``, ``"per_sample"`` or ``"lf"``.
         batch_size: nominal batch size of the pass (``batch_sq`` scale depends on it).
         fingerprint: the model the importance belongs to.
+        shapes: parameter shapes, for error messages about another model.
         version: the dampen version that made it.
+        label_counts: samples per integer label, when the data's labels were readable; lets
+            ``alpha="auto"`` tell class forgetting (every sample of a class) from sample
+            forgetting.
     """
 
     sums: Mapping[str, Tensor]
@@ -89,6 +93,7 @@ class Importance(Mapping[str, Tensor]):
     fingerprint: Fingerprint
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     version: str = __version__
+    label_counts: Mapping[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.units <= 0 or self.samples <= 0:
@@ -166,9 +171,38 @@ class Importance(Mapping[str, Tensor]):
             units=self.units + other.units,
             samples=self.samples + other.samples,
             batches=self.batches + other.batches,
+            label_counts=_combine_labels(self.label_counts, other.label_counts, 1),
         )
 
     __add__ = merge
+
+    def subtract(self, other: Importance) -> Importance:
+        """Remove a pass over a subset of this data (e.g. a forget set already forgotten).
+
+        Exact for ``per_sample``, whose sums are per sample: the result is the importance of
+        the remaining samples. For ``batch_sq`` and ``lf`` the sums are per batch, so the
+        result is exact only when ``other`` covered whole batches of this pass; otherwise it
+        approximates the remaining data's importance (the forget set's own batches stand in for
+        the mixed batches they were part of). Tiny negative round-off is clipped to zero.
+
+        Raises:
+            ValueError: if ``other`` is incompatible or not smaller than this importance.
+        """
+        self._check_compatible(other)
+        if other.units >= self.units or other.samples >= self.samples:
+            raise ValueError(
+                f"cannot subtract {other.samples} samples ({other.units} units) from "
+                f"{self.samples} samples ({self.units} units): nothing would remain"
+            )
+        sums = {n: (s - other.sums[n].to(s.device)).clamp_(min=0) for n, s in self.sums.items()}
+        return replace(
+            self,
+            sums=sums,
+            units=self.units - other.units,
+            samples=self.samples - other.samples,
+            batches=max(self.batches - other.batches, 1),
+            label_counts=_combine_labels(self.label_counts, other.label_counts, -1),
+        )
 
     # -- files -----------------------------------------------------------------------------
     def metadata(self) -> dict[str, str]:
@@ -184,6 +218,9 @@ class Importance(Mapping[str, Tensor]):
             "values": self.fingerprint.values,
             "shapes": json.dumps({n: list(s) for n, s in self.shapes.items()}),
             "version": self.version,
+            "label_counts": ""
+            if self.label_counts is None
+            else json.dumps({str(k): v for k, v in sorted(self.label_counts.items())}),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -240,6 +277,7 @@ class Importance(Mapping[str, Tensor]):
                 fingerprint=Fingerprint(meta["structure"], meta["values"]),
                 shapes={n: tuple(s) for n, s in json.loads(meta["shapes"]).items()},
                 version=meta["version"],
+                label_counts=_read_labels(meta.get("label_counts", "")),
             )
         except (KeyError, ValueError) as e:
             raise ValueError(f"{source} has broken dampen metadata: {e}") from e
@@ -248,3 +286,18 @@ class Importance(Mapping[str, Tensor]):
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
             imp = imp.to(device)
         return imp
+
+
+def _combine_labels(
+    a: Mapping[int, int] | None, b: Mapping[int, int] | None, sign: int
+) -> dict[int, int] | None:
+    if a is None or b is None:
+        return None
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + sign * v
+    return {k: v for k, v in out.items() if v > 0}
+
+
+def _read_labels(text: str) -> dict[int, int] | None:
+    return {int(k): int(v) for k, v in json.loads(text).items()} if text else None
