@@ -7,6 +7,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+# The models here are tiny: one thread is as fast, and immune to a busy machine's other load.
+torch.set_num_threads(1)
+
 
 class TinyConvNet(nn.Module):
     """Conv + BatchNorm + dropout + linear head on 1×6×6 inputs: every layer kind SSD meets."""

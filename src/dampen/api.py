@@ -87,6 +87,7 @@ def unlearn(
     importance: Importance | None = None,
     train: Batches | None = None,
     retain: Batches | None = None,
+    heldout: Batches | None = None,
     forward: ForwardFn | None = None,
     inplace: bool = False,
     progress: bool = False,
@@ -102,6 +103,9 @@ def unlearn(
         importance: the stored importance of the training data (SSD family).
         train: batches of the training data, to compute that importance now instead.
         retain: batches of the retain set (baselines that need it).
+        heldout: batches the model never trained on, for ``alpha="auto"``: from the forget
+            set's distribution for sample forgetting (the target level), from retained
+            classes for class forgetting (a collapse guard).
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         inplace: change ``model`` itself instead of a copy.
         progress: show progress bars.
@@ -119,6 +123,7 @@ def unlearn(
         importance=importance,
         train=train,
         retain=retain,
+        heldout=heldout,
         forward=forward,
         original=model,
         progress=progress,

@@ -22,6 +22,7 @@ class Request:
         importance: a stored importance of the training data D, if the caller has one.
         train: batches of D, to compute the importance on the fly.
         retain: batches of the retain set Dr (baselines only; SSD never needs it).
+        heldout: a small sample the model never trained on, for ``alpha="auto"``.
         forward: ``forward(model, batch) -> (logits, targets)``, or None for the default.
         original: the caller's model, untouched (a teacher for distillation baselines).
         progress: show progress bars.
@@ -32,6 +33,7 @@ class Request:
     importance: Importance | None = None
     train: Batches | None = None
     retain: Batches | None = None
+    heldout: Batches | None = None
     forward: ForwardFn | None = None
     original: nn.Module | None = None
     progress: bool = False

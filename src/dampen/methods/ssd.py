@@ -17,6 +17,7 @@ from torch import nn
 from dampen.batches import loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_
 from dampen.measure import measure
+from dampen.methods.auto_alpha import AutoSettings, search_alpha_
 from dampen.registry import Request, register
 from dampen.store import Importance
 
@@ -39,23 +40,66 @@ class _Dampening:
 
 
 @dataclass(frozen=True)
-class SSDConfig(_Dampening):
-    """SSD (paper defaults for ResNet18: α=10, λ=1).
+class _Alpha(_Dampening):
+    """α fixed, or ``"auto"``: the least dampening that reaches a forgetting target.
 
     Attributes:
-        alpha: selection weighting; a parameter is selected when ``I_Df > α·I_D``.
+        alpha: selection weighting (a parameter is selected when ``I_Df > α·I_D``), or
+            ``"auto"`` (see :mod:`dampen.methods.auto_alpha`). The paper used α=10 for ResNet18.
         lambda_: dampening constant in ``β = min((λ·I_D/I_Df)^exponent, upper)``.
+        forget_kind: for ``"auto"``: ``"class"``, ``"samples"`` or ``"auto"`` (read from
+            the label histograms).
+        tolerance: for ``"auto"``: how far above the target forget accuracy may stay.
+        max_selected: for ``"auto"``: the largest share of parameters it may select.
+        max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained data: the largest drop
+            of held-out accuracy accepted.
+    """
+
+    alpha: float | str = "auto"
+    lambda_: float = 1.0
+    forget_kind: str = "auto"
+    tolerance: float = 0.01
+    max_selected: float = 0.1
+    max_heldout_drop: float = 0.02
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.alpha != "auto":
+            _positive("alpha", self.alpha)  # type: ignore[arg-type]
+        _positive("lambda_", self.lambda_)
+        if self.forget_kind not in ("auto", "class", "samples"):
+            raise ValueError(
+                f"forget_kind must be 'auto', 'class' or 'samples'; got {self.forget_kind!r}"
+            )
+        for name in ("tolerance", "max_heldout_drop"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1]; got {value!r}")
+        if not isinstance(self.max_selected, (int, float)) or not 0.0 < self.max_selected <= 1.0:
+            raise ValueError(f"max_selected must lie in (0, 1]; got {self.max_selected!r}")
+
+    def auto_settings(self) -> AutoSettings:
+        """The ``alpha="auto"`` options as one object."""
+        return AutoSettings(
+            forget_kind=self.forget_kind,
+            tolerance=self.tolerance,
+            max_selected=self.max_selected,
+            max_heldout_drop=self.max_heldout_drop,
+        )
+
+
+@dataclass(frozen=True)
+class SSDConfig(_Alpha):
+    """SSD. ``alpha`` defaults to ``"auto"``; pass ``alpha=10.0`` for the paper's ResNet18 setting.
+
+    Attributes:
         estimator: ``"batch_sq"`` (the paper's) or ``"per_sample"``.
     """
 
-    alpha: float = 10.0
-    lambda_: float = 1.0
     estimator: str = "batch_sq"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("alpha", self.alpha)
-        _positive("lambda_", self.lambda_)
         if self.estimator not in ("batch_sq", "per_sample"):
             raise ValueError(
                 f"estimator must be 'batch_sq' or 'per_sample' for ssd; got {self.estimator!r} "
@@ -64,16 +108,9 @@ class SSDConfig(_Dampening):
 
 
 @dataclass(frozen=True)
-class LFSSDConfig(_Dampening):
-    """Loss-free SSD: the ``lf`` estimator for both importances; needs no labels."""
-
-    alpha: float = 10.0
-    lambda_: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _positive("alpha", self.alpha)
-        _positive("lambda_", self.lambda_)
+class LFSSDConfig(_Alpha):
+    """Loss-free SSD: the ``lf`` estimator for both importances; needs no labels (except to
+    measure forget accuracy with ``alpha="auto"``)."""
 
 
 @dataclass(frozen=True)
@@ -161,12 +198,16 @@ def ssd_(
     *,
     method: str,
     estimator: str,
-    alpha: float | None,
+    alpha: float | str | None,
     lambda_: float,
     exponent: float,
     upper: float,
+    auto: AutoSettings | None = None,
 ) -> dict[str, Any]:
-    """Run an SSD-family method on ``model`` in place; ``alpha=None`` means ASSD's rule.
+    """Run an SSD-family method on ``model`` in place.
+
+    ``alpha=None`` means ASSD's percentile rule; ``alpha="auto"`` searches for the least
+    dampening that reaches the forgetting target (``auto`` holds its settings).
 
     Every input is checked before the first parameter changes.
     """
@@ -186,10 +227,30 @@ def ssd_(
     device = imp_f.sums[next(iter(imp_f.sums))].device
     if any(s.device != device for s in imp_d.sums.values()):
         imp_d = imp_d.to(device)
+    auto_report: dict[str, Any] | None = None
     if alpha is None:
         alpha = adaptive_alpha(imp_d, imp_f, imp_f.samples, imp_d.samples)
         seconds["alpha"] = perf_counter() - t
         t = perf_counter()
+    elif alpha == "auto":
+        final_f = imp_f
+        alpha, auto_report = search_alpha_(
+            model,
+            imp_d,
+            imp_f,
+            forget=request.forget,
+            heldout=request.heldout,
+            forward=request.forward,
+            settings=auto or AutoSettings(),
+            lambda_=lambda_,
+            exponent=exponent,
+            upper=upper,
+            fallback_alpha=lambda: adaptive_alpha(imp_d, final_f, final_f.samples, imp_d.samples),
+        )
+        seconds["alpha"] = perf_counter() - t
+        t = perf_counter()
+    if isinstance(alpha, str):
+        raise ValueError(f"alpha must be a number, None or 'auto'; got {alpha!r}")
 
     per_tensor: dict[str, int] = {}
     with torch.no_grad():
@@ -202,7 +263,7 @@ def ssd_(
     seconds["total"] = perf_counter() - start
     total = sum(per_tensor.values())
     parameters = sum(p.numel() for p in model.parameters())
-    return {
+    stats = {
         "method": method,
         "estimator": estimator,
         "alpha": float(alpha),
@@ -216,6 +277,9 @@ def ssd_(
         "importance": source,
         "seconds": seconds,
     }
+    if auto_report is not None:
+        stats["auto"] = auto_report
+    return stats
 
 
 @register("ssd", SSDConfig, validates_first=True)
@@ -230,6 +294,7 @@ def run_ssd_(model: nn.Module, request: Request, config: SSDConfig) -> dict[str,
         lambda_=config.lambda_,
         exponent=config.exponent,
         upper=config.upper,
+        auto=config.auto_settings(),
     )
 
 
@@ -245,6 +310,7 @@ def run_lfssd_(model: nn.Module, request: Request, config: LFSSDConfig) -> dict[
         lambda_=config.lambda_,
         exponent=config.exponent,
         upper=config.upper,
+        auto=config.auto_settings(),
     )
 
 

@@ -1,0 +1,132 @@
+"""``alpha="auto"``: nested candidates, the target, the fall-backs and the guards."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import dampen
+from conftest import loader, make_data, make_model, same_state, state_copy
+from dampen.methods.auto_alpha import _Searcher, forget_kind
+from dampen.training import train_
+
+
+def _setup(n: int = 100) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, dampen.Importance]:
+    """A tiny 10-class model trained to fit its data, and the importance of that data."""
+    model, (x, y) = make_model(classes=10), make_data(n, classes=10)
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    train_(model, loader(x, y, 8), epochs=30, optimizer=optimizer)
+    return model.eval(), x, y, dampen.importance(model, loader(x, y, 8))
+
+
+def test_candidate_k_selects_the_k_largest_ratios() -> None:
+    model, x, y, imp = _setup()
+    imp_f = dampen.importance(model, loader(x[y == 1], y[y == 1], 8))
+    searcher = _Searcher(
+        model,
+        imp,
+        {n: imp_f[n] for n in imp_f},
+        lambda_=1.0,
+        exponent=1.0,
+        upper=1.0,
+        forget=[],
+        heldout=None,
+        forward=None,
+    )
+    flat = torch.cat([(imp_f[n] / imp[n]).reshape(-1) for n in imp])
+    flat = flat[~torch.isnan(flat)]
+    order = flat.sort(descending=True).values
+    for k in (0, 1, 5, 37, len(order) - 1):
+        counts = searcher.apply(searcher.alpha_for(k))
+        selected = sum(counts.values())
+        assert selected == int((flat > searcher.alpha_for(k)).sum())
+        assert selected <= k or (k == 0 and selected == 0)
+        if k and order[k - 1] > order[k]:  # no tie at the boundary: exactly k
+            assert selected == k
+    searcher.restore()
+    assert math.isinf(searcher.alpha_for(0))
+
+
+def test_class_forgetting_reaches_the_target_and_reports_why() -> None:
+    model, x, y, imp = _setup()
+    forget = loader(x[y == 1], y[y == 1], 8)
+    before = state_copy(model)
+    result = dampen.unlearn(model, forget, importance=imp, max_selected=0.5)
+    auto = result.stats["auto"]
+    assert auto["kind"] == "class"  # every training sample of label 1 is in the forget set
+    assert auto["target_forget_acc"] == pytest.approx(0.01)
+    assert auto["original_forget_acc"] > 0.5
+    assert auto["forget_acc"] <= 0.01 and auto["reason"].startswith("target reached")
+    assert result.stats["selected_fraction"] <= 0.5
+    # The reported accuracy is the model's: measured again here.
+    logits = result.model.eval()(x[y == 1])
+    assert (logits.argmax(1) == 1).float().mean().item() == pytest.approx(auto["forget_acc"])
+    assert same_state(model, before)
+    # The least dampening found: one fewer halving of the candidates would not reach it.
+    fewer = dampen.unlearn(
+        model, forget, importance=imp, alpha=result.stats["alpha"] * 1.5, max_selected=0.5
+    )
+    assert fewer.stats["selected"] <= result.stats["selected"]
+
+
+def test_cap_bounds_the_share_selected() -> None:
+    model, x, y, imp = _setup()
+    forget = loader(x[y == 1], y[y == 1], 8)
+    result = dampen.unlearn(model, forget, importance=imp, max_selected=0.001, tolerance=0.0)
+    total = result.stats["parameters"]
+    assert result.stats["selected"] <= max(1, int(0.001 * total))
+    assert "not reached" in result.stats["auto"]["reason"]
+
+
+def test_sample_forgetting_uses_the_heldout_level_or_falls_back_to_assd() -> None:
+    model, x, y, imp = _setup()
+    forget = loader(x[:10], y[:10], 8)
+    without = dampen.unlearn(model, forget, importance=imp)
+    assd = dampen.unlearn(model, forget, method="assd", importance=imp)
+    assert without.stats["auto"]["kind"] == "samples"
+    assert "ASSD" in without.stats["auto"]["reason"]
+    assert without.stats["alpha"] == pytest.approx(assd.stats["alpha"])
+    hx, hy = make_data(30, classes=10, seed=9)
+    with_heldout = dampen.unlearn(model, forget, importance=imp, heldout=loader(hx, hy, 8))
+    auto = with_heldout.stats["auto"]
+    assert auto["target_forget_acc"] == pytest.approx(auto["original_heldout_acc"] + 0.01)
+
+
+def test_heldout_guard_stops_before_collapse() -> None:
+    model, x, y, imp = _setup()
+    forget = loader(x[y == 1], y[y == 1], 8)
+    keep = y != 1
+    guard = loader(x[keep], y[keep], 8)
+    result = dampen.unlearn(
+        model,
+        forget,
+        importance=imp,
+        heldout=guard,
+        max_selected=1.0,
+        tolerance=0.0,
+        max_heldout_drop=0.0,
+    )
+    auto = result.stats["auto"]
+    assert auto["heldout_acc"] >= auto["original_heldout_acc"]
+
+
+def test_forget_kind_from_label_histograms() -> None:
+    model, x, y, imp = _setup()
+    full = dampen.importance(model, loader(x[y == 2], y[y == 2], 8))
+    part = dampen.importance(model, loader(x[y == 2][:5], y[y == 2][:5], 8))
+    assert forget_kind(imp, full, "auto") == "class"
+    assert forget_kind(imp, part, "auto") == "samples"
+    assert forget_kind(imp, part, "class") == "class"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("forget_kind", "some"), ("tolerance", 2.0), ("max_selected", 0.0), ("alpha", "best")],
+)
+def test_bad_auto_options(option: str, value: object) -> None:
+    model, x, y, imp = _setup()
+    with pytest.raises((ValueError, TypeError), match=option if option != "alpha" else "alpha"):
+        dampen.unlearn(model, loader(x[:8], y[:8], 8), importance=imp, **{option: value})
