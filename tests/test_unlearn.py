@@ -232,3 +232,21 @@ def test_bad_input_is_named_and_changes_nothing(
 def test_not_a_module() -> None:
     with pytest.raises(TypeError, match="nn.Module"):
         dampen.unlearn(object(), [], importance=None)  # type: ignore[arg-type]
+
+
+def test_forget_importance_is_handed_back_for_the_next_request() -> None:
+    model, (x, y) = make_model(), make_data()
+    imp = dampen.importance(model, loader(x, y, 4), estimator="per_sample")
+    forget = loader(x[y == 1], y[y == 1], 4)
+    result = dampen.unlearn(model, forget, importance=imp, estimator="per_sample", alpha=1.0)
+    assert result.forget_importance is not None
+    assert "forget_importance" not in result.stats
+    direct = dampen.importance(model, forget, estimator="per_sample")
+    for n in direct:
+        torch.testing.assert_close(result.forget_importance[n], direct[n])
+    remaining = imp.subtract(result.forget_importance)
+    keep = y != 1
+    want = dampen.importance(model, loader(x[keep], y[keep], 4), estimator="per_sample")
+    assert remaining.samples == want.samples and remaining.label_counts == want.label_counts
+    for n in want:
+        torch.testing.assert_close(remaining[n], want[n], rtol=1e-4, atol=1e-7)

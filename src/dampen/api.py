@@ -70,13 +70,18 @@ class UnlearnResult:
         method: the method's registered name.
         config: the frozen config used, defaults filled in.
         stats: method-specific figures; the SSD family reports ``alpha``, ``selected``,
-            ``selected_per_tensor``, ``parameters`` and ``seconds`` per phase.
+            ``selected_per_tensor``, ``parameters`` and ``seconds`` per phase (and ``auto``
+            for ``alpha="auto"``).
+        forget_importance: the SSD family's importance of the forget set, computed on the
+            model before unlearning. ``importance.subtract(result.forget_importance)`` is the
+            stored importance to use for the next request (see :meth:`Importance.subtract`).
     """
 
     model: nn.Module
     method: str
     config: Any
     stats: dict[str, Any]
+    forget_importance: Importance | None = None
 
 
 def unlearn(
@@ -136,7 +141,10 @@ def unlearn(
     if inplace and work is not model:
         _copy_state_(model, work)
         work = model
-    return UnlearnResult(model=work, method=method, config=cfg, stats=stats)
+    forget_imp = stats.pop(registry.FORGET_IMPORTANCE, None)
+    return UnlearnResult(
+        model=work, method=method, config=cfg, stats=stats, forget_importance=forget_imp
+    )
 
 
 def methods() -> list[str]:

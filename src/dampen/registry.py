@@ -43,6 +43,10 @@ class Request:
 MethodFn = Callable[[nn.Module, Request, Any], dict[str, Any]]
 """``run_(model, request, config) -> stats``: unlearns ``model`` in place."""
 
+FORGET_IMPORTANCE = "forget_importance"
+"""Stats key under which a method may hand back the forget set's importance; ``unlearn``
+moves it to :attr:`dampen.UnlearnResult.forget_importance`."""
+
 
 @dataclass(frozen=True)
 class MethodSpec:

@@ -153,7 +153,8 @@ class Importance(Mapping[str, Tensor]):
             raise TypeError(f"can only combine with an Importance, got {type(other).__name__}")
         if other.estimator != self.estimator:
             raise ValueError(f"estimators differ: {self.estimator} and {other.estimator}")
-        if other.fingerprint != self.fingerprint:
+        a, b = self.fingerprint, other.fingerprint
+        if a.structure != b.structure or (a.values and b.values and a.values != b.values):
             raise ValueError("the importances belong to different models (fingerprints differ)")
         if self.estimator != "per_sample" and self.batch_size != other.batch_size:
             raise ValueError(

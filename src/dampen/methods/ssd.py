@@ -18,7 +18,7 @@ from dampen.batches import loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_
 from dampen.measure import measure
 from dampen.methods.auto_alpha import AutoSettings, search_alpha_
-from dampen.registry import Request, register
+from dampen.registry import FORGET_IMPORTANCE, Request, register
 from dampen.store import Importance
 
 
@@ -255,7 +255,7 @@ def ssd_(
     per_tensor: dict[str, int] = {}
     with torch.no_grad():
         for name, p in model.named_parameters():
-            f = imp_f.sums[name].div_(imp_f.units)
+            f = imp_f[name]
             per_tensor[name] = dampen_(
                 p, imp_d[name], f, alpha=alpha, lambda_=lambda_, exponent=exponent, upper=upper
             )
@@ -279,6 +279,7 @@ def ssd_(
     }
     if auto_report is not None:
         stats["auto"] = auto_report
+    stats[FORGET_IMPORTANCE] = imp_f
     return stats
 
 
