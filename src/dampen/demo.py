@@ -75,7 +75,8 @@ def run_demo(
     """Train a small CNN on digits, store its importance and forget ``forget_class``.
 
     Returns the table's rows: the original, a model retrained without the class, SSD (paper
-    α=10, λ=1) with the stored importance, SSD computing the importance on the fly, and ASSD.
+    α=10, λ=1) with the stored importance, SSD computing the importance on the fly, ASSD, and
+    SSD with ``alpha="auto"`` (the default).
     """
     scenario = full_class(load_digits(), forget_class)
     train = scenario.data.train
@@ -106,6 +107,8 @@ def run_demo(
     rows.append(_ssd_row("SSD (I_D on the fly)", fly, scenario))
     assd = dampen.unlearn(original, forget, method="assd", importance=imp)
     rows.append(_ssd_row("ASSD (stored I_D)", assd, scenario))
+    auto = dampen.unlearn(original, forget, method="ssd", importance=imp)  # alpha="auto"
+    rows.append(_ssd_row("SSD auto (stored I_D)", auto, scenario))
     print(f"importance of D computed and stored in {store_seconds:.2f}s at {path}")
     return rows
 
