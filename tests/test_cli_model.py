@@ -82,11 +82,15 @@ def test_importance_then_forget_matches_the_library(user: Path) -> None:
             "alpha=1.5",
             "--out",
             str(out),
+            "--update-importance",
+            str(user / "next.safetensors"),
             "--no-progress",
         ],
     )
     assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
     assert "alpha 1.5" in r.output  # type: ignore[attr-defined]
+    remaining = dampen.Importance.load(user / "next.safetensors")
+    assert remaining.samples == 16 and remaining.label_counts == {0: 8, 1: 8}
 
     model = make_model(seed=1)
     x, y = make_data(24)

@@ -115,6 +115,17 @@ def importance_cmd(
     metavar="PKG.MODULE:LOADER_FN",
     help="A function returning the batches to forget.",
 )
+@click.option(
+    "--heldout",
+    "heldout_spec",
+    metavar="PKG.MODULE:LOADER_FN",
+    help="Batches the model never trained on, for alpha=auto (the default).",
+)
+@click.option(
+    "--update-importance",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the importance with the forget set removed, for the next request.",
+)
 @click.option("--method", default="ssd", show_default=True, help="An SSD-family method.")
 @click.option(
     "--option",
@@ -142,6 +153,8 @@ def forget_cmd(
     weights: Path,
     importance_path: Path,
     forget_spec: str,
+    heldout_spec: str | None,
+    update_importance: Path | None,
     method: str,
     options: tuple[str, ...],
     out: Path,
@@ -158,11 +171,13 @@ def forget_cmd(
             importance_path, model=model, check_values=not allow_changed_weights
         )
         forget = resolve(forget_spec, what="--forget")()
+        heldout = resolve(heldout_spec, what="--heldout")() if heldout_spec else None
         result = dampen.unlearn(
             model,
             forget,
             method=method,
             importance=imp,
+            heldout=heldout,
             progress=progress and rank == 0,
             inplace=True,
             **config,
@@ -171,6 +186,9 @@ def forget_cmd(
         raise _fail(e) from e
     if rank == 0:
         save_weights(result.model, out)
+        if update_importance is not None and result.forget_importance is not None:
+            imp.subtract(result.forget_importance).save(update_importance)
+            click.echo(f"importance without the forget set written to {update_importance}")
         s = result.stats
         click.echo(
             f"{method}: alpha {s.get('alpha', float('nan')):.4g}, "
