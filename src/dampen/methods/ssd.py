@@ -174,6 +174,14 @@ def compute_importance(
     )
 
 
+def _check_reiterable(batches: Any, what: str) -> None:
+    if batches is not None and iter(batches) is batches:
+        raise ValueError(
+            f'alpha="auto" reads {what} several times, but it is a one-shot iterator; pass a '
+            "DataLoader or a list of batches (or a numeric alpha)"
+        )
+
+
 def _check_batch_sizes(imp_d: Importance, imp_f: Importance, forget: Any) -> None:
     if imp_d.estimator == "per_sample" or imp_d.batch_size is None:
         return
@@ -211,6 +219,9 @@ def ssd_(
 
     Every input is checked before the first parameter changes.
     """
+    if alpha == "auto":
+        _check_reiterable(request.forget, "the forget set")
+        _check_reiterable(request.heldout, "heldout")
     seconds: dict[str, float] = {}
     start = perf_counter()
     imp_d, source = importance_of_train(model, request, estimator)
