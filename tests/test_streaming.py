@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from conftest import loader, make_data, make_model
 from torch.utils.data import DataLoader, IterableDataset
 
 import dampen
+from conftest import loader, make_data, make_model
 
 
 class Stream(IterableDataset):
