@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dampen._version import __version__
+from dampen.cli_model import forget_cmd, importance_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +39,7 @@ def main() -> None:
     help="Folder for the stored importance (default: a temporary folder).",
 )
 def demo(forget_class: int, seed: int, epochs: int, out_dir: Path | None) -> None:
-    """Train a small CNN on scikit-learn's digits and forget one class with SSD and ASSD."""
+    """Train a small CNN on scikit-learn's digits and forget one class with SSD, ASSD and auto."""
     from dampen.demo import format_table, run_demo
 
     click.echo(f"dampen {__version__} demo: digits, small CNN, forgetting class {forget_class}")
@@ -49,3 +50,142 @@ def demo(forget_class: int, seed: int, epochs: int, out_dir: Path | None) -> Non
         "test samples of the other classes; Df-test: on test samples of the forgotten class; "
         "MIA: share of Df the paper's entropy attack calls 'member' (target: retrain's value)."
     )
+
+
+@main.command()
+@click.option(
+    "--preset",
+    "preset_name",
+    type=click.Choice(["quick", "fmnist", "fmnist-baselines", "cifar"]),
+    help="A named configuration (see dampen.bench.presets).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A JSON bench config instead of a preset.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (default: the config's out_dir, e.g. runs/quick).",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Cache of trained models and importances (default: OUT/cache).",
+)
+@click.option(
+    "--with-baselines",
+    is_flag=True,
+    help="Add the baselines to the fmnist and cifar presets (quick always has them).",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(1),
+    help="Use seeds 0 .. N-1 instead of the config's seeds.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    help="torch threads (default: the config's, else every core).",
+)
+@click.option("--device", help="Where to train and unlearn, e.g. cpu or cuda (default: config's).")
+@click.option(
+    "--report-only",
+    is_flag=True,
+    help="Rewrite results.md and the plots from results.json without running anything.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+def bench(
+    preset_name: str | None,
+    config_path: Path | None,
+    out_dir: Path | None,
+    cache_dir: Path | None,
+    with_baselines: bool,
+    seeds: int | None,
+    threads: int | None,
+    device: str | None,
+    report_only: bool,
+    progress: bool,
+) -> None:
+    """Benchmark methods × scenarios × seeds; resumable; writes results.json/.md and plots.
+
+    Finished cells are kept in OUT/results.json and skipped when the command runs again;
+    trained models and importances are cached in OUT/cache.
+
+    \b
+    Examples:
+      dampen bench --preset quick --out runs/quick
+      dampen bench --preset fmnist --with-baselines
+      dampen bench --config my_bench.json --out runs/mine
+    """
+    from dampen.bench.config import load_config
+    from dampen.bench.presets import preset
+    from dampen.bench.runner import RESULTS_FILE, read_results, run_bench
+
+    if preset_name is not None and config_path is not None:
+        raise click.UsageError("give either --preset or --config, not both")
+    if config_path is not None and with_baselines:
+        raise click.UsageError("--with-baselines applies to presets only")
+    try:
+        if config_path is not None:
+            config = load_config(config_path)
+        elif preset_name is not None:
+            config = preset(preset_name, with_baselines=with_baselines)
+        else:
+            raise click.UsageError("give --preset NAME or --config FILE")
+        changes: dict[str, object] = {}
+        if out_dir is not None:
+            changes["out_dir"] = str(out_dir)
+        if cache_dir is not None:
+            changes["cache_dir"] = str(cache_dir)
+        if seeds is not None:
+            changes["seeds"] = tuple(range(seeds))
+        if threads is not None:
+            changes["threads"] = threads
+        if device is not None:
+            changes["device"] = device
+        config = config.replace(**changes)
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    out = Path(config.out_dir)
+    if report_only:
+        from dampen.bench.plots import write_plots
+        from dampen.bench.report import write_markdown
+
+        results = read_results(out / RESULTS_FILE)
+        if results is None:
+            raise click.ClickException(f"no readable {out / RESULTS_FILE} to report on")
+        write_markdown(results, out / "results.md")
+        write_plots(results, out)
+        click.echo(f"wrote {out / 'results.md'} and the plots")
+        return
+
+    given = {
+        "--preset": preset_name,
+        "--config": config_path,
+        "--out": out_dir,
+        "--cache": cache_dir,
+        "--seeds": seeds,
+        "--threads": threads,
+        "--device": device,
+    }
+    command = " ".join(
+        ["dampen bench"]
+        + [f"{flag} {value}" for flag, value in given.items() if value is not None]
+        + (["--with-baselines"] if with_baselines else [])
+    )
+    click.echo(f"dampen bench: {config.name} -> {out}")
+    try:
+        run_bench(config, progress=progress, command=command, log=click.echo)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out / RESULTS_FILE}, {out / 'results.md'} and PNG plots in {out}")
+
+
+main.add_command(importance_cmd)
+main.add_command(forget_cmd)

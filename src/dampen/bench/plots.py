@@ -1,0 +1,147 @@
+"""PNG plots of a benchmark: forget vs retain accuracy, and seconds per method (log scale)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "model"
+
+
+def _ok_cells(results: Mapping[str, Any], model: str) -> list[Mapping[str, Any]]:
+    return [
+        c
+        for c in results.get("cells", [])
+        if c.get("model") == model and "error" not in c and c.get("metrics")
+    ]
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save ``fig`` as a PNG atomically (temporary file, then ``os.replace``)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _order(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def plot_forget_retain(results: Mapping[str, Any], model: str, path: Path) -> Path:
+    """Forget-set accuracy (x) against retain-set accuracy (y), mean over seeds.
+
+    One colour per method, one marker per scenario.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    cells = _ok_cells(results, model)
+    rows = _order([c["row"] for c in cells])
+    scenarios = _order([c["scenario"] for c in cells])
+    colours = plt.get_cmap("tab20")
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    try:
+        for i, row in enumerate(rows):
+            for j, scenario in enumerate(scenarios):
+                here = [c for c in cells if c["row"] == row and c["scenario"] == scenario]
+                x = _mean([c["metrics"].get("forget_acc") for c in here])
+                y = _mean([c["metrics"].get("retain_acc") for c in here])
+                if x is None or y is None:
+                    continue
+                ax.scatter(
+                    100 * x,
+                    100 * y,
+                    color=colours(i % 20),
+                    marker=_MARKERS[j % len(_MARKERS)],
+                    s=60,
+                    edgecolors="black" if row in ("original", "retrain") else "none",
+                    label=row if j == 0 else None,
+                )
+        for j, scenario in enumerate(scenarios):
+            ax.scatter([], [], color="grey", marker=_MARKERS[j % len(_MARKERS)], label=scenario)
+        ax.set_xlabel("forget-set accuracy Df (%)")
+        ax.set_ylabel("retain-set accuracy Dr (%)")
+        ax.set_title(f"{results.get('name', '')}: {model} (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_seconds(results: Mapping[str, Any], model: str, path: Path) -> Path:
+    """Seconds per method (mean over scenarios and seeds) as bars on a log scale.
+
+    The once-per-model importance of D gets its own bar, next to the stored-importance cells
+    that reuse it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    cells = _ok_cells(results, model)
+    labels: list[str] = []
+    values: list[float] = []
+    for row in _order([c["row"] for c in cells]):
+        value = _mean([c.get("seconds") for c in cells if c["row"] == row])
+        if value is not None and value > 0:
+            labels.append(row)
+            values.append(value)
+    once = _mean([c.get("importance_seconds") for c in cells])
+    if once is not None and once > 0:
+        labels.append("importance of D\n(once per model)")
+        values.append(once)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(labels) + 2), 4.5))
+    try:
+        colours = ["#c44e52" if "importance of D" in lab else "#4c72b0" for lab in labels]
+        ax.bar(range(len(values)), values, color=colours)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+        if values:
+            ax.set_yscale("log")
+        ax.set_ylabel("seconds (log scale)")
+        ax.set_title(f"{results.get('name', '')}: {model}, time of the method alone")
+        ax.grid(axis="y", alpha=0.3, which="both")
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def write_plots(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write ``forget_retain_<model>.png`` and ``seconds_<model>.png`` for every model."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    models = _order([c["model"] for c in results.get("cells", [])])
+    for model in models:
+        slug = _slug(model)
+        paths.append(plot_forget_retain(results, model, folder / f"forget_retain_{slug}.png"))
+        paths.append(plot_seconds(results, model, folder / f"seconds_{slug}.png"))
+    return paths

@@ -1,0 +1,203 @@
+"""``results.md``: paper-style tables of mean ± std over seeds, one per model."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dampen.bench.runner import atomic_write_text
+
+COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("Dr", ("retain_acc",), True),
+    ("Df", ("forget_acc",), True),
+    ("test", ("retain_test_acc", "test_acc"), True),
+    ("MIA", ("mia",), True),
+)
+"""``(header, metric fields, shown in percent)`` per scenario, before the seconds column; the
+first field that a cell has is shown (test: the retained classes' test accuracy when the
+scenario forgets a class, else the whole test set's)."""
+
+MISSING = "—"
+
+
+def mean_std(values: Sequence[float | None], *, percent: bool = False, digits: int = 1) -> str:
+    """``"mean ± std"`` of the non-missing values (sample std, ``ddof=1``).
+
+    One value is shown alone; no value gives ``"—"``. ``percent`` multiplies by 100 first.
+
+    Examples:
+        >>> mean_std([0.5, 0.7], percent=True)
+        '60.0 ± 14.1'
+    """
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return MISSING
+    scale = 100.0 if percent else 1.0
+    xs = [x * scale for x in xs]
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return f"{mean:.{digits}f}"
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def seconds_text(values: Sequence[float | None]) -> str:
+    """Seconds as mean ± std with a precision that suits their size."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return MISSING
+    top = max(abs(x) for x in xs)
+    digits = 3 if top < 1 else 2 if top < 10 else 1 if top < 100 else 0
+    return mean_std(xs, digits=digits)
+
+
+def _cells(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [c for c in results.get("cells", []) if isinstance(c, Mapping)]
+
+
+def _ordered(values: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for v in values:
+        seen.setdefault(v, None)
+    return list(seen)
+
+
+def _metric(cell: Mapping[str, Any], names: Sequence[str]) -> float | None:
+    metrics = cell.get("metrics") or {}
+    for name in names:
+        if metrics.get(name) is not None:
+            return float(metrics[name])
+    return None
+
+
+def model_table(results: Mapping[str, Any], model: str) -> str:
+    """The markdown table of one model: rows = methods, column groups = scenarios."""
+    cells = [c for c in _cells(results) if c.get("model") == model]
+    scenarios = _ordered(c["scenario"] for c in cells)
+    rows = _ordered([*results.get("rows", []), *(c["row"] for c in cells)])
+    rows = [r for r in rows if any(c["row"] == r for c in cells)]
+    groups: Mapping[str, str] = results.get("groups", {})
+    expected = len(results.get("config", {}).get("seeds", [])) or 1
+    head = ["method"]
+    for s in scenarios:
+        head += [f"{s} {h}" if i == 0 else h for i, (h, _, _) in enumerate(COLUMNS)] + ["s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    previous_group = None
+    for row in rows:
+        group = "reference" if row in ("original", "retrain") else groups.get(row, "main")
+        if previous_group is not None and group != previous_group and group == "baselines":
+            lines.append("| *baselines* |" + " |" * (len(head) - 1))
+        previous_group = group
+        line = [row]
+        for s in scenarios:
+            here = [c for c in cells if c["row"] == row and c["scenario"] == s]
+            ok = [c for c in here if "error" not in c]
+            if not here:  # the method does not apply to this scenario
+                line += [MISSING] * (len(COLUMNS) + 1)
+                continue
+            if not ok:
+                line += ["failed"] * (len(COLUMNS) + 1)
+                continue
+            mark = "*" if len(ok) < expected else ""
+            for _, names, percent in COLUMNS:
+                line.append(mean_std([_metric(c, names) for c in ok], percent=percent) + mark)
+            line.append(seconds_text([c.get("seconds") for c in ok]) + mark)
+        lines.append("| " + " | ".join(line) + " |")
+    return "\n".join(lines)
+
+
+def ssd_details(results: Mapping[str, Any], model: str) -> str:
+    """α, selected parameters and the once-per-model importance seconds of the SSD family."""
+    cells = [
+        c
+        for c in _cells(results)
+        if c.get("model") == model and c.get("importance") and "error" not in c
+    ]
+    if not cells:
+        return ""
+    lines = [
+        "| method | scenario | importance of D | α | selected parameters | "
+        "seconds (method) | seconds (importance of D, once per model) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in _ordered(c["row"] for c in cells):
+        for s in _ordered(c["scenario"] for c in cells):
+            here = [c for c in cells if c["row"] == row and c["scenario"] == s]
+            if not here:
+                continue
+            mode = str(here[0].get("importance"))
+            once = (
+                seconds_text([c.get("importance_seconds") for c in here])
+                if mode == "stored"
+                else "inside the call"
+            )
+            lines.append(
+                f"| {row} | {s} | {mode.replace('_', ' ')} | "
+                f"{mean_std([c.get('alpha') for c in here], digits=2)} | "
+                f"{mean_std([c.get('selected') for c in here], digits=0)} | "
+                f"{seconds_text([c.get('seconds') for c in here])} | {once} |"
+            )
+    return "\n".join(lines)
+
+
+def _header(results: Mapping[str, Any]) -> list[str]:
+    machine = results.get("machine", {})
+    runs = results.get("runs", [])
+    total = sum(float(r.get("seconds", 0.0)) for r in runs)
+    seeds = results.get("config", {}).get("seeds", [])
+    lines = [
+        f"# dampen bench: {results.get('name', '?')}",
+        "",
+    ]
+    if results.get("description"):
+        lines += [str(results["description"]), ""]
+    lines += [
+        f"- command: `{results.get('command', '?')}`",
+        f"- config: `{results.get('name', '?')}` (in full in `results.json`)",
+        f"- seeds: {', '.join(str(s) for s in seeds)}",
+        f"- machine: {machine.get('cpu_count', '?')} CPU cores, "
+        f"{machine.get('torch_threads', '?')} torch threads, torch {machine.get('torch', '?')}, "
+        f"Python {machine.get('python', '?')}, {machine.get('platform', '?')}",
+        f"- wall-clock: {total / 60:.1f} min in {len(runs)} run(s) "
+        "(trainings, importances, methods and evaluations)",
+        "",
+        "Each cell is mean ± std over seeds. Dr, Df, test: accuracy (%) on the retained and "
+        "forgotten training samples and on the test samples of the retained classes (all test "
+        "samples for random forgetting); MIA: share (%) of Df the paper's entropy attack calls "
+        "'member' (the target is retrain's value, not zero); s: seconds of the method alone, "
+        "metrics excluded (retrain: its training; SSD family with a stored importance: without "
+        "the once-per-model importance of D, which is listed below). —: not applicable "
+        "(e.g. UNSIR forgets whole classes only).",
+        "",
+    ]
+    return lines
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    """The whole ``results.md`` text."""
+    lines = _header(results)
+    models = _ordered(c["model"] for c in _cells(results))
+    for model in models:
+        table = model_table(results, model)
+        lines += [f"## {model}", "", table, ""]
+        if re.search(r"[0-9—]\*", table):
+            lines += ["\\* fewer seeds than configured (failed or not run yet).", ""]
+        details = ssd_details(results, model)
+        if details:
+            lines += ["SSD family:", "", details, ""]
+        failed = [c for c in _cells(results) if c.get("model") == model and "error" in c]
+        for c in failed:
+            lines.append(f"- failed: `{c['key']}`: {c['error']}")
+        if failed:
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_markdown(results: Mapping[str, Any], path: str | Path) -> Path:
+    """Write :func:`render_markdown` to ``path`` atomically."""
+    target = Path(path)
+    atomic_write_text(target, render_markdown(results))
+    return target

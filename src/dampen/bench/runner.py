@@ -1,0 +1,563 @@
+"""Run a benchmark cell by cell, keeping every finished cell in ``results.json``.
+
+A cell is one model × scenario × seed × row (``original``, ``retrain`` or a method). Cells that
+share a model, scenario and seed share the original model, the retrained reference and the
+importance of D, all cached on disk, so an interrupted run resumes where it stopped: a cell
+already in ``results.json`` with the same digest (a hash of everything that affects it) is
+not run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dampen._version import __version__
+from dampen.api import importance as compute_importance
+from dampen.api import unlearn
+from dampen.bench.config import SSD_FAMILY, BenchConfig, DataSpec, MethodSpec, ScenarioSpec
+from dampen.data import load_dataset
+from dampen.data.base import DataSplits, LabelledData, loader, subsample
+from dampen.data.scenarios import Scenario, full_class, random_samples, sub_class
+from dampen.eval import evaluate
+from dampen.recipe import cache_key, cached_train
+from dampen.store import Importance
+
+RESULTS_FORMAT = 1
+"""Version of the ``results.json`` layout; part of every cell digest."""
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work and of resumption.
+
+    Attributes:
+        model: the model label.
+        scenario: the scenario label.
+        kind: the scenario kind.
+        seed: training seed.
+        row: the row label (``original``, ``retrain`` or a method's label).
+        method: the :class:`MethodSpec` (``None`` for the reference rows).
+        options: the method's options for this model and scenario kind.
+        digest: sha256 of everything that affects the cell's result.
+    """
+
+    model: str
+    scenario: str
+    kind: str
+    seed: int
+    row: str
+    method: MethodSpec | None
+    options: Mapping[str, Any]
+    digest: str
+
+    @property
+    def key(self) -> str:
+        """``model|scenario|seed|row``: the cell's identity in ``results.json``."""
+        return f"{self.model}|{self.scenario}|{self.seed}|{self.row}"
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def plan(config: BenchConfig) -> list[Cell]:
+    """Every cell of ``config``, grouped by model, seed and scenario."""
+    cells: list[Cell] = []
+    methods = {m.label: m for m in config.methods}
+    for model in config.models:
+        for seed in config.seeds:
+            for scenario in config.scenarios:
+                for row in config.rows():
+                    spec = methods.get(row) if row not in ("original", "retrain") else None
+                    if spec is not None and scenario.kind not in spec.kinds:
+                        continue
+                    options = spec.options_for(model.label, scenario.kind) if spec else {}
+                    payload = {
+                        "format": RESULTS_FORMAT,
+                        "data": dataclasses.asdict(config.data_for(scenario)),
+                        "model": dataclasses.asdict(model),
+                        "scenario": dataclasses.asdict(scenario),
+                        "seed": seed,
+                        "batch_size": config.batch_size,
+                        "eval": [config.eval_batch_size, config.eval_retain_limit],
+                        "row": row,
+                        "method": None if spec is None else spec.method,
+                        "importance": None if spec is None else spec.importance,
+                        "heldout": 0 if spec is None else spec.heldout,
+                        "options": options,
+                    }
+                    cells.append(
+                        Cell(
+                            model.label,
+                            scenario.label,
+                            scenario.kind,
+                            seed,
+                            row,
+                            spec,
+                            options,
+                            _digest(payload),
+                        )
+                    )
+    return cells
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count, threads, torch, Python and platform: what the header of results.md shows."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "dampen": __version__,
+    }
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """The results stored at ``path``, or ``None`` when there are none (or they are broken)."""
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        warnings.warn(f"ignoring unreadable {path}: {exc}", stacklevel=2)
+        return None
+    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
+        warnings.warn(f"ignoring {path}: not a dampen results file", stacklevel=2)
+        return None
+    return results
+
+
+# --------------------------------------------------------------------------- data and scenarios
+
+
+def load_data(spec: DataSpec) -> DataSplits:
+    """Load the data set of ``spec`` (digits get ``limit``/``test_limit`` applied here)."""
+    if spec.name != "digits":
+        return load_dataset(
+            spec.name,
+            root=spec.root,
+            limit=spec.limit,
+            test_limit=spec.test_limit,
+            seed=spec.seed,
+        )
+    if spec.root is not None:
+        raise ValueError("data.root does not apply to digits (it is embedded)")
+    data = load_dataset("digits", seed=spec.seed)
+    if spec.limit is None and spec.test_limit is None:
+        return data
+    name = f"{data.name}[limit={spec.limit},test_limit={spec.test_limit},seed={spec.seed}]"
+
+    def cut(split: LabelledData, limit: int | None, seed: int, field: str) -> LabelledData:
+        keep = subsample(split.y.numpy(), limit, seed, field)
+        return LabelledData(split.x[keep], split.y[keep], split.classes, name)
+
+    return DataSplits(
+        cut(data.train, spec.limit, spec.seed, "data.limit"),
+        cut(data.test, spec.test_limit, spec.seed + 1, "data.test_limit"),
+        superclasses=data.superclasses,
+    )
+
+
+def make_scenario(data: DataSplits, spec: ScenarioSpec, seed: int) -> Scenario:
+    """Build the :class:`Scenario` of ``spec``; random scenarios draw Df with ``seed``."""
+    if spec.kind == "full_class" and spec.cls is not None:
+        return full_class(data, spec.cls)
+    if spec.kind == "sub_class" and spec.fine_class is not None:
+        return sub_class(data, spec.fine_class, spec.superclasses)
+    if spec.kind == "random" and spec.count is not None:
+        return random_samples(data, spec.count, seed)
+    raise ValueError(f"scenario {spec.label!r} is incomplete")
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+class BenchRunner:
+    """Runs the cells of a :class:`BenchConfig` that ``results.json`` does not hold yet.
+
+    Args:
+        config: the benchmark.
+        progress: show progress bars (cells, and training epochs inside a cell).
+        command: the command line to record in the results.
+        log: where to print one line per event (``None``: silent).
+    """
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        *,
+        progress: bool = False,
+        command: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.progress = progress
+        self.command = command or " ".join(sys.argv)
+        self.log = log or (lambda _message: None)
+        self.out_dir = Path(config.out_dir)
+        self.cache_dir = config.cache_path
+        self._data: dict[DataSpec, DataSplits] = {}
+        self._models: dict[str, tuple[nn.Module, float | None]] = {}
+        self._importances: dict[str, tuple[Importance, float | None]] = {}
+
+    @property
+    def results_path(self) -> Path:
+        """``out_dir/results.json``."""
+        return self.out_dir / RESULTS_FILE
+
+    def run(self) -> dict[str, Any]:
+        """Run every missing cell; returns the results (also in ``results.json``).
+
+        Raises:
+            FileNotFoundError: if a data set's files are missing (before any training).
+            ValueError: if a scenario does not fit its data.
+        """
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.config.threads or os.cpu_count() or 1)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> dict[str, Any]:
+        started = perf_counter()
+        cells = plan(self.config)
+        results = self._start(cells)
+        done = {c["key"] for c in results["cells"] if "error" not in c}
+        todo = [c for c in cells if c.key not in done]
+        self.log(
+            f"{len(cells)} cells: {len(cells) - len(todo)} already done, {len(todo)} to run; "
+            f"results in {self.results_path}"
+        )
+        for spec in self.config.scenarios:  # fail early on missing data or a bad class name
+            make_scenario(self._load(self.config.data_for(spec)), spec, self.config.seeds[0])
+        device = torch.device(self.config.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.config.device!r} but torch sees no CUDA GPU here")
+        run_record: dict[str, Any] = {
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": 0.0,
+            "cells": 0,
+        }
+        results["runs"].append(run_record)
+        bar = tqdm(
+            total=len(cells),
+            initial=len(cells) - len(todo),
+            desc="bench",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            for group in _groups(todo):
+                for cell, record in self._run_group(group):
+                    results["cells"] = [c for c in results["cells"] if c["key"] != cell.key]
+                    results["cells"].append(record)
+                    run_record["cells"] += 1
+                    run_record["seconds"] = perf_counter() - started
+                    self._save(results)
+                    bar.set_postfix_str(cell.key, refresh=False)
+                    bar.update(1)
+                self._forget_models()
+        finally:
+            bar.close()
+            run_record["seconds"] = perf_counter() - started
+            self._save(results)
+        order = {c.key: i for i, c in enumerate(cells)}
+        results["cells"].sort(key=lambda c: order.get(c["key"], len(order)))
+        self._save(results)
+        return results
+
+    # ----------------------------------------------------------------- results bookkeeping
+
+    def _start(self, cells: list[Cell]) -> dict[str, Any]:
+        digests = {c.key: c.digest for c in cells}
+        previous = read_results(self.results_path)
+        kept: list[dict[str, Any]] = []
+        runs: list[dict[str, Any]] = []
+        if previous is not None:
+            stale = 0
+            for record in previous.get("cells", []):
+                if digests.get(record.get("key")) == record.get("digest"):
+                    kept.append(record)
+                else:
+                    stale += 1
+            if stale:
+                self.log(f"dropping {stale} stored cell(s) that the config no longer produces")
+            runs = list(previous.get("runs", []))
+        return {
+            "format": RESULTS_FORMAT,
+            "name": self.config.name,
+            "description": self.config.description,
+            "command": self.command,
+            "config": self.config.to_dict(),
+            "machine": machine_info(),
+            "rows": list(self.config.rows()),
+            "groups": {m.label: m.group for m in self.config.methods},
+            "runs": runs,
+            "cells": kept,
+        }
+
+    def _save(self, results: Mapping[str, Any]) -> None:
+        atomic_write_text(self.results_path, json.dumps(results, indent=1, sort_keys=False))
+
+    # ----------------------------------------------------------------- cached artefacts
+
+    def _load(self, spec: DataSpec) -> DataSplits:
+        if spec not in self._data:
+            self._data[spec] = load_data(spec)
+        return self._data[spec]
+
+    def _trained(
+        self, model_label: str, data: DataSplits, indices: Any, seed: int
+    ) -> tuple[nn.Module, float | None]:
+        """A model trained with the recipe (cached on disk) and its training seconds."""
+        model_spec = next(m for m in self.config.models if m.label == model_label)
+        recipe = model_spec.train_config()
+        key = cache_key(recipe, data, indices, seed)
+        if key in self._models:
+            return self._models[key]
+        cached = (self.cache_dir / f"{key}.safetensors").is_file()
+        sidecar = self.cache_dir / f"{key}.bench.json"
+        t = perf_counter()
+        model = cached_train(
+            recipe,
+            data,
+            indices,
+            seed,
+            self.cache_dir,
+            progress=self.progress,
+            device=self.config.device,
+        )
+        seconds: float | None = perf_counter() - t
+        if not cached:
+            atomic_write_text(sidecar, json.dumps({"train_seconds": seconds}))
+        elif sidecar.is_file():
+            seconds = float(json.loads(sidecar.read_text())["train_seconds"])
+        else:
+            seconds = None  # trained outside the bench: its time is unknown
+        self._models[key] = (model, seconds)
+        return self._models[key]
+
+    def _importance(
+        self, original: nn.Module, model_key: str, train: LabelledData, estimator: str
+    ) -> tuple[Importance, float | None]:
+        """The importance of D for ``original`` (cached on disk) and the seconds it took."""
+        key = _digest({"model": model_key, "estimator": estimator, "batch": self.config.batch_size})
+        if key in self._importances:
+            return self._importances[key]
+        path = self.cache_dir / f"importance-{key}.safetensors"
+        sidecar = self.cache_dir / f"importance-{key}.json"
+        if path.is_file() and sidecar.is_file():
+            try:
+                imp = Importance.load(path, model=original)
+                seconds = float(json.loads(sidecar.read_text())["seconds"])
+                self._importances[key] = (imp, seconds)
+                return self._importances[key]
+            except (OSError, ValueError, KeyError) as exc:
+                warnings.warn(f"recomputing a broken cached importance: {exc}", stacklevel=2)
+        batches = loader(train, batch_size=self.config.batch_size)
+        t = perf_counter()
+        imp = compute_importance(original, batches, estimator=estimator, progress=self.progress)
+        seconds = perf_counter() - t
+        imp.save(path)
+        atomic_write_text(sidecar, json.dumps({"seconds": seconds, "estimator": estimator}))
+        self._importances[key] = (imp, seconds)
+        return self._importances[key]
+
+    def _forget_models(self) -> None:
+        # Bound memory: drop the in-memory models and importances once more than 8 are held.
+        if len(self._models) > 8:
+            self._models.clear()
+        if len(self._importances) > 8:
+            self._importances.clear()
+
+    # ----------------------------------------------------------------- one group of cells
+
+    def _run_group(self, group: list[Cell]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+        first = group[0]
+        spec = next(s for s in self.config.scenarios if s.label == first.scenario)
+        scenario = make_scenario(self._load(self.config.data_for(spec)), spec, first.seed)
+        data, train = scenario.data, scenario.data.train
+        original, original_seconds = self._trained(first.model, data, None, first.seed)
+        retrained, retrain_seconds = self._trained(first.model, data, scenario.retain, first.seed)
+        model_spec = next(m for m in self.config.models if m.label == first.model)
+        model_key = cache_key(model_spec.train_config(), data, None, first.seed)
+        splits = self._splits(scenario, first.seed)
+        bs = self.config.batch_size
+        forget = loader(train, scenario.forget, batch_size=bs)
+        base = {
+            "model": first.model,
+            "scenario": first.scenario,
+            "kind": first.kind,
+            "seed": first.seed,
+            "forget_samples": len(scenario.forget),
+            "original_train_seconds": original_seconds,
+        }
+        for cell in group:
+            record: dict[str, Any] = {
+                "key": cell.key,
+                "digest": cell.digest,
+                **base,
+                "row": cell.row,
+                "method": cell.row if cell.method is None else cell.method.method,
+                "group": "reference" if cell.method is None else cell.method.group,
+                "options": dict(cell.options),
+            }
+            try:
+                if cell.method is None:
+                    model = original if cell.row == "original" else retrained
+                    record["seconds"] = None if cell.row == "original" else retrain_seconds
+                else:
+                    model, stats = self._unlearn(
+                        cell, cell.method, original, model_key, scenario, forget
+                    )
+                    record.update(stats)
+                report = evaluate(model, splits, retrained=retrained)
+                record["metrics"] = report.to_dict()
+            except Exception as exc:  # one failing method must not end an hour-long run
+                record["error"] = f"{type(exc).__name__}: {exc}"
+                self.log(f"{cell.key} failed: {record['error']}")
+            yield cell, record
+
+    def _splits(self, scenario: Scenario, seed: int) -> dict[str, Any]:
+        train, test = scenario.data.train, scenario.data.test
+        bs = self.config.eval_batch_size
+        retain = scenario.retain
+        limit = self.config.eval_retain_limit
+        if limit is not None and len(retain) > limit:
+            rng = np.random.default_rng(10_000 + seed)
+            pick = np.sort(rng.choice(len(retain), size=limit, replace=False))
+            retain = retain[torch.from_numpy(pick)]
+        splits: dict[str, Any] = {
+            "retain": loader(train, retain, batch_size=bs),
+            "forget": loader(train, scenario.forget, batch_size=bs),
+            "test": loader(test, scenario.test, batch_size=bs),
+        }
+        if scenario.kind != "random":
+            splits["retain_test"] = loader(test, scenario.retain_test, batch_size=bs)
+            if len(scenario.forget_test):
+                splits["forget_test"] = loader(test, scenario.forget_test, batch_size=bs)
+        return splits
+
+    def _heldout(self, scenario: Scenario, count: int, seed: int) -> Any:
+        """``count`` unseen test samples for ``heldout=``: retained classes, or any for random."""
+        pool = scenario.test if scenario.kind == "random" else scenario.retain_test
+        g = torch.Generator().manual_seed(seed)
+        chosen = pool[torch.randperm(len(pool), generator=g)[:count]].sort().values
+        return loader(scenario.data.test, chosen, batch_size=self.config.eval_batch_size)
+
+    def _unlearn(
+        self,
+        cell: Cell,
+        spec: MethodSpec,
+        original: nn.Module,
+        model_key: str,
+        scenario: Scenario,
+        forget: Any,
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """Run one method on a copy of ``original``; the model and the figures to record."""
+        train = scenario.data.train
+        bs = self.config.batch_size
+        kwargs: dict[str, Any] = dict(cell.options)
+        extra: dict[str, Any] = {"importance": None, "importance_seconds": None}
+        if spec.method in SSD_FAMILY:
+            estimator = spec.estimator(cell.options) or "batch_sq"
+            if spec.importance == "stored":
+                imp, imp_seconds = self._importance(original, model_key, train, estimator)
+                kwargs["importance"] = imp
+                extra.update(importance="stored", importance_seconds=imp_seconds)
+            else:
+                kwargs["train"] = loader(train, batch_size=bs)
+                extra["importance"] = "on_the_fly"
+        else:
+            kwargs["retain"] = loader(
+                train, scenario.retain, batch_size=bs, shuffle=True, seed=cell.seed
+            )
+        if spec.heldout:
+            kwargs["heldout"] = self._heldout(scenario, spec.heldout, cell.seed)
+        t = perf_counter()
+        result = unlearn(original, forget, method=spec.method, seed=cell.seed, **kwargs)
+        wall = perf_counter() - t
+        stats = result.stats
+        seconds = stats.get("seconds", {}) if isinstance(stats.get("seconds"), dict) else {}
+        extra["seconds"] = float(seconds.get("total", wall))
+        extra["wall_seconds"] = wall
+        extra["seconds_breakdown"] = {k: float(v) for k, v in seconds.items()}
+        for name in ("alpha", "selected", "selected_fraction", "auto"):
+            if name in stats:
+                extra[name] = stats[name]
+        return result.model, extra
+
+
+def _groups(cells: list[Cell]) -> Iterator[list[Cell]]:
+    """Consecutive cells sharing model, scenario and seed."""
+    group: list[Cell] = []
+    for cell in cells:
+        if group and (cell.model, cell.scenario, cell.seed) != (
+            group[0].model,
+            group[0].scenario,
+            group[0].seed,
+        ):
+            yield group
+            group = []
+        group.append(cell)
+    if group:
+        yield group
+
+
+def run_bench(
+    config: BenchConfig,
+    *,
+    progress: bool = False,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``config`` (resuming from its ``results.json``) and write the report and plots.
+
+    Returns:
+        The results, as written to ``out_dir/results.json``.
+    """
+    from dampen.bench.plots import write_plots
+    from dampen.bench.report import write_markdown
+
+    results = BenchRunner(config, progress=progress, command=command, log=log).run()
+    out = Path(config.out_dir)
+    write_markdown(results, out / "results.md")
+    write_plots(results, out)
+    return results
