@@ -279,3 +279,30 @@ def test_quick_plan_runs_every_method_and_unsir_on_classes_only() -> None:
     assert len({c.key for c in cells}) == len(cells) == 86
     with pytest.raises(ValueError, match="kinds"):
         config_from_dict({**base_values(), "methods": [{"method": "ssd", "kinds": ["all"]}]})
+
+
+def test_class_sweep_worst_case_and_mean_by_hand() -> None:
+    from dampen.bench.report import class_sweep
+
+    def cell(scenario: str, row: str, retain: float, forget: float, ref: float) -> Any:
+        return {
+            "model": "m",
+            "scenario": scenario,
+            "kind": "full_class",
+            "seed": 0,
+            "row": row,
+            "metrics": {"retain_acc": retain, "forget_acc": forget, "retrained_forget_acc": ref},
+        }
+
+    results = {
+        "cells": [
+            cell("full_class/a", "original", 0.99, 1.0, 0.0),
+            cell("full_class/b", "original", 0.98, 1.0, 0.0),
+            # a: gap 1 point, drop 0.5 → meets both; b: gap 30 points, drop 3 → meets neither
+            cell("full_class/a", "ssd", 0.985, 0.01, 0.0),
+            cell("full_class/b", "ssd", 0.95, 0.31, 0.01),
+        ]
+    }
+    table = class_sweep(results, "m")
+    assert "| ssd | 15.5 | 30.0 | 1.8 | 3.0 | 1 / 2 |" in table
+    assert class_sweep({"cells": results["cells"][::2]}, "m") == ""  # one class: no sweep

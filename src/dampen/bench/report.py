@@ -176,6 +176,61 @@ def _header(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+#: Goals of the class sweep: forget accuracy within this of the retrained model's …
+FORGET_GOAL = 0.02
+#: … and retain accuracy within this of the original's.
+RETAIN_GOAL = 0.01
+
+
+def class_sweep(results: Mapping[str, Any], model: str) -> str:
+    """Worst case and mean over the full-class scenarios of each row (needs ≥ 2 classes).
+
+    Per class and seed: forget gap = Df acc − the retrained model's Df acc; retain drop = the
+    original's Dr acc − Dr acc. A class meets the goals when the gap is at most
+    ``FORGET_GOAL`` and the drop at most ``RETAIN_GOAL``.
+    """
+    cells = [
+        c
+        for c in _cells(results)
+        if c.get("model") == model and c.get("kind") == "full_class" and "metrics" in c
+    ]
+    scenarios = _ordered(c["scenario"] for c in cells)
+    if len(scenarios) < 2:
+        return ""
+    original = {
+        (c["scenario"], c["seed"]): c["metrics"]["retain_acc"]
+        for c in cells
+        if c["row"] == "original"
+    }
+    head = (
+        "| method | forget gap mean | forget gap worst | retain drop mean | retain drop worst "
+        "| classes meeting both goals |"
+    )
+    lines = [head, "|---|---|---|---|---|---|"]
+    for row in _ordered(c["row"] for c in cells):
+        if row in ("original", "retrain"):
+            continue
+        gaps, drops, met = [], [], 0
+        for c in (c for c in cells if c["row"] == row):
+            m = c["metrics"]
+            ref = m.get("retrained_forget_acc")
+            base = original.get((c["scenario"], c["seed"]))
+            if ref is None or base is None:
+                continue
+            gap, drop = m["forget_acc"] - ref, base - m["retain_acc"]
+            gaps.append(gap)
+            drops.append(drop)
+            met += gap <= FORGET_GOAL and drop <= RETAIN_GOAL
+        if not gaps:
+            continue
+        lines.append(
+            f"| {row} | {100 * sum(gaps) / len(gaps):.1f} | {100 * max(gaps):.1f} "
+            f"| {100 * sum(drops) / len(drops):.1f} | {100 * max(drops):.1f} "
+            f"| {met} / {len(gaps)} |"
+        )
+    return "\n".join(lines)
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
     """The whole ``results.md`` text."""
     lines = _header(results)
@@ -188,6 +243,16 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         details = ssd_details(results, model)
         if details:
             lines += ["SSD family:", "", details, ""]
+        sweep = class_sweep(results, model)
+        if sweep:
+            lines += [
+                "Every class forgotten in turn (full-class scenarios), in points: forget gap = "
+                "Df acc − retrained Df acc; retain drop = original Dr acc − Dr acc. Goals: gap "
+                f"≤ {100 * FORGET_GOAL:.0f}, drop ≤ {100 * RETAIN_GOAL:.0f}.",
+                "",
+                sweep,
+                "",
+            ]
         failed = [c for c in _cells(results) if c.get("model") == model and "error" in c]
         for c in failed:
             lines.append(f"- failed: `{c['key']}`: {c['error']}")
