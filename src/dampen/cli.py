@@ -56,7 +56,7 @@ def demo(forget_class: int, seed: int, epochs: int, out_dir: Path | None) -> Non
 @click.option(
     "--preset",
     "preset_name",
-    type=click.Choice(["quick", "fmnist", "fmnist-baselines", "cifar"]),
+    type=click.Choice(["quick", "fmnist", "fmnist-baselines", "fmnist-classes", "cifar"]),
     help="A named configuration (see dampen.bench.presets).",
 )
 @click.option(
