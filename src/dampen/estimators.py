@@ -13,7 +13,7 @@ exactly; :class:`dampen.store.Importance` divides them into means.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -23,6 +23,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from dampen.batches import Batches, ForwardFn, default_forward, logits_only, split_batch
+from dampen.per_sample_layers import LayerwisePerSample, supports
 from dampen.progress import progress_bar
 
 Estimator = Literal["batch_sq", "per_sample", "lf"]
@@ -110,11 +111,15 @@ def accumulate(
     progress: bool = False,
     chunk_size: int | None = None,
     sums: Sums | None = None,
+    per_sample_impl: str = "auto",
 ) -> Sums:
     """Run one pass of ``estimator`` over ``batches`` and add into ``sums`` (new when None).
 
     The caller is responsible for the model's mode and ``requires_grad`` flags
-    (see :func:`dampen.state.preserved`).
+    (see :func:`dampen.state.preserved`). ``per_sample_impl`` picks how ``per_sample`` is
+    computed: ``"layers"`` (hooks on common layers, see :mod:`dampen.per_sample_layers`),
+    ``"vmap"`` (``torch.func``, any model) or ``"auto"`` (layers when the model qualifies and
+    no ``chunk_size`` is forced).
     """
     check_estimator(estimator)
     params = named_parameters(model)
@@ -123,6 +128,14 @@ def accumulate(
     acc = sums if sums is not None else zero_sums(params)
     bar = progress_bar(batches, enabled=progress, desc=f"importance ({estimator})")
     if estimator == "per_sample":
+        if per_sample_impl not in ("auto", "layers", "vmap"):
+            raise ValueError(f"per_sample_impl must be auto, layers or vmap; got {per_sample_impl}")
+        layerwise = per_sample_impl == "layers" or (
+            per_sample_impl == "auto" and chunk_size is None and supports(model)
+        )
+        if layerwise:
+            _layerwise_pass(model, bar, forward, acc)
+            return acc
         step = _PerSampleStep(model, params, forward, chunk_size)
         for batch in bar:
             step(batch, acc)
@@ -155,6 +168,28 @@ def accumulate(
                 target.addcmul_(g, g)
         _count(acc, units=1, samples=n)
     return acc
+
+
+def _layerwise_pass(
+    model: nn.Module, batches: Iterable[Any], forward: ForwardFn | None, acc: Sums
+) -> None:
+    """``per_sample`` from layer inputs and output gradients (one backward per batch)."""
+    step = LayerwisePerSample(model)
+    fn = forward or default_forward
+    sizes: list[int] = []
+
+    def loss_of(batch: Any) -> Tensor:
+        logits, targets = fn(model, batch)
+        check_targets(logits, targets)
+        sizes.append(int(logits.shape[0]))
+        acc.count_labels(targets)
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+    for batch in batches:
+        sizes.clear()
+        step(batch, loss_of, acc.tensors.__getitem__)
+        if sizes and sizes[0]:
+            _count(acc, units=sizes[0], samples=sizes[0])
 
 
 def _plain_labels(batch: Any, forward: ForwardFn | None) -> Tensor | None:

@@ -1,0 +1,100 @@
+"""The layer-wise per-sample path against a loop over single samples, on every layer kind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dampen.estimators import accumulate
+from dampen.per_sample_layers import supports
+from dampen.state import preserved
+
+
+class Mixed(nn.Module):
+    """Grouped/strided/dilated convs, 1-d conv, sequence Linear, LayerNorm, BatchNorm1d,
+    a layer used twice and an in-place ReLU right after a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1)
+        self.grouped = nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.conv1d = nn.Conv1d(4, 6, 3, padding=1)
+        self.norm = nn.LayerNorm(6)
+        self.shared = nn.Linear(6, 6)
+        self.bn1 = nn.BatchNorm1d(6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv(x), inplace=True)
+        h = self.bn2(self.grouped(h))  # [N, 4, 4, 4]
+        seq = self.conv1d(h.flatten(2))  # [N, 6, 16]
+        seq = self.norm(seq.transpose(1, 2))  # [N, 16, 6]
+        seq = self.shared(torch.tanh(self.shared(seq)))  # used twice
+        pooled = self.bn1(seq.mean(dim=1))
+        return self.head(pooled)
+
+
+def _trained_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return model.eval()
+
+
+def _oracle(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    out = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(len(x)):
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        for n, g in zip(out, grads, strict=True):
+            out[n] += g**2
+    return out
+
+
+@pytest.mark.parametrize("impl", ["layers", "vmap"])
+def test_layerwise_equals_a_loop_over_samples(impl: str) -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 2, 8, 8), torch.arange(10) % 3
+    model = _trained_bn(Mixed(), torch.randn(16, 2, 8, 8))
+    assert supports(model)
+    want = _oracle(model, x, y)
+    with preserved(model):
+        sums = accumulate(
+            model, [(x[:6], y[:6]), (x[6:], y[6:])], "per_sample", per_sample_impl=impl
+        )
+    assert (sums.units, sums.samples, sums.batches) == (10, 10, 2)
+    assert sums.labels == {0: 4, 1: 3, 2: 3}
+    for n, v in want.items():
+        torch.testing.assert_close(sums.tensors[n], v, rtol=1e-4, atol=1e-8, msg=n)
+
+
+class WithRawParameter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = nn.Parameter(torch.zeros(3))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x) + self.offset
+
+
+def test_models_with_other_parameters_use_vmap() -> None:
+    assert not supports(WithRawParameter())
+    train_bn = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    assert not supports(train_bn.train())  # batch statistics couple the samples
+    assert supports(train_bn.eval())
+    torch.manual_seed(0)
+    model = WithRawParameter()
+    x, y = torch.randn(5, 4), torch.arange(5) % 3
+    with preserved(model):
+        sums = accumulate(model, [(x, y)], "per_sample")
+    for n, v in _oracle(model, x, y).items():
+        torch.testing.assert_close(sums.tensors[n], v, rtol=1e-4, atol=1e-8)
+
+
+def test_unknown_impl_is_refused() -> None:
+    with pytest.raises(ValueError, match="per_sample_impl"):
+        accumulate(nn.Linear(2, 2), [], "per_sample", per_sample_impl="fast")
