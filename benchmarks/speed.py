@@ -1,7 +1,8 @@
 """Speed and memory of the SSD core, as ratios measured in one run (not a test).
 
 Prints:
-  (a) SSD forget time with a stored importance ÷ one forward+backward pass over Df (the floor);
+  (a) SSD (paper α = 10) forget time with a stored importance ÷ one forward+backward pass over
+      Df (the floor), and the same for ``alpha="auto"`` (which adds forward passes);
   (b) SSD with I_D computed on the fly ÷ SSD with the stored I_D;
   (c) ``per_sample`` ÷ ``batch_sq`` importance time on the same data;
   (d) peak extra memory of SSD (stored I_D) in units of parameter bytes: in total, and beyond
@@ -33,6 +34,7 @@ import dampen
 from dampen.models.resnet import ResNet18
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+PAPER_ALPHA = 10.0
 
 
 def rss_bytes() -> int:
@@ -109,11 +111,11 @@ def memory_probe(args: argparse.Namespace, imp_path: str) -> dict[str, float]:
     imp = dampen.Importance.load(imp_path, model=model)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     floor_pass(model, forget)  # warm up allocator and kernels
-    dampen.unlearn(model, forget[:1], importance=imp)
+    dampen.unlearn(model, forget[:1], importance=imp, alpha=PAPER_ALPHA)
     with PeakRSS() as floor:
         floor_pass(model, forget)
     with PeakRSS() as ssd:
-        result = dampen.unlearn(model, forget, importance=imp)
+        result = dampen.unlearn(model, forget, importance=imp, alpha=PAPER_ALPHA)
     del result
     return {
         "param_bytes": param_bytes,
@@ -155,8 +157,11 @@ def main() -> None:
 
     floor_pass(model, forget)  # warm-up
     t_floor = best_of(args.repeats, lambda: floor_pass(model, forget))
-    t_stored = best_of(args.repeats, lambda: dampen.unlearn(model, forget, importance=imp))
-    t_fly = best_of(1, lambda: dampen.unlearn(model, forget, train=train))
+    t_stored = best_of(
+        args.repeats, lambda: dampen.unlearn(model, forget, importance=imp, alpha=PAPER_ALPHA)
+    )
+    t_auto = best_of(1, lambda: dampen.unlearn(model, forget, importance=imp, alpha="auto"))
+    t_fly = best_of(1, lambda: dampen.unlearn(model, forget, train=train, alpha=PAPER_ALPHA))
 
     with tempfile.TemporaryDirectory() as tmp:
         path = imp.save(Path(tmp) / "imp.safetensors")
@@ -187,6 +192,12 @@ def main() -> None:
             t_stored / t_floor,
             "≤ 1.5",
             f"{t_stored:.2f}s ÷ {t_floor:.2f}s",
+        ),
+        (
+            "    SSD alpha=auto, stored I_D ÷ fwd+bwd",
+            t_auto / t_floor,
+            "(search: forward passes)",
+            f"{t_auto:.2f}s ÷ {t_floor:.2f}s",
         ),
         (
             "(b) SSD, I_D on the fly ÷ stored I_D",
