@@ -250,3 +250,18 @@ def test_forget_importance_is_handed_back_for_the_next_request() -> None:
     assert remaining.samples == want.samples and remaining.label_counts == want.label_counts
     for n in want:
         torch.testing.assert_close(remaining[n], want[n], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_model_dampens_with_one_rounding(dtype: torch.dtype) -> None:
+    model, (x, y) = make_model().to(dtype), make_data()
+    imp = dampen.importance(model, loader(x, y, 8))
+    forget = loader(x[y == 1], y[y == 1], 8)
+    result = dampen.unlearn(model, forget, importance=imp, alpha=1.0)
+    imp_f = dampen.importance(model, forget)
+    assert all(t.dtype == torch.float32 for t in imp_f.sums.values())
+    for (name, p), q in zip(model.named_parameters(), result.model.parameters(), strict=True):
+        assert q.dtype == dtype
+        beta = dampening_factors(imp[name], imp_f[name], alpha=1.0)
+        assert torch.equal(q.detach(), (p.detach().float() * beta).to(dtype)), name
+    assert result.stats["selected"] > 0
