@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from dampen.batches import Batches, ForwardFn, default_forward
 from dampen.registry import Request
+from dampen.training import TrainLog
 
 OPTIMIZERS = ("sgd", "adam")
 """Optimiser names a baseline config accepts."""
@@ -83,6 +84,30 @@ def make_optimizer(
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def optimizer_for(
+    model: nn.Module, config: Any, *, lr: float | None = None
+) -> torch.optim.Optimizer:
+    """:func:`make_optimizer` from a config's ``optimizer``, ``lr``, ``momentum`` and
+    ``weight_decay`` fields (``lr`` overrides the config's)."""
+    return make_optimizer(
+        model,
+        kind=config.optimizer,
+        lr=config.lr if lr is None else lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+
+def train_stats(method: str, log: TrainLog, clock: Clock) -> dict[str, Any]:
+    """The stats of a method with one training phase."""
+    return {
+        "method": method,
+        "steps": log.steps,
+        "epoch_losses": list(log.epoch_losses),
+        "seconds": clock.seconds(),
+    }
 
 
 def require_retain(request: Request, method: str) -> Batches:

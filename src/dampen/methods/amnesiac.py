@@ -13,11 +13,12 @@ from dampen.methods._common import (
     check_int,
     check_optimizer,
     forward_of,
-    make_optimizer,
+    optimizer_for,
     random_other_labels,
     require_forget,
     require_retain,
     seeded_generator,
+    train_stats,
 )
 from dampen.methods._streams import Tagged
 from dampen.registry import Request, register
@@ -66,13 +67,7 @@ def run_amnesiac_(model: nn.Module, request: Request, config: AmnesiacConfig) ->
             targets = random_other_labels(targets, logits.shape[-1], generator)
         return F.cross_entropy(logits.float(), targets)
 
-    optimizer = make_optimizer(
-        model,
-        kind=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = optimizer_for(model, config)
     with clock.phase("train"):
         log = train_(
             model,
@@ -83,9 +78,4 @@ def run_amnesiac_(model: nn.Module, request: Request, config: AmnesiacConfig) ->
             progress=request.progress,
             desc="amnesiac",
         )
-    return {
-        "method": "amnesiac",
-        "steps": log.steps,
-        "epoch_losses": list(log.epoch_losses),
-        "seconds": clock.seconds(),
-    }
+    return train_stats("amnesiac", log, clock)

@@ -22,10 +22,11 @@ from dampen.methods._common import (
     forward_of,
     freeze_,
     frozen_copy,
-    make_optimizer,
+    optimizer_for,
     require_forget,
     require_retain,
     seeded_generator,
+    train_stats,
 )
 from dampen.methods._fresh import ModelFactory, check_factory, fresh_copy
 from dampen.methods._streams import Subsampled, Tagged
@@ -103,13 +104,7 @@ def run_bad_teacher_(
         ],
         generator,
     )
-    optimizer = make_optimizer(
-        model,
-        kind=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = optimizer_for(model, config)
     with clock.phase("train"):
         log = train_(
             model,
@@ -120,9 +115,4 @@ def run_bad_teacher_(
             progress=request.progress,
             desc="bad_teacher",
         )
-    return {
-        "method": "bad_teacher",
-        "steps": log.steps,
-        "epoch_losses": list(log.epoch_losses),
-        "seconds": clock.seconds(),
-    }
+    return train_stats("bad_teacher", log, clock)

@@ -12,8 +12,9 @@ from dampen.methods._common import (
     check_int,
     check_optimizer,
     forward_of,
-    make_optimizer,
+    optimizer_for,
     require_retain,
+    train_stats,
 )
 from dampen.registry import Request, register
 from dampen.training import cross_entropy_loss, train_
@@ -47,13 +48,7 @@ def run_finetune_(model: nn.Module, request: Request, config: FinetuneConfig) ->
     """Train on ``request.retain`` only; the forget set is never read."""
     clock = Clock()
     retain = require_retain(request, "finetune")
-    optimizer = make_optimizer(
-        model,
-        kind=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = optimizer_for(model, config)
     with clock.phase("train"):
         log = train_(
             model,
@@ -64,9 +59,4 @@ def run_finetune_(model: nn.Module, request: Request, config: FinetuneConfig) ->
             progress=request.progress,
             desc="finetune",
         )
-    return {
-        "method": "finetune",
-        "steps": log.steps,
-        "epoch_losses": list(log.epoch_losses),
-        "seconds": clock.seconds(),
-    }
+    return train_stats("finetune", log, clock)

@@ -18,7 +18,7 @@ from dampen.methods._common import (
     check_int,
     check_optimizer,
     forward_of,
-    make_optimizer,
+    optimizer_for,
     require_forget,
     require_retain,
 )
@@ -80,13 +80,7 @@ def run_neggrad_(model: nn.Module, request: Request, config: NegGradConfig) -> d
             1 - config.beta
         ) * F.cross_entropy(logits_f.float(), targets_f)
 
-    optimizer = make_optimizer(
-        model,
-        kind=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = optimizer_for(model, config)
     with clock.phase("train"):
         if retain is None:
             log = train_(

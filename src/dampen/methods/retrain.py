@@ -14,7 +14,7 @@ from dampen.methods._common import (
     check_int,
     check_optimizer,
     forward_of,
-    make_optimizer,
+    optimizer_for,
     require_retain,
 )
 from dampen.methods._fresh import ModelFactory, check_factory, refresh_
@@ -73,13 +73,7 @@ def run_retrain_(model: nn.Module, request: Request, config: RetrainConfig) -> d
     retain = require_retain(request, "retrain")
     with clock.phase("reinit"):
         source = refresh_(model, config.model_factory)
-    optimizer = make_optimizer(
-        model,
-        kind=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = optimizer_for(model, config)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=config.milestone_epochs(), gamma=config.gamma
     )

@@ -24,7 +24,7 @@ from dampen.methods._common import (
     check_int,
     check_optimizer,
     forward_of,
-    make_optimizer,
+    optimizer_for,
     random_other_labels,
     require_forget,
     require_retain,
@@ -117,13 +117,7 @@ def run_salun_(model: nn.Module, request: Request, config: SalUnConfig) -> dict[
             targets = random_other_labels(targets, logits.shape[-1], generator)
         return F.cross_entropy(logits.float(), targets)
 
-    optimizer = make_optimizer(
-        model,
-        kind=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = optimizer_for(model, config)
     kept = [p.detach().clone() for p in params]
 
     def mask_grads(*_: Any) -> None:

@@ -24,7 +24,7 @@ from dampen.methods._common import (
     check_positive,
     forward_of,
     frozen_copy,
-    make_optimizer,
+    optimizer_for,
     require_forget,
     require_retain,
 )
@@ -116,13 +116,7 @@ def run_scrub_(model: nn.Module, request: Request, config: ScrubConfig) -> dict[
         kd = distill_kl(logits, teacher_logits(batch), T)
         return config.gamma * F.cross_entropy(logits.float(), targets) + config.alpha * kd
 
-    optimizer = make_optimizer(
-        model,
-        kind=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = optimizer_for(model, config)
     max_losses: list[float] = []
     min_losses: list[float] = []
     steps = 0
