@@ -23,7 +23,7 @@ from dampen.methods._common import (
     check_optimizer,
     check_positive,
     forward_of,
-    make_optimizer,
+    optimizer_for,
     require_retain,
     seeded_generator,
 )
@@ -181,21 +181,12 @@ def run_unsir_(model: nn.Module, request: Request, config: UNSIRConfig) -> dict[
             return F.cross_entropy(logits_only(model, x, None).float(), y)
         return retain_loss(model, batch)
 
-    def optimizer(lr: float) -> torch.optim.Optimizer:
-        return make_optimizer(
-            model,
-            kind=config.optimizer,
-            lr=lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
-
     with clock.phase("impair"):
         impair = train_(
             model,
             Tagged([("retain", retain), ("noise", noise_batches * config.noise_copies)], generator),
             epochs=config.impair_epochs,
-            optimizer=optimizer(config.impair_lr),
+            optimizer=optimizer_for(model, config, lr=config.impair_lr),
             step_loss=impair_loss,
             progress=request.progress,
             desc="unsir impair",
@@ -205,7 +196,7 @@ def run_unsir_(model: nn.Module, request: Request, config: UNSIRConfig) -> dict[
             model,
             retain,
             epochs=config.repair_epochs,
-            optimizer=optimizer(config.repair_lr),
+            optimizer=optimizer_for(model, config, lr=config.repair_lr),
             step_loss=retain_loss,
             progress=request.progress,
             desc="unsir repair",
