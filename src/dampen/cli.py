@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dampen._version import __version__
+from dampen.bench.presets import PRESETS
 from dampen.cli_model import forget_cmd, importance_cmd
 
 
@@ -56,7 +57,7 @@ def demo(forget_class: int, seed: int, epochs: int, out_dir: Path | None) -> Non
 @click.option(
     "--preset",
     "preset_name",
-    type=click.Choice(["quick", "fmnist", "fmnist-baselines", "fmnist-classes", "cifar"]),
+    type=click.Choice(sorted(PRESETS)),
     help="A named configuration (see dampen.bench.presets).",
 )
 @click.option(
