@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--estimator", default="per_sample", choices=["per_sample", "batch_sq"])
     parser.add_argument("--alpha", default="auto", help="'auto' or a number")
     parser.add_argument("--pairs", type=int, default=8, help="random class pairs to try")
+    parser.add_argument("--max-selected", type=float, default=0.1, help="cap for alpha=auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -63,7 +64,9 @@ def main() -> None:
         def batches(mask: torch.Tensor) -> object:
             return loader(train, mask.nonzero().flatten(), batch_size=BATCH)
 
-        opts = {"estimator": args.estimator, "alpha": alpha}
+        opts: dict[str, object] = {"estimator": args.estimator, "alpha": alpha}
+        if alpha == "auto":
+            opts["max_selected"] = args.max_selected
         once = dampen.unlearn(model, batches(both), importance=imp, **opts).model
         first = dampen.unlearn(model, batches(in_a), importance=imp, **opts)
         assert first.forget_importance is not None
