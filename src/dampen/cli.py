@@ -9,6 +9,7 @@ import click
 from dampen._version import __version__
 from dampen.bench.presets import PRESETS
 from dampen.cli_model import forget_cmd, importance_cmd
+from dampen.cli_proofs import challenge_cmd, ulira_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -190,3 +191,5 @@ def bench(
 
 main.add_command(importance_cmd)
 main.add_command(forget_cmd)
+main.add_command(ulira_cmd)
+main.add_command(challenge_cmd)

@@ -1,0 +1,306 @@
+"""The NeurIPS 2023 unlearning challenge's score on a small benchmark.
+
+One original model (trained on D with the recipe, cached) and one random forget set. ``N``
+models retrained on Dr with seeds ``0 .. N−1`` (cached) against ``N`` runs of each method with
+seeds ``0 .. N−1``; per forget example, ε from threshold attacks on the logit-scaled
+confidences, bucketed into points, times the retain- and test-accuracy ratios (see
+:mod:`dampen.eval.challenge`).
+
+Why a stochastic mode: SSD is deterministic. ``N`` identical runs give a point mass, which the
+challenge scores ε = cap (0 points) for every example however close the point is to the
+retrained models — the score would say nothing about SSD. With ``stochastic`` on, run ``r`` of
+an SSD-family method (a) computes the importance of D on a seeded random 90 % of D, in a
+seeded random order, and (b) reads the forget set in a seeded random batch order (which changes
+the batches, hence ``batch_sq``, when Df spans several batches). This is SSD as it would run on
+a random 90 % sample of the training stream; it is what makes the runs differ. Baselines are
+random already (their seed drives shuffling and initialisation). The deterministic row is
+reported too, for the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from dampen.bench._proofs import (
+    EVAL_BATCH,
+    cached_importance,
+    confidences,
+    digest,
+    run_method,
+)
+from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
+from dampen.bench.runner import atomic_write_text, load_data, machine_info
+from dampen.data.base import loader
+from dampen.data.scenarios import random_samples
+from dampen.eval import accuracy, collect_outputs
+from dampen.eval.challenge import challenge_score
+from dampen.recipe import cache_key, cached_train
+
+STOCHASTIC_FRACTION = 0.9
+"""Share of D whose importance a stochastic SSD run uses."""
+
+
+@dataclass(frozen=True)
+class ChallengeConfig:
+    """A challenge-score run.
+
+    Attributes:
+        name: shown in the report.
+        data: the data set.
+        model: the model and its recipe.
+        methods: the methods; SSD-family rows run stochastically unless listed in
+            ``deterministic`` too.
+        deterministic: labels of SSD-family rows to run deterministically as well.
+        forget: random forget-set size.
+        models: ``N`` unlearned and ``N`` retrained models (at least 3).
+        seed: seed of the original model and of the forget set.
+        batch_size: batch size of the forget, retain and importance loaders.
+        out_dir: where results go.
+        cache_dir: trained models (default ``out_dir/cache``).
+        threads: torch threads.
+        device: where to train.
+        description: one sentence for the report.
+    """
+
+    name: str
+    data: DataSpec
+    model: ModelSpec
+    methods: tuple[MethodSpec, ...]
+    deterministic: tuple[str, ...] = ()
+    forget: int = 30
+    models: int = 16
+    seed: int = 0
+    batch_size: int = 64
+    out_dir: str = "runs/challenge"
+    cache_dir: str | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.models, bool) or not isinstance(self.models, int) or self.models < 3:
+            raise ValueError(f"models must be an int >= 3, got {self.models!r}")
+        if isinstance(self.forget, bool) or not isinstance(self.forget, int) or self.forget < 1:
+            raise ValueError(f"forget must be a positive int, got {self.forget!r}")
+        labels = {m.label for m in self.methods}
+        unknown = sorted(set(self.deterministic) - labels)
+        if unknown:
+            raise ValueError(f"deterministic names unknown method labels {unknown}")
+
+    @property
+    def cache_path(self) -> Path:
+        """The cache folder."""
+        return Path(self.cache_dir) if self.cache_dir else Path(self.out_dir) / "cache"
+
+    def replace(self, **changes: Any) -> ChallengeConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _accs(model: torch.nn.Module, data: Any, retain: torch.Tensor) -> tuple[float, float]:
+    r = collect_outputs(model, loader(data.train, retain, batch_size=EVAL_BATCH))
+    t = collect_outputs(model, loader(data.test, batch_size=EVAL_BATCH))
+    return accuracy(r.logits, r.targets), accuracy(t.logits, t.targets)
+
+
+def run_challenge(
+    config: ChallengeConfig,
+    *,
+    command: str = "",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Score every method; write ``results.json`` and ``results.md`` (resumable per row)."""
+    say = log or (lambda _m: None)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        started = perf_counter()
+        data = load_data(config.data)
+        scenario = random_samples(data, config.forget, seed=config.seed)
+        recipe = config.model.train_config()
+        cache = config.cache_path
+        original = cached_train(recipe, data, None, config.seed, cache, device=config.device)
+        out = Path(config.out_dir)
+        path = out / "rows.json"
+        setup = digest(
+            {
+                "data": dataclasses.asdict(config.data),
+                "model": dataclasses.asdict(config.model),
+                "forget": config.forget,
+                "models": config.models,
+                "seed": config.seed,
+                "batch": config.batch_size,
+            }
+        )
+        rows: dict[str, Any] = {}
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("setup") == setup:
+                rows = stored["rows"]
+        if "retrain" not in rows:
+            confs, ra, ta = [], [], []
+            for r in range(config.models):
+                model = cached_train(recipe, data, scenario.retain, r, cache, device=config.device)
+                confs.append(confidences(model, data, scenario.forget))
+                a, b = _accs(model, data, scenario.retain)
+                ra.append(a)
+                ta.append(b)
+            rows["retrain"] = {"confs": confs, "retain_acc": ra, "test_acc": ta}
+            atomic_write_text(path, json.dumps({"setup": setup, "rows": rows}))
+            say(f"retrained {config.models} models")
+        imp = None
+        plan: list[tuple[str, MethodSpec, bool]] = []
+        for spec in config.methods:
+            stochastic = spec.method in SSD_FAMILY
+            plan.append((spec.label + (" (stochastic)" if stochastic else ""), spec, stochastic))
+            if spec.label in config.deterministic:
+                plan.append((spec.label + " (deterministic)", spec, False))
+        for label, spec, stochastic in plan:
+            payload = digest(
+                {"method": spec.method, "options": dict(spec.options), "st": stochastic}
+            )
+            if label in rows and rows[label].get("digest") == payload:
+                continue
+            if spec.method in SSD_FAMILY and not stochastic and imp is None:
+                imp = cached_importance(
+                    original,
+                    data,
+                    torch.arange(len(data.train)),
+                    model_key=cache_key(recipe, data, None, config.seed),
+                    estimator=spec.estimator(spec.options) or "batch_sq",
+                    batch_size=config.batch_size,
+                    cache_dir=cache,
+                )
+            confs, ra, ta = [], [], []
+            t = perf_counter()
+            for r in range(config.models):
+                model, _ = run_method(
+                    spec,
+                    original,
+                    data,
+                    train=torch.arange(len(data.train)),
+                    forget=scenario.forget,
+                    seed=r,
+                    batch_size=config.batch_size,
+                    importance=None if stochastic else imp,
+                    stochastic_fraction=STOCHASTIC_FRACTION if stochastic else None,
+                )
+                confs.append(confidences(model, data, scenario.forget))
+                a, b = _accs(model, data, scenario.retain)
+                ra.append(a)
+                ta.append(b)
+            rows[label] = {
+                "digest": payload,
+                "confs": confs,
+                "retain_acc": ra,
+                "test_acc": ta,
+                "seconds": perf_counter() - t,
+            }
+            atomic_write_text(path, json.dumps({"setup": setup, "rows": rows}))
+            say(f"{label}: {config.models} runs in {perf_counter() - t:.1f} s")
+        ref = rows["retrain"]
+        scores = {}
+        for label, _, _ in plan:
+            row = rows[label]
+            s = challenge_score(
+                np.array(row["confs"]),
+                np.array(ref["confs"]),
+                unlearned_retain_acc=row["retain_acc"],
+                retrained_retain_acc=ref["retain_acc"],
+                unlearned_test_acc=row["test_acc"],
+                retrained_test_acc=ref["test_acc"],
+            )
+            scores[label] = {
+                "score": s.score,
+                "forget_score": s.forget_score,
+                "retain_ratio": s.retain_ratio,
+                "test_ratio": s.test_ratio,
+                "mean_epsilon": s.mean_epsilon,
+                "retain_acc": float(np.mean(row["retain_acc"])),
+                "test_acc": float(np.mean(row["test_acc"])),
+            }
+        results = {
+            "name": config.name,
+            "description": config.description,
+            "command": command,
+            "machine": machine_info(),
+            "config": json.loads(json.dumps(dataclasses.asdict(config))),
+            "seconds": perf_counter() - started,
+            "retrain": {
+                "retain_acc": float(np.mean(ref["retain_acc"])),
+                "test_acc": float(np.mean(ref["test_acc"])),
+            },
+            "scores": scores,
+        }
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        atomic_write_text(out / "results.md", render_challenge(results))
+        return results
+    finally:
+        torch.set_num_threads(threads)
+
+
+def render_challenge(results: dict[str, Any]) -> str:
+    """The ``results.md`` text of a challenge run."""
+    cfg, m, ref = results["config"], results["machine"], results["retrain"]
+    lines = [
+        f"# dampen challenge: {results['name']}",
+        "",
+        results.get("description", ""),
+        "",
+        f"- command: `{results.get('command', '')}`",
+        f"- {cfg['models']} unlearned runs vs {cfg['models']} retrained models, "
+        f"{cfg['forget']} random forget samples, δ = 1e-5, ε capped at 50",
+        f"- machine: {m['cpu_count']} CPU cores, {m['torch_threads']} torch threads, torch "
+        f"{m['torch']}; wall-clock {results['seconds'] / 60:.1f} min",
+        "",
+        "score = forget score × (Dr acc / retrained Dr acc) × (test acc / retrained test acc); "
+        "forget score = mean over Df of 2^-k points for ε in bucket k (width 1/2, up to "
+        f"ceil(ln(N − 1))). Higher is better; 1 is perfect. Retrained: Dr "
+        f"{100 * ref['retain_acc']:.1f} %, test {100 * ref['test_acc']:.1f} %.",
+        "",
+        "| method | score | forget score | mean ε | Dr acc | test acc | Dr ratio | test ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, s in results["scores"].items():
+        lines.append(
+            f"| {label} | {s['score']:.3f} | {s['forget_score']:.3f} | {s['mean_epsilon']:.2f} "
+            f"| {100 * s['retain_acc']:.1f} | {100 * s['test_acc']:.1f} "
+            f"| {s['retain_ratio']:.3f} | {s['test_ratio']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def challenge_digits() -> ChallengeConfig:
+    """Digits, small CNN, 30 random forget samples, 16 + 16 models; SSD family and finetune."""
+    return ChallengeConfig(
+        name="challenge-digits",
+        description="digits (1,437 train / 360 test), small CNN, 30 random forget samples",
+        data=DataSpec("digits"),
+        model=ModelSpec("cnn", "cnn", train={"epochs": 15, "crop_padding": 1, "flip": False}),
+        methods=(
+            MethodSpec("ssd", label="ssd (α=10)", options={"alpha": 10.0, "lambda_": 1.0}),
+            MethodSpec("assd"),
+            MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=200),
+            MethodSpec("finetune", options={"epochs": 5}, group="baselines"),
+        ),
+        deterministic=("ssd (α=10)",),
+        forget=30,
+        models=16,
+        out_dir="runs/challenge-digits",
+    )
+
+
+CHALLENGE_PRESETS: dict[str, Callable[[], ChallengeConfig]] = {
+    "challenge-digits": challenge_digits,
+}
+"""Challenge presets by name."""

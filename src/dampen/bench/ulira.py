@@ -1,0 +1,472 @@
+"""U-LiRA (Hayes et al. 2024): per-example attacks against models that never saw the example.
+
+Protocol (``dampen ulira --preset ulira-digits``):
+
+1. Every training example is put in exactly half of ``K`` shadow training sets (seeded).
+2. A fixed random set of ``candidates`` training examples is the forget pool; shadow ``k``
+   forgets the candidates it trained on (``F_k``, about half of them).
+3. Per shadow: the original (trained on its half with the recipe, cached), the retrained
+   reference (its half minus ``F_k``, cached), and per method the unlearned model. The SSD
+   family uses the importance of the shadow's own half, computed once and cached.
+4. Leave one out: each shadow ``t`` in turn is the target. From the other shadows, per
+   candidate, a Gaussian of the logit-scaled confidence of the shadows that trained on it and
+   unlearned it ("in") and one of the shadows that never trained on it ("out", their
+   originals). Target pairs: ``F_t`` under ``t``'s unlearned model (label 1) and under ``t``'s
+   retrained reference (label 0), scored by the likelihood ratio.
+5. Attack accuracy (threshold 0 on the log ratio) and AUC over all pairs; 0.5 is ideal.
+
+The ``original`` row is a sanity check: it scores the original target (no unlearning) with
+"in" = shadows that trained on the example, i.e. plain LiRA membership inference.
+
+Resumable: every shadow's record (confidences and metrics per row) is written to
+``out_dir/shadows/<k>.json`` as soon as it is done; trainings and importances are cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from dampen.bench._proofs import (
+    cached_importance,
+    confidences,
+    digest,
+    population_metrics,
+    run_method,
+)
+from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
+from dampen.bench.runner import atomic_write_text, load_data, machine_info
+from dampen.eval.ulira import fit_gaussians, likelihood_ratio, ulira_attack
+from dampen.recipe import cache_key, cached_train, init_model
+
+REFERENCE = "original"
+"""The sanity-check row: no unlearning at all."""
+
+
+@dataclass(frozen=True)
+class ULiRAConfig:
+    """A U-LiRA run.
+
+    Attributes:
+        name: shown in the report.
+        data: the data set.
+        model: the model and its recipe.
+        methods: the methods under test.
+        shadows: ``K``, even, at least 6; every shadow is also a target once.
+        candidates: size of the forget pool (each shadow forgets the ones it trained on).
+        seed: seed of the halves and of the pool.
+        batch_size: batch size of the forget, retain and importance loaders.
+        global_variance: pool the Gaussians' variance over examples (LiRA's advice for few
+            shadows) instead of one per example.
+        out_dir: where results go.
+        cache_dir: trained models and importances (default ``out_dir/cache``).
+        threads: ``torch.set_num_threads`` (default: unchanged).
+        device: where to train.
+        description: one sentence for the report.
+    """
+
+    name: str
+    data: DataSpec
+    model: ModelSpec
+    methods: tuple[MethodSpec, ...]
+    shadows: int = 32
+    candidates: int = 64
+    seed: int = 0
+    batch_size: int = 64
+    global_variance: bool = False
+    out_dir: str = "runs/ulira"
+    cache_dir: str | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shadows, bool) or not isinstance(self.shadows, int):
+            raise TypeError(f"shadows must be an int, got {self.shadows!r}")
+        if self.shadows < 6 or self.shadows % 2:
+            raise ValueError(f"shadows must be even and >= 6, got {self.shadows}")
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int):
+            raise TypeError(f"candidates must be an int, got {self.candidates!r}")
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be positive, got {self.candidates}")
+        labels = [m.label for m in self.methods]
+        if len(set(labels)) != len(labels) or REFERENCE in labels or "retrain" in labels:
+            raise ValueError(
+                f"methods must have unique labels other than original/retrain: {labels}"
+            )
+
+    @property
+    def cache_path(self) -> Path:
+        """The cache folder."""
+        return Path(self.cache_dir) if self.cache_dir else Path(self.out_dir) / "cache"
+
+    def replace(self, **changes: Any) -> ULiRAConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def membership(n: int, shadows: int, seed: int) -> np.ndarray:
+    """``[n, shadows]`` bool: each example in exactly half of the shadows (seeded)."""
+    rng = np.random.default_rng(seed)
+    order = np.argsort(rng.random((n, shadows)), axis=1)
+    return order < shadows // 2
+
+
+def _method_payload(spec: MethodSpec) -> dict[str, Any]:
+    return {"method": spec.method, "options": dict(spec.options), "heldout": spec.heldout}
+
+
+def _shadow_record(
+    config: ULiRAConfig,
+    k: int,
+    member: np.ndarray,
+    pool: torch.Tensor,
+    data: Any,
+    previous: dict[str, Any] | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    recipe = config.model.train_config()
+    train = torch.from_numpy(np.nonzero(member[:, k])[0])
+    forget = pool[torch.from_numpy(member[pool.numpy(), k])]
+    retain = train[~torch.isin(train, forget)]
+    seed = 1000 * config.seed + k
+    record: dict[str, Any] = previous or {"shadow": k, "rows": {}}
+    cache = config.cache_path
+    t = perf_counter()
+    original = cached_train(recipe, data, train, seed, cache, device=config.device)
+    retrained = cached_train(recipe, data, retain, seed, cache, device=config.device)
+    incompetent = init_model(recipe, data, seed=10_000 + seed, device=config.device)
+    rows: dict[str, Any] = record["rows"]
+    for label, model in ((REFERENCE, original), ("retrain", retrained)):
+        if label not in rows:
+            rows[label] = {
+                "confs": confidences(model, data, pool),
+                "metrics": population_metrics(model, data, retain, forget, incompetent, seed=seed),
+            }
+    model_key = cache_key(recipe, data, train, seed)
+    imps: dict[str, Any] = {}
+    for spec in config.methods:
+        payload = _method_payload(spec)
+        if spec.label in rows and rows[spec.label].get("digest") == digest(payload):
+            continue
+        imp = None
+        if spec.method in SSD_FAMILY:
+            estimator = spec.estimator(spec.options) or "batch_sq"
+            if estimator not in imps:
+                imps[estimator] = cached_importance(
+                    original,
+                    data,
+                    train,
+                    model_key=model_key,
+                    estimator=estimator,
+                    batch_size=config.batch_size,
+                    cache_dir=cache,
+                )
+            imp = imps[estimator]
+        model, stats = run_method(
+            spec,
+            original,
+            data,
+            train=train,
+            forget=forget,
+            seed=seed,
+            batch_size=config.batch_size,
+            importance=imp,
+        )
+        rows[spec.label] = {
+            "digest": digest(payload),
+            "confs": confidences(model, data, pool),
+            "metrics": population_metrics(model, data, retain, forget, incompetent, seed=seed),
+            "stats": stats,
+        }
+    record["seconds"] = record.get("seconds", 0.0) + perf_counter() - t
+    log(f"shadow {k}: {len(forget)} forgotten, {perf_counter() - t:.1f} s")
+    return record
+
+
+def _setup_digest(config: ULiRAConfig) -> str:
+    return digest(
+        {
+            "data": dataclasses.asdict(config.data),
+            "model": dataclasses.asdict(config.model),
+            "shadows": config.shadows,
+            "candidates": config.candidates,
+            "seed": config.seed,
+            "batch": config.batch_size,
+            "format": 1,
+        }
+    )
+
+
+def attack(
+    records: list[dict[str, Any]],
+    member: np.ndarray,
+    label: str,
+    *,
+    global_variance: bool = False,
+) -> dict[str, float]:
+    """Leave-one-out U-LiRA of one row over the shadow records (see the module docstring)."""
+    k_all = len(records)
+    confs = np.array([r["rows"][label]["confs"] for r in records])  # [K, m]
+    outs = np.array([r["rows"][REFERENCE]["confs"] for r in records])
+    refs = np.array([r["rows"]["retrain"]["confs"] for r in records])
+    inside = member.T  # [K, m]
+    pos: list[np.ndarray] = []
+    neg: list[np.ndarray] = []
+    per_target: list[float] = []
+    for t in range(k_all):
+        others = np.arange(k_all) != t
+        fit = fit_gaussians(
+            confs[others],
+            outs[others],
+            inside[others],
+            ~inside[others],
+            global_variance=global_variance,
+        )
+        examples = np.nonzero(inside[t])[0]
+        if examples.size == 0:
+            continue
+        p = likelihood_ratio(fit, confs[t, examples], examples)
+        n = likelihood_ratio(fit, refs[t, examples], examples)
+        pos.append(p)
+        neg.append(n)
+        per_target.append(ulira_attack(p, n).accuracy)
+    result = ulira_attack(np.concatenate(pos), np.concatenate(neg))
+    return {
+        "accuracy": result.accuracy,
+        "auc": result.auc,
+        "pairs": result.pairs,
+        "accuracy_std_over_targets": float(np.std(per_target, ddof=1)),
+    }
+
+
+def run_ulira(
+    config: ULiRAConfig,
+    *,
+    command: str = "",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or load) the shadows, unlearn, attack; write ``results.json`` and ``results.md``.
+
+    Returns:
+        The results as written to ``out_dir/results.json``.
+    """
+    say = log or (lambda _m: None)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        started = perf_counter()
+        data = load_data(config.data)
+        n = len(data.train)
+        member = membership(n, config.shadows, config.seed)
+        rng = np.random.default_rng(config.seed + 1)
+        pool = torch.from_numpy(
+            np.sort(rng.choice(n, size=min(config.candidates, n), replace=False))
+        )
+        setup = _setup_digest(config)
+        folder = Path(config.out_dir) / "shadows"
+        records = []
+        for k in range(config.shadows):
+            path = folder / f"{k}.json"
+            previous = None
+            if path.is_file():
+                stored = json.loads(path.read_text())
+                previous = stored if stored.get("setup") == setup else None
+            record = _shadow_record(config, k, member, pool, data, previous, say)
+            record["setup"] = setup
+            atomic_write_text(path, json.dumps(record))
+            records.append(record)
+        pool_member = member[pool.numpy()]  # [m, K]
+        rows = [REFERENCE, *(m.label for m in config.methods)]
+        table = {}
+        for label in rows:
+            table[label] = attack(
+                records, pool_member, label, global_variance=config.global_variance
+            )
+        results = {
+            "name": config.name,
+            "description": config.description,
+            "command": command,
+            "machine": machine_info(),
+            "config": json.loads(json.dumps(dataclasses.asdict(config))),
+            "seconds": perf_counter() - started,
+            "forgotten_per_shadow": float(
+                np.mean([pool_member[:, k].sum() for k in range(config.shadows)])
+            ),
+            "attack": table,
+            "metrics": _mean_metrics(records, [*rows, "retrain"]),
+            "stats": {
+                label: {
+                    key: float(np.mean([r["rows"][label]["stats"][key] for r in records]))
+                    for key in ("alpha", "selected", "seconds")
+                    if all(key in r["rows"][label].get("stats", {}) for r in records)
+                }
+                for label in rows[1:]
+            },
+        }
+        out = Path(config.out_dir)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        atomic_write_text(out / "results.md", render_ulira(results))
+        return results
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _mean_metrics(records: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for label in labels:
+        names = records[0]["rows"][label]["metrics"].keys()
+        out[label] = {
+            name: float(np.nanmean([r["rows"][label]["metrics"][name] for r in records]))
+            for name in names
+        }
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
+
+
+def render_ulira(results: dict[str, Any]) -> str:
+    """The ``results.md`` text of a U-LiRA run."""
+    cfg = results["config"]
+    m = results["machine"]
+    ref = results["metrics"]["retrain"]
+    lines = [
+        f"# dampen ulira: {results['name']}",
+        "",
+        results.get("description", ""),
+        "",
+        f"- command: `{results.get('command', '')}`",
+        f"- shadows: {cfg['shadows']} (each also a target, leave-one-out), forget pool "
+        f"{cfg['candidates']} candidates, {results['forgotten_per_shadow']:.1f} forgotten per "
+        f"shadow; per-example variance: {'pooled' if cfg['global_variance'] else 'per example'}",
+        f"- machine: {m['cpu_count']} CPU cores, {m['torch_threads']} torch threads, torch "
+        f"{m['torch']}; wall-clock {results['seconds'] / 60:.1f} min (cached trainings count 0)",
+        "",
+        "U-LiRA: accuracy and AUC (%) of the per-example likelihood-ratio attack telling the "
+        "unlearned target from its retrained reference; **50 is ideal** (indistinguishable), "
+        "100 is total failure. `original` = no unlearning (plain LiRA membership). Population "
+        "metrics are means over the shadows, each next to the retrained references' value "
+        "(the target): Dr/Df/test accuracy, ZRF (1 − JS to a random-init model, summed over "
+        "classes), the paper's entropy MIA and the SVC attacks (share of Df called member).",
+        "",
+        "| method | U-LiRA acc | U-LiRA AUC | Dr | Df | test | ZRF | MIA (entropy) | "
+        "SVC entropy | SVC m-entropy | SVC confidence | SVC correctness | α | selected | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, a in results["attack"].items():
+        mm = results["metrics"][label]
+        st = results["stats"].get(label, {})
+        cells = [
+            label,
+            f"{_pct(a['accuracy'])} ± {_pct(a['accuracy_std_over_targets'])}",
+            _pct(a["auc"]),
+            _pct(mm["retain_acc"]),
+            _pct(mm["forget_acc"]),
+            _pct(mm["test_acc"]),
+            f"{mm['zrf']:.3f}",
+            _pct(mm["mia"]),
+            _pct(mm["svc_entropy"]),
+            _pct(mm["svc_modified_entropy"]),
+            _pct(mm["svc_confidence"]),
+            _pct(mm["svc_correctness"]),
+            f"{st['alpha']:.3g}" if "alpha" in st else "—",
+            f"{st['selected']:.0f}" if "selected" in st else "—",
+            f"{st['seconds']:.2f}" if "seconds" in st else "—",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        "| *retrain (target)* | 50 | 50 | "
+        + " | ".join(
+            [
+                _pct(ref["retain_acc"]),
+                _pct(ref["forget_acc"]),
+                _pct(ref["test_acc"]),
+                f"{ref['zrf']:.3f}",
+                _pct(ref["mia"]),
+                _pct(ref["svc_entropy"]),
+                _pct(ref["svc_modified_entropy"]),
+                _pct(ref["svc_confidence"]),
+                _pct(ref["svc_correctness"]),
+                "—",
+                "—",
+                "—",
+            ]
+        )
+        + " |"
+    )
+    lines += [
+        "",
+        "U-LiRA acc is mean over all target pairs ± std of the per-target accuracies.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def ulira_digits() -> ULiRAConfig:
+    """Digits, small CNN (15 epochs on 718 samples, ~1.6 s per training on one thread).
+
+    32 shadows, each also a target: 64 trainings; 64 candidates, ~32 forgotten per shadow.
+    SSD (paper α = 10), ASSD, SSD ``alpha="auto"`` and fine-tuning.
+    """
+    return ULiRAConfig(
+        name="ulira-digits",
+        description="digits (1,437 train / 360 test), small CNN trained on random halves",
+        data=DataSpec("digits"),
+        model=ModelSpec("cnn", "cnn", train={"epochs": 15, "crop_padding": 1, "flip": False}),
+        methods=(
+            MethodSpec("ssd", label="ssd (α=10)", options={"alpha": 10.0, "lambda_": 1.0}),
+            MethodSpec("assd"),
+            MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=200),
+            MethodSpec("finetune", options={"epochs": 5}, group="baselines"),
+        ),
+        shadows=32,
+        candidates=64,
+        out_dir="runs/ulira-digits",
+    )
+
+
+def ulira_cifar() -> ULiRAConfig:
+    """CIFAR-10, ResNet18 width 64 with the paper's recipe, 64 shadows: for a GPU.
+
+    128 trainings of 30 epochs on 25k images (about 15 GPU-hours on one A100-class card);
+    a pool of 500 candidates (~250 forgotten per shadow, 1 % of a half).
+    """
+    return ULiRAConfig(
+        name="ulira-cifar",
+        description="CIFAR-10, ResNet18 (width 64, 30 epochs) trained on random halves",
+        data=DataSpec("cifar10"),
+        model=ModelSpec("resnet18", "resnet18", kwargs={"width": 64}, train={"epochs": 30}),
+        methods=(
+            MethodSpec("ssd", label="ssd (α=10)", options={"alpha": 10.0, "lambda_": 1.0}),
+            MethodSpec("assd"),
+            MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=1000),
+            MethodSpec("finetune", options={"epochs": 5}, group="baselines"),
+            MethodSpec("scrub", group="baselines"),
+            MethodSpec("salun", group="baselines"),
+        ),
+        shadows=64,
+        candidates=500,
+        device="cuda",
+        out_dir="runs/ulira-cifar",
+    )
+
+
+ULIRA_PRESETS: dict[str, Callable[[], ULiRAConfig]] = {
+    "ulira-digits": ulira_digits,
+    "ulira-cifar": ulira_cifar,
+}
+"""U-LiRA presets by name."""
+
+__all__ = ["ULIRA_PRESETS", "ULiRAConfig", "attack", "membership", "run_ulira"]
