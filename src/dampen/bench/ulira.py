@@ -44,6 +44,7 @@ from dampen.bench._proofs import (
     run_method,
 )
 from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
+from dampen.bench.presets import baselines
 from dampen.bench.runner import atomic_write_text, load_data, machine_info
 from dampen.eval.ulira import fit_gaussians, likelihood_ratio, ulira_attack
 from dampen.recipe import cache_key, cached_train, init_model
@@ -418,7 +419,8 @@ def ulira_digits() -> ULiRAConfig:
     """Digits, small CNN (15 epochs on 718 samples, ~1.6 s per training on one thread).
 
     32 shadows, each also a target: 64 trainings; 64 candidates, ~32 forgotten per shadow.
-    SSD (paper α = 10), ASSD, SSD ``alpha="auto"`` and fine-tuning.
+    SSD (paper α = 10), ASSD, SSD ``alpha="auto"``, LF-SSD, ALF and the baselines that apply to
+    random forgetting (UNSIR forgets whole classes only), with 5 epochs where they train.
     """
     return ULiRAConfig(
         name="ulira-digits",
@@ -429,7 +431,9 @@ def ulira_digits() -> ULiRAConfig:
             MethodSpec("ssd", label="ssd (α=10)", options={"alpha": 10.0, "lambda_": 1.0}),
             MethodSpec("assd"),
             MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=200),
-            MethodSpec("finetune", options={"epochs": 5}, group="baselines"),
+            MethodSpec("lfssd", label="lfssd (α=10)", options={"alpha": 10.0}),
+            MethodSpec("alf"),
+            *(spec for spec in baselines(epochs=5) if "random" in spec.kinds),
         ),
         shadows=32,
         candidates=64,
