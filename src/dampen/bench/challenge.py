@@ -38,6 +38,7 @@ from dampen.bench._proofs import (
     run_method,
 )
 from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
+from dampen.bench.presets import baselines
 from dampen.bench.runner import atomic_write_text, load_data, machine_info
 from dampen.data.base import loader
 from dampen.data.scenarios import random_samples
@@ -281,7 +282,8 @@ def render_challenge(results: dict[str, Any]) -> str:
 
 
 def challenge_digits() -> ChallengeConfig:
-    """Digits, small CNN, 30 random forget samples, 16 + 16 models; SSD family and finetune."""
+    """Digits, small CNN, 30 random forget samples, 16 + 16 models; the SSD family and the
+    baselines that apply to random forgetting (5 epochs where they train)."""
     return ChallengeConfig(
         name="challenge-digits",
         description="digits (1,437 train / 360 test), small CNN, 30 random forget samples",
@@ -291,7 +293,8 @@ def challenge_digits() -> ChallengeConfig:
             MethodSpec("ssd", label="ssd (α=10)", options={"alpha": 10.0, "lambda_": 1.0}),
             MethodSpec("assd"),
             MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=200),
-            MethodSpec("finetune", options={"epochs": 5}, group="baselines"),
+            MethodSpec("alf"),
+            *(spec for spec in baselines(epochs=5) if "random" in spec.kinds),
         ),
         deterministic=("ssd (α=10)",),
         forget=30,
