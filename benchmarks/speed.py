@@ -104,24 +104,40 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
 
 
 def memory_probe(args: argparse.Namespace, imp_path: str) -> dict[str, float]:
-    """Run in a fresh process: RSS peaks of the floor pass and of SSD, beyond the start."""
+    """In a fresh process: peak RSS growth of one operation (``--probe-op``).
+
+    Each operation gets its own process so that memory cached by the allocator for one cannot
+    hide the needs of the other; both include the activations of their passes.
+    """
     model = make_model(args.width)
     x, y = images(args.forget, seed=1)
     forget = batches(x, y, args.batch)
     imp = dampen.Importance.load(imp_path, model=model)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    floor_pass(model, forget)  # warm up allocator and kernels
-    dampen.unlearn(model, forget[:1], importance=imp, alpha=PAPER_ALPHA)
-    with PeakRSS() as floor:
-        floor_pass(model, forget)
-    with PeakRSS() as ssd:
-        result = dampen.unlearn(model, forget, importance=imp, alpha=PAPER_ALPHA)
-    del result
-    return {
-        "param_bytes": param_bytes,
-        "floor_extra": (floor.peak - floor.start) / param_bytes,
-        "ssd_extra": (ssd.peak - ssd.start) / param_bytes,
-    }
+    floor_pass(model, [(x[:1], y[:1])])  # load kernels with a one-sample batch: tiny buffers
+    with PeakRSS() as peak:
+        if args.probe_op == "floor":
+            floor_pass(model, forget)
+        else:
+            dampen.unlearn(model, forget, importance=imp, alpha=PAPER_ALPHA)
+    return {"param_bytes": param_bytes, "extra": (peak.peak - peak.start) / param_bytes}
+
+
+def probe_memory(args: argparse.Namespace, imp: dampen.Importance, op: str) -> dict[str, float]:
+    """Run :func:`memory_probe` for ``op`` in a subprocess and return its figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = imp.save(Path(tmp) / "imp.safetensors")
+        flags = {
+            "--memory-probe": path,
+            "--probe-op": op,
+            "--width": args.width,
+            "--forget": args.forget,
+            "--batch": args.batch,
+            "--threads": args.threads,
+        }
+        command = [sys.executable, __file__] + [str(v) for kv in flags.items() for v in kv]
+        probe = subprocess.run(command, check=True, capture_output=True, text=True)
+    return dict(json.loads(probe.stdout.strip().splitlines()[-1]))
 
 
 def main() -> None:
@@ -133,6 +149,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-op", choices=["floor", "ssd"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,28 +180,13 @@ def main() -> None:
     t_auto = best_of(1, lambda: dampen.unlearn(model, forget, importance=imp, alpha="auto"))
     t_fly = best_of(1, lambda: dampen.unlearn(model, forget, train=train, alpha=PAPER_ALPHA))
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = imp.save(Path(tmp) / "imp.safetensors")
-        probe = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--memory-probe",
-                str(path),
-                "--width",
-                str(args.width),
-                "--forget",
-                str(args.forget),
-                "--batch",
-                str(args.batch),
-                "--threads",
-                str(args.threads),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-    mem = json.loads(probe.stdout.strip().splitlines()[-1])
+    floor_mem = probe_memory(args, imp, "floor")
+    ssd_mem = probe_memory(args, imp, "ssd")
+    mem = {
+        "param_bytes": ssd_mem["param_bytes"],
+        "ssd_extra": ssd_mem["extra"],
+        "floor_extra": floor_mem["extra"],
+    }
 
     rows = [
         (
