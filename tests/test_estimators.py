@@ -134,6 +134,7 @@ def test_eval_mode_is_used_and_caller_state_restored() -> None:
         for m in model.modules()
     ]
     imp = dampen.importance(model, loader(x, y), estimator="per_sample")
+    dampen.importance(model, loader(x, y), estimator="batch_sq")
     assert model.training and not model.head.training and model.features.training
     assert not model.head.bias.requires_grad and model.features[0].weight.requires_grad
     assert model.head.weight.grad is sentinel and model.features[0].weight.grad is None
@@ -142,6 +143,7 @@ def test_eval_mode_is_used_and_caller_state_restored() -> None:
         for m in model.modules()
     ]
     assert hooks_after == hooks_before
+    assert all(not getattr(p, "_post_accumulate_grad_hooks", None) for p in model.parameters())
     # Eval mode during the pass: equal to the eval-mode oracle although dropout is on here.
     _assert_close(imp, _oracle_per_sample(make_model(), x, y))
     assert imp["head.bias"].abs().sum() > 0  # frozen parameters are candidates too

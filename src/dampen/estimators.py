@@ -13,7 +13,7 @@ exactly; :class:`dampen.store.Importance` divides them into means.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -141,33 +141,51 @@ def accumulate(
             step(batch, acc)
             acc.count_labels(_plain_labels(batch, forward))
         return acc
-    names = list(params)
-    tensors = [params[n] for n in names]
-    for batch in bar:
-        if estimator == "lf":
-            logits = logits_only(model, batch, forward)
-            loss = logits.float().square().sum(dim=1).mean()
-            labels = _plain_labels(batch, forward)
-        else:
-            logits, labels = (forward or default_forward)(model, batch)
-            check_targets(logits, labels)
-            loss = F.cross_entropy(logits.float(), labels)
-        n = int(logits.shape[0])
-        if n == 0:
-            continue
-        acc.count_labels(labels)
-        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
-        for name, g in zip(names, grads, strict=True):
-            if g is None:
-                continue
-            target = acc.tensors[name]
-            g = g.to(target.dtype)
+    # Squares are folded in as each gradient is produced and the gradient dropped at once, so
+    # at most a layer's gradients exist at a time (not a whole copy of the parameters).
+    handles = [
+        p.register_post_accumulate_grad_hook(_folder(acc.tensors[n], estimator))
+        for n, p in params.items()
+    ]
+    for p in params.values():
+        p.grad = None
+    try:
+        for batch in bar:
             if estimator == "lf":
-                target.add_(g.abs_())
+                logits = logits_only(model, batch, forward)
+                loss = logits.float().square().sum(dim=1).mean()
+                labels = _plain_labels(batch, forward)
             else:
-                target.addcmul_(g, g)
-        _count(acc, units=1, samples=n)
+                logits, labels = (forward or default_forward)(model, batch)
+                check_targets(logits, labels)
+                loss = F.cross_entropy(logits.float(), labels)
+            n = int(logits.shape[0])
+            if n == 0:
+                continue
+            acc.count_labels(labels)
+            loss.backward()
+            _count(acc, units=1, samples=n)
+    finally:
+        for h in handles:
+            h.remove()
     return acc
+
+
+def _folder(target: Tensor, estimator: str) -> Callable[[Tensor], None]:
+    """A post-accumulate-grad hook adding ``g²`` (``|g|`` for ``lf``) into ``target``."""
+
+    def fold(param: Tensor) -> None:
+        grad = param.grad
+        if grad is None:
+            return
+        g = grad.to(target.dtype)
+        if estimator == "lf":
+            target.add_(g.abs_() if g is not grad else g.abs())
+        else:
+            target.addcmul_(g, g)
+        param.grad = None
+
+    return fold
 
 
 def _layerwise_pass(
