@@ -306,3 +306,18 @@ def test_class_sweep_worst_case_and_mean_by_hand() -> None:
     table = class_sweep(results, "m")
     assert "| ssd | 15.5 | 30.0 | 1.8 | 3.0 | 1 / 2 |" in table
     assert class_sweep({"cells": results["cells"][::2]}, "m") == ""  # one class: no sweep
+
+
+def test_attack_table_when_population_attacks_are_present() -> None:
+    metrics = {"retain_acc": 0.9, "forget_acc": 0.1, "test_acc": 0.9, "mia": 0.2}
+    attacks = {"svc_mia_entropy": 0.25, "svc_mia_confidence": 0.5, "loss_mia_auc": 0.6, "zrf": 0.7}
+    cells = [
+        {"key": f"m|s|0|{row}", "model": "m", "scenario": "s", "seed": 0, "row": row,
+         "seconds": 1.0, "metrics": {**metrics, **attacks}}
+        for row in ("original", "retrain", "ssd")
+    ]  # fmt: skip
+    md = render_markdown({"name": "x", "rows": ["original", "retrain", "ssd"], "cells": cells})
+    assert "| method | s SVC-ent | SVC-conf | loss AUC | ZRF |" in md
+    assert "| ssd | 25.0 | 50.0 | 60.0 | 0.700 |" in md
+    no_attacks = [{**c, "metrics": metrics} for c in cells]
+    assert "SVC-ent" not in render_markdown({"name": "x", "cells": no_attacks})

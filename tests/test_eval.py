@@ -320,3 +320,24 @@ def test_evaluate_rejects_non_finite_logits() -> None:
 
     with pytest.raises(ValueError, match="NaN or infinite logits on split 'retain'"):
         evaluate(_argmax_model(), _splits(), forward=nan_forward)
+
+
+def test_evaluate_adds_svc_attacks_and_zrf() -> None:
+    from dampen.eval.population import svc_mia, zrf
+
+    model = _argmax_model()
+    other = _argmax_model()
+    with torch.no_grad():
+        other[0].weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # swaps the classes
+    report = evaluate(model, _splits(), retrained=model, incompetent=other)
+    outs = {k: collect_outputs(model, v) for k, v in _splits().items()}
+    want = svc_mia(*((outs[k].probs(), outs[k].targets) for k in ("retain", "test", "forget")))
+    assert report.svc_mia_entropy == pytest.approx(want.entropy)
+    assert report.svc_mia_confidence == pytest.approx(want.confidence)
+    assert report.retrained_svc_mia_confidence == report.svc_mia_confidence
+    random_probs = collect_outputs(other, _splits()["forget"]).probs()
+    assert report.zrf == pytest.approx(zrf(outs["forget"].probs(), random_probs))
+    assert report.zrf is not None and report.zrf < 1.0
+    same = evaluate(model, _splits(), incompetent=model)
+    assert same.zrf == pytest.approx(1.0) and same.retrained_zrf is None
+    assert evaluate(model, _splits()).zrf is None

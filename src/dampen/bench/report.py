@@ -20,6 +20,14 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 first field that a cell has is shown (test: the retained classes' test accuracy when the
 scenario forgets a class, else the whole test set's)."""
 
+ATTACK_COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("SVC-ent", ("svc_mia_entropy",), True),
+    ("SVC-conf", ("svc_mia_confidence",), True),
+    ("loss AUC", ("loss_mia_auc",), True),
+    ("ZRF", ("zrf",), False),
+)
+"""The population attacks, each read against the retrain row (the target)."""
+
 MISSING = "—"
 
 
@@ -73,7 +81,13 @@ def _metric(cell: Mapping[str, Any], names: Sequence[str]) -> float | None:
     return None
 
 
-def model_table(results: Mapping[str, Any], model: str) -> str:
+def model_table(
+    results: Mapping[str, Any],
+    model: str,
+    columns: tuple[tuple[str, tuple[str, ...], bool], ...] = COLUMNS,
+    *,
+    seconds: bool = True,
+) -> str:
     """The markdown table of one model: rows = methods, column groups = scenarios."""
     cells = [c for c in _cells(results) if c.get("model") == model]
     scenarios = _ordered(c["scenario"] for c in cells)
@@ -83,7 +97,8 @@ def model_table(results: Mapping[str, Any], model: str) -> str:
     expected = len(results.get("config", {}).get("seeds", [])) or 1
     head = ["method"]
     for s in scenarios:
-        head += [f"{s} {h}" if i == 0 else h for i, (h, _, _) in enumerate(COLUMNS)] + ["s"]
+        head += [f"{s} {h}" if i == 0 else h for i, (h, _, _) in enumerate(columns)]
+        head += ["s"] if seconds else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     previous_group = None
     for row in rows:
@@ -95,16 +110,20 @@ def model_table(results: Mapping[str, Any], model: str) -> str:
         for s in scenarios:
             here = [c for c in cells if c["row"] == row and c["scenario"] == s]
             ok = [c for c in here if "error" not in c]
+            width = len(columns) + int(seconds)
             if not here:  # the method does not apply to this scenario
-                line += [MISSING] * (len(COLUMNS) + 1)
+                line += [MISSING] * width
                 continue
             if not ok:
-                line += ["failed"] * (len(COLUMNS) + 1)
+                line += ["failed"] * width
                 continue
             mark = "*" if len(ok) < expected else ""
-            for _, names, percent in COLUMNS:
-                line.append(mean_std([_metric(c, names) for c in ok], percent=percent) + mark)
-            line.append(seconds_text([c.get("seconds") for c in ok]) + mark)
+            for _, names, percent in columns:
+                digits = 1 if percent else 3
+                values = [_metric(c, names) for c in ok]
+                line.append(mean_std(values, percent=percent, digits=digits) + mark)
+            if seconds:
+                line.append(seconds_text([c.get("seconds") for c in ok]) + mark)
         lines.append("| " + " | ".join(line) + " |")
     return "\n".join(lines)
 
@@ -240,6 +259,17 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         lines += [f"## {model}", "", table, ""]
         if re.search(r"[0-9—]\*", table):
             lines += ["\\* fewer seeds than configured (failed or not run yet).", ""]
+        attacks = model_table(results, model, ATTACK_COLUMNS, seconds=False)
+        if any((c.get("metrics") or {}).get("zrf") is not None for c in _cells(results)):
+            lines += [
+                "Population attacks (read each against the retrain row, the target): SVC-ent / "
+                "SVC-conf: share (%) of Df that SalUn-style SVC attacks on the entropy / the "
+                "confidence call member; loss AUC (%): loss-threshold attack, Df vs unseen "
+                "samples; ZRF: 1 − JS (summed over classes) to a random-init model on Df.",
+                "",
+                attacks,
+                "",
+            ]
         details = ssd_details(results, model)
         if details:
             lines += ["SSD family:", "", details, ""]

@@ -38,7 +38,7 @@ from dampen.data import load_dataset
 from dampen.data.base import DataSplits, LabelledData, loader, subsample
 from dampen.data.scenarios import Scenario, full_class, random_samples, sub_class
 from dampen.eval import evaluate
-from dampen.recipe import cache_key, cached_train
+from dampen.recipe import cache_key, cached_train, init_model
 from dampen.store import Importance
 
 RESULTS_FORMAT = 1
@@ -418,6 +418,10 @@ class BenchRunner:
         retrained, retrain_seconds = self._trained(first.model, data, scenario.retain, first.seed)
         model_spec = next(m for m in self.config.models if m.label == first.model)
         model_key = cache_key(model_spec.train_config(), data, None, first.seed)
+        # ZRF's "incompetent" model: the same architecture, freshly initialised (seeded).
+        incompetent = init_model(
+            model_spec.train_config(), data, seed=first.seed + 10_000, device=self.config.device
+        ).eval()
         splits = self._splits(scenario, first.seed)
         bs = self.config.batch_size
         forget = loader(train, scenario.forget, batch_size=bs)
@@ -448,7 +452,7 @@ class BenchRunner:
                         cell, cell.method, original, model_key, scenario, forget
                     )
                     record.update(stats)
-                report = evaluate(model, splits, retrained=retrained)
+                report = evaluate(model, splits, retrained=retrained, incompetent=incompetent)
                 record["metrics"] = report.to_dict()
             except Exception as exc:  # one failing method must not end an hour-long run
                 record["error"] = f"{type(exc).__name__}: {exc}"

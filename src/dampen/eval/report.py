@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from dampen.batches import ForwardFn, default_forward
 from dampen.eval.functional import accuracy, activation_distance, entropy, js_divergence
 from dampen.eval.mia import loss_threshold_mia, paper_mia
+from dampen.eval.population import SVCMIA, svc_mia, zrf
 from dampen.progress import progress_bar
 
 REQUIRED_SPLITS = ("retain", "forget", "test")
@@ -92,6 +93,21 @@ METRICS: Mapping[str, MetricInfo] = MappingProxyType(
                 "loss-threshold MIA TPR at 1% FPR, Df vs unseen samples",
             ),
             _info(
+                "svc_mia_entropy",
+                Direction.CLOSER_TO_RETRAINED,
+                "SalUn-style SVC attack on the entropy: fraction of Df called member",
+            ),
+            _info(
+                "svc_mia_confidence",
+                Direction.CLOSER_TO_RETRAINED,
+                "SalUn-style SVC attack on the confidence: fraction of Df called member",
+            ),
+            _info(
+                "zrf",
+                Direction.CLOSER_TO_RETRAINED,
+                "ZRF: 1 − JS (summed over classes) to a random-init model on Df",
+            ),
+            _info(
                 "js_to_retrained",
                 Direction.LOWER,
                 "Jensen-Shannon divergence to the retrained model's outputs on Df",
@@ -133,6 +149,12 @@ class EvalReport:
     retrained_mia: float | None = None
     retrained_loss_mia_auc: float | None = None
     retrained_loss_mia_tpr_at_1fpr: float | None = None
+    svc_mia_entropy: float | None = None
+    svc_mia_confidence: float | None = None
+    zrf: float | None = None
+    retrained_svc_mia_entropy: float | None = None
+    retrained_svc_mia_confidence: float | None = None
+    retrained_zrf: float | None = None
 
     def to_dict(self) -> dict[str, float | None]:
         """All fields as a JSON-able ``{name: float or None}`` dict."""
@@ -293,9 +315,11 @@ class _Attacks:
     mia: float
     loss_mia_auc: float
     loss_mia_tpr_at_1fpr: float
+    svc: SVCMIA | None
+    zrf: float | None
 
 
-def _attacks(outs: Mapping[str, Outputs]) -> _Attacks:
+def _attacks(outs: Mapping[str, Outputs], incompetent: Outputs | None) -> _Attacks:
     unseen = outs["forget_test"] if "forget_test" in outs else outs["test"]
     mia = paper_mia(
         entropy(outs["retain"].probs()),
@@ -303,7 +327,11 @@ def _attacks(outs: Mapping[str, Outputs]) -> _Attacks:
         entropy(outs["forget"].probs()),
     )
     loss_mia = loss_threshold_mia(outs["forget"].losses, unseen.losses)
-    return _Attacks(mia, loss_mia.auc, loss_mia.tpr_at_1fpr)
+    svc = None
+    if outs["forget"].targets.dim() == 1:  # the SVC features need integer labels
+        svc = svc_mia(*((outs[k].probs(), outs[k].targets) for k in ("retain", "test", "forget")))
+    z = None if incompetent is None else zrf(outs["forget"].probs(), incompetent.probs())
+    return _Attacks(mia, loss_mia.auc, loss_mia.tpr_at_1fpr, svc, z)
 
 
 def _acc(out: Outputs | None) -> float | None:
@@ -338,6 +366,7 @@ def evaluate(
     splits: Mapping[str, Iterable[Any]],
     retrained: nn.Module | None = None,
     *,
+    incompetent: nn.Module | None = None,
     forward: ForwardFn = default_forward,
     progress: bool = False,
 ) -> EvalReport:
@@ -355,6 +384,7 @@ def evaluate(
             when present (unseen samples of the same distribution), else with ``"test"``.
         retrained: A model retrained without Df; adds the distances to it and its own attack
             values (the targets).
+        incompetent: A randomly initialised model of the same architecture; adds ZRF.
         forward: ``forward(model, batch) -> (logits, targets)``.
         progress: Show progress bars.
 
@@ -373,16 +403,25 @@ def evaluate(
         )
     _check_splits(splits)
 
+    if incompetent is not None and not isinstance(incompetent, nn.Module):
+        raise TypeError(
+            f"incompetent must be a torch.nn.Module or None, got {type(incompetent).__name__}"
+        )
     models = [model] if retrained is None else [model, retrained]
     ours: dict[str, Outputs] = {}
     theirs: dict[str, Outputs] = {}
+    random_forget: Outputs | None = None
     for name in REQUIRED_SPLITS + OPTIONAL_SPLITS:
         batches = splits.get(name)
         if batches is None:
             continue
         # The retrained model is not needed on retain_test: none of its metrics use it.
         fed = models[:1] if name == "retain_test" else models
+        if name == "forget" and incompetent is not None:
+            fed = [*fed, incompetent]
         outs = _collect_many(fed, batches, forward, progress, desc=f"eval {name}")
+        if name == "forget" and incompetent is not None:
+            random_forget = outs.pop()
         if len(outs[0]) == 0:
             if name in REQUIRED_SPLITS:
                 raise ValueError(f"split {name!r} is empty")
@@ -394,11 +433,11 @@ def evaluate(
         if len(outs) > 1:
             theirs[name] = outs[1]
 
-    attacks = _attacks(ours)
+    attacks = _attacks(ours, random_forget)
     js = act = retrained_forget_acc = retrained_forget_test_acc = None
     target: _Attacks | None = None
     if retrained is not None:
-        target = _attacks(theirs)
+        target = _attacks(theirs, random_forget)
         p, q = ours["forget"].probs(), theirs["forget"].probs()
         js, act = js_divergence(p, q), activation_distance(p, q)
         retrained_forget_acc = _acc(theirs["forget"])
@@ -419,4 +458,14 @@ def evaluate(
         retrained_mia=None if target is None else target.mia,
         retrained_loss_mia_auc=None if target is None else target.loss_mia_auc,
         retrained_loss_mia_tpr_at_1fpr=None if target is None else target.loss_mia_tpr_at_1fpr,
+        svc_mia_entropy=None if attacks.svc is None else attacks.svc.entropy,
+        svc_mia_confidence=None if attacks.svc is None else attacks.svc.confidence,
+        zrf=attacks.zrf,
+        retrained_svc_mia_entropy=None
+        if target is None or target.svc is None
+        else target.svc.entropy,
+        retrained_svc_mia_confidence=None
+        if target is None or target.svc is None
+        else target.svc.confidence,
+        retrained_zrf=None if target is None else target.zrf,
     )
