@@ -321,3 +321,19 @@ def test_attack_table_when_population_attacks_are_present() -> None:
     assert "| ssd | 25.0 | 50.0 | 60.0 | 0.700 |" in md
     no_attacks = [{**c, "metrics": metrics} for c in cells]
     assert "SVC-ent" not in render_markdown({"name": "x", "cells": no_attacks})
+
+
+def test_the_quick_preset_itself_runs_every_method(tmp_path: Path) -> None:
+    """The real ``quick`` preset end to end (one seed): every row finishes, nothing fails."""
+    out = tmp_path / "quick"
+    args = ["bench", "--preset", "quick", "--out", str(out), "--seeds", "1", "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    cells = results["cells"]
+    assert len(cells) == len(plan(preset("quick"))) // 2  # one seed of two
+    assert not [c["key"] for c in cells if "error" in c]
+    md = (out / "results.md").read_text()
+    for row in {c["row"] for c in cells}:
+        assert f"| {row} |" in md
+    assert (out / "forget_retain_cnn.png").stat().st_size > 0
