@@ -220,23 +220,11 @@ def search_alpha_(
             chosen = min(tried, key=lambda p: (p.forget_acc, p.k))
             reason = "target not reached within max_selected: the lowest forget accuracy found"
         else:
-            lo, hi = 0, cap  # ok(lo) is False, ok(hi) is True
-            best = top
-            for _ in range(settings.steps):
-                if hi - lo <= max(1, hi // 50):
-                    break
-                mid = _log_mid(lo, hi)
-                p = searcher.probe(mid)
-                if ok(p):
-                    hi, best = mid, p
-                else:
-                    lo = mid
-            chosen, reason = best, "target reached with the fewest parameters found"
+            _, chosen = _boundary(searcher, original, top, ok, settings.steps)
+            reason = "target reached with the fewest parameters found"
         if not safe(chosen):
-            chosen, reason = (
-                _largest_safe(searcher, chosen.k, safe, settings.steps),
-                ("held-out accuracy would drop too far: stopped before the target"),
-            )
+            chosen, _ = _boundary(searcher, original, chosen, lambda p: not safe(p), settings.steps)
+            reason = "held-out accuracy would drop too far: stopped before the target"
     searcher.restore()
     report.update(
         reason=reason,
@@ -253,16 +241,24 @@ def _log_mid(lo: int, hi: int) -> int:
     return min(max(mid, lo + 1), hi - 1)
 
 
-def _largest_safe(searcher: _Searcher, k_bad: int, safe: Any, steps: int) -> _Probe:
-    lo_probe = searcher.probes[0]  # k = 0 is the original model, safe by definition
-    lo, hi = 0, k_bad
+def _boundary(
+    searcher: _Searcher,
+    below: _Probe,
+    above: _Probe,
+    is_above: Callable[[_Probe], bool],
+    steps: int,
+) -> tuple[_Probe, _Probe]:
+    """Bisect k (log scale) between ``below`` (``is_above`` False) and ``above`` (True).
+
+    Returns the last probe found on each side: ``(largest k below, smallest k above)``.
+    """
     for _ in range(steps):
+        lo, hi = below.k, above.k
         if hi - lo <= max(1, hi // 50):
             break
-        mid = _log_mid(lo, hi)
-        p = searcher.probe(mid)
-        if safe(p):
-            lo, lo_probe = mid, p
+        probe = searcher.probe(_log_mid(lo, hi))
+        if is_above(probe):
+            above = probe
         else:
-            hi = mid
-    return lo_probe
+            below = probe
+    return below, above
