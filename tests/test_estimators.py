@@ -67,10 +67,14 @@ def test_batch_sq_matches_loop(bs: int) -> None:
     assert imp.samples == len(x) and imp.batch_size == bs
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 3])
-def test_per_sample_matches_loop_over_single_samples(chunk: int | None) -> None:
+@pytest.mark.parametrize(
+    ("impl", "chunk"), [("auto", None), ("layers", None), ("vmap", None), ("vmap", 1), ("vmap", 3)]
+)
+def test_per_sample_matches_loop_over_single_samples(impl: str, chunk: int | None) -> None:
     model, (x, y) = make_model(), make_data()
-    imp = dampen.importance(model, loader(x, y, 7), estimator="per_sample", chunk_size=chunk)
+    imp = dampen.importance(
+        model, loader(x, y, 7), estimator="per_sample", chunk_size=chunk, per_sample_impl=impl
+    )
     _assert_close(imp, _oracle_per_sample(make_model(), x, y))
     assert imp.units == len(x) == imp.samples
 

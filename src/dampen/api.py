@@ -25,6 +25,7 @@ def importance(
     progress: bool = False,
     chunk_size: int | None = None,
     shard: bool = False,
+    per_sample_impl: str = "auto",
 ) -> Importance:
     """Compute the importance of a data set for ``model`` (SPEC §1).
 
@@ -37,7 +38,10 @@ def importance(
         estimator: ``"batch_sq"`` (the paper's), ``"per_sample"`` or ``"lf"`` (label-free).
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         progress: show a progress bar.
-        chunk_size: samples per vectorised chunk for ``per_sample`` (default: from memory).
+        chunk_size: samples per ``vmap`` chunk for ``per_sample`` (default: from memory).
+        per_sample_impl: ``"auto"`` (layer by layer when every parameter sits in a Linear,
+            Conv1d/2d, eval-mode BatchNorm or LayerNorm, else ``torch.func.vmap``),
+            ``"layers"`` or ``"vmap"``; all give the same values.
         shard: in a process group, let each rank take every world-th batch of ``batches``
             (leave False when the loader is already per-rank, e.g. a ``DistributedSampler``).
             Either way the ranks' sums and counts are all-reduced.
@@ -58,6 +62,7 @@ def importance(
         progress=progress,
         chunk_size=chunk_size,
         shard=shard,
+        per_sample_impl=per_sample_impl,
     )
 
 

@@ -22,6 +22,7 @@ def measure(
     shard: bool = False,
     hash_values: bool = True,
     what: str = "data",
+    per_sample_impl: str = "auto",
 ) -> Importance:
     """Compute the importance of ``batches`` for ``model``.
 
@@ -38,7 +39,13 @@ def measure(
         batches = shard_batches(batches, rank, world)
     with preserved(inner):
         sums = accumulate(
-            inner, batches, estimator, forward=forward, progress=progress, chunk_size=chunk_size
+            inner,
+            batches,
+            estimator,
+            forward=forward,
+            progress=progress,
+            chunk_size=chunk_size,
+            per_sample_impl=per_sample_impl,
         )
     all_reduce_sums_(sums)
     if sums.units == 0:
