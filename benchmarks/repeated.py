@@ -5,8 +5,12 @@ project's recipe:
 - at once: forget every sample of a and b from the original with the stored I_D;
 - one after the other: forget a (stored I_D), then b from that model with the stored
   importance updated by ``I_D.subtract(result.forget_importance)`` — no training data read.
-Prints accuracies of both routes (Dr, Df_a, Df_b, test of the kept classes) and the largest
-gap between them. Estimator ``per_sample`` makes the update exact; ``batch_sq`` approximates it.
+- one after the other, with the importance of D minus a recomputed from the training data:
+  the reference for the update.
+Prints accuracies of the three routes (Dr, Df_a, Df_b, test of the kept classes) and the
+largest gaps. Estimator ``per_sample`` makes the update exact; ``batch_sq`` approximates it.
+With ``alpha="auto"`` a request holding several whole classes is itself forgotten one class at
+a time, so "at once" and "one after the other" coincide; with a fixed α they do not.
 
 Run: ``python benchmarks/repeated.py [--estimator per_sample] [--alpha auto|10]``.
 """

@@ -130,3 +130,40 @@ def test_bad_auto_options(option: str, value: object) -> None:
     model, x, y, imp = _setup()
     with pytest.raises((ValueError, TypeError), match=option if option != "alpha" else "alpha"):
         dampen.unlearn(model, loader(x[:8], y[:8], 8), importance=imp, **{option: value})
+
+
+def test_several_classes_are_forgotten_one_after_the_other() -> None:
+    model, x, y, _ = _setup()
+    imp = dampen.importance(model, loader(x, y, 8), estimator="per_sample")
+    both = (y == 1) | (y == 2)
+    opts = {"estimator": "per_sample", "max_selected": 0.5}
+    once = dampen.unlearn(model, loader(x[both], y[both], 8), importance=imp, **opts)
+    auto = once.stats["auto"]
+    assert [c["label"] for c in auto["per_class"]] == [1, 2]
+    assert once.forget_importance is not None and once.forget_importance.samples == 20
+    # The same as two requests by hand, the stored importance updated in between.
+    first = dampen.unlearn(model, loader(x[y == 1], y[y == 1], 8), importance=imp, **opts)
+    assert first.forget_importance is not None
+    second = dampen.unlearn(
+        first.model,
+        loader(x[y == 2], y[y == 2], 8),
+        importance=imp.subtract(first.forget_importance),
+        **opts,
+    )
+    assert same_state(once.model, state_copy(second.model))
+    assert once.stats["selected"] == first.stats["selected"] + second.stats["selected"]
+
+
+def test_class_batches_regroup_one_label_at_full_size() -> None:
+    from dampen.methods.class_batches import ClassBatches
+
+    y = torch.tensor([0, 1, 1, 0, 1, 1, 1, 0, 1])
+    x = torch.arange(9.0).view(9, 1)
+    tuples = [(x[i : i + 4], "meta", y[i : i + 4]) for i in range(0, 9, 4)]
+    got = list(ClassBatches(tuples, 1, 2))
+    assert [b[0].flatten().tolist() for b in got] == [[1.0, 2.0], [4.0, 5.0], [6.0, 8.0]]
+    assert all(b[1] == "meta" and (b[2] == 1).all() for b in got)
+    dicts = [{"pixels": x[i : i + 4], "labels": y[i : i + 4]} for i in range(0, 9, 4)]
+    got_d = list(ClassBatches(dicts, 0, 2))
+    assert [b["pixels"].flatten().tolist() for b in got_d] == [[0.0, 3.0], [7.0]]
+    assert list(ClassBatches(tuples, 5, 2)) == []

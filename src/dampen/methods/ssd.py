@@ -7,7 +7,8 @@ chosen (fixed, or ASSD's percentile rule).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
 
@@ -17,7 +18,8 @@ from torch import nn
 from dampen.batches import loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_
 from dampen.measure import measure
-from dampen.methods.auto_alpha import AutoSettings, search_alpha_
+from dampen.methods.auto_alpha import AutoSettings, accuracy, forget_kind, search_alpha_
+from dampen.methods.class_batches import ClassBatches
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 from dampen.store import Importance
 
@@ -238,6 +240,23 @@ def ssd_(
     device = imp_f.sums[next(iter(imp_f.sums))].device
     if any(s.device != device for s in imp_d.sums.values()):
         imp_d = imp_d.to(device)
+    settings = auto or AutoSettings()
+    if alpha == "auto" and _several_classes(imp_d, imp_f, settings, request):
+        stats = _class_by_class_(
+            model,
+            request,
+            imp_d,
+            imp_f,
+            method=method,
+            estimator=estimator,
+            lambda_=lambda_,
+            exponent=exponent,
+            upper=upper,
+            settings=settings,
+        )
+        stats["seconds"] = {**seconds, **stats["seconds"], "total": perf_counter() - start}
+        stats["importance"] = source
+        return stats
     auto_report: dict[str, Any] | None = None
     if alpha is None:
         alpha = adaptive_alpha(imp_d, imp_f, imp_f.samples, imp_d.samples)
@@ -252,7 +271,7 @@ def ssd_(
             forget=request.forget,
             heldout=request.heldout,
             forward=request.forward,
-            settings=auto or AutoSettings(),
+            settings=settings,
             lambda_=lambda_,
             exponent=exponent,
             upper=upper,
@@ -292,6 +311,101 @@ def ssd_(
         stats["auto"] = auto_report
     stats[FORGET_IMPORTANCE] = imp_f
     return stats
+
+
+def _several_classes(
+    imp_d: Importance, imp_f: Importance, settings: AutoSettings, request: Request
+) -> bool:
+    """Whether ``alpha="auto"`` should forget the forget set's classes one at a time."""
+    labels = imp_f.label_counts or {}
+    return (
+        len(labels) > 1
+        and request.forward is None
+        and forget_kind(imp_d, imp_f, settings.forget_kind) == "class"
+    )
+
+
+def _class_by_class_(
+    model: nn.Module,
+    request: Request,
+    imp_d: Importance,
+    imp_f: Importance,
+    *,
+    method: str,
+    estimator: str,
+    lambda_: float,
+    exponent: float,
+    upper: float,
+    settings: AutoSettings,
+) -> dict[str, Any]:
+    """Forget several whole classes one after the other, each with ``alpha="auto"``.
+
+    With all classes at once, ``I_Df`` averages the classes' importances and dilutes what is
+    specific to each, so SSD forgets less for the same dampening. After each class the stored
+    importance is updated with :meth:`Importance.subtract` (exact for ``per_sample``; the next
+    class's importance is measured on the already dampened model, an approximation).
+    """
+    size = imp_d.batch_size or imp_f.batch_size or 1
+    remaining = imp_d
+    one_class = replace(settings, forget_kind="class")
+    per_tensor: Counter[str] = Counter()
+    per_class: list[dict[str, Any]] = []
+    forgotten: Importance | None = None
+    seconds: Counter[str] = Counter()
+    for label in sorted(imp_f.label_counts or {}):
+        sub = replace(
+            request,
+            forget=ClassBatches(request.forget, label, size),
+            importance=remaining,
+            train=None,
+        )
+        stats = ssd_(
+            model,
+            sub,
+            method=method,
+            estimator=estimator,
+            alpha="auto",
+            lambda_=lambda_,
+            exponent=exponent,
+            upper=upper,
+            auto=one_class,
+        )
+        imp_c: Importance = stats.pop(FORGET_IMPORTANCE)
+        remaining = remaining.subtract(imp_c)
+        forgotten = imp_c if forgotten is None else forgotten.merge(imp_c)
+        per_tensor.update(stats["selected_per_tensor"])
+        seconds.update({k: v for k, v in stats["seconds"].items() if k != "total"})
+        per_class.append(
+            {
+                "label": label,
+                "alpha": stats["alpha"],
+                "selected": stats["selected"],
+                "forget_acc": stats["auto"]["forget_acc"],
+                "reason": stats["auto"]["reason"],
+            }
+        )
+    parameters = sum(p.numel() for p in model.parameters())
+    total = sum(per_tensor.values())
+    return {
+        "method": method,
+        "estimator": estimator,
+        "alpha": min(c["alpha"] for c in per_class),
+        "lambda": float(lambda_),
+        "selected": total,
+        "selected_fraction": total / max(parameters, 1),
+        "selected_per_tensor": dict(per_tensor),
+        "parameters": parameters,
+        "forget_samples": imp_f.samples,
+        "train_samples": imp_d.samples,
+        "seconds": dict(seconds),
+        "auto": {
+            "kind": "class",
+            "reason": f"{len(per_class)} classes forgotten one at a time (selected counts add up)",
+            "forget_acc": accuracy(model, request.forget, request.forward),
+            "per_class": per_class,
+        },
+        FORGET_IMPORTANCE: forgotten,
+    }
 
 
 @register("ssd", SSDConfig, validates_first=True)
