@@ -162,8 +162,9 @@ def fmnist_classes() -> BenchConfig:
     """Every Fashion-MNIST class forgotten in turn (full-class), ResNet18 and the small ViT.
 
     Same data and models as ``fmnist``; one seed; SSD (paper α), ASSD and SSD ``alpha="auto"``
-    (with 200 held-out test samples of the retained classes as its collapse guard) against the
-    original and a model retrained without each class: 1 original and 10 retrains per model.
+    with the ``batch_sq`` and the ``per_sample`` importance (with 200 held-out test samples of
+    the retained classes as its collapse guard) against the original and a model retrained
+    without each class: 1 original and 10 retrains per model.
     The report adds the worst case and the mean over the classes.
     """
     return BenchConfig(
@@ -179,6 +180,12 @@ def fmnist_classes() -> BenchConfig:
             MethodSpec("ssd", options={"alpha": 10.0, "lambda_": 1.0}, overrides=_vit_alpha("vit")),
             MethodSpec("assd"),
             MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=200),
+            MethodSpec(
+                "ssd",
+                label="ssd (auto, per_sample)",
+                options={"alpha": "auto", "estimator": "per_sample"},
+                heldout=200,
+            ),
         ),
         seeds=(0,),
         eval_retain_limit=2_000,
