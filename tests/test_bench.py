@@ -337,3 +337,12 @@ def test_the_quick_preset_itself_runs_every_method(tmp_path: Path) -> None:
     for row in {c["row"] for c in cells}:
         assert f"| {row} |" in md
     assert (out / "forget_retain_cnn.png").stat().st_size > 0
+
+
+def test_results_json_is_standard_json(tmp_path: Path) -> None:
+    from dampen.bench.runner import write_json
+
+    write_json(tmp_path / "r.json", {"alpha": float("inf"), "xs": [1.0, float("nan")], "k": "v"})
+    text = (tmp_path / "r.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text) == {"alpha": None, "xs": [1.0, None], "k": "v"}

@@ -39,7 +39,7 @@ from dampen.bench._proofs import (
 )
 from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
 from dampen.bench.presets import baselines
-from dampen.bench.runner import atomic_write_text, load_data, machine_info
+from dampen.bench.runner import atomic_write_text, load_data, machine_info, write_json
 from dampen.data.base import loader
 from dampen.data.scenarios import random_samples
 from dampen.eval import accuracy, collect_outputs
@@ -157,7 +157,7 @@ def run_challenge(
                 ra.append(a)
                 ta.append(b)
             rows["retrain"] = {"confs": confs, "retain_acc": ra, "test_acc": ta}
-            atomic_write_text(path, json.dumps({"setup": setup, "rows": rows}))
+            write_json(path, {"setup": setup, "rows": rows})
             say(f"retrained {config.models} models")
         imp = None
         plan: list[tuple[str, MethodSpec, bool]] = []
@@ -207,7 +207,7 @@ def run_challenge(
                 "test_acc": ta,
                 "seconds": perf_counter() - t,
             }
-            atomic_write_text(path, json.dumps({"setup": setup, "rows": rows}))
+            write_json(path, {"setup": setup, "rows": rows})
             say(f"{label}: {config.models} runs in {perf_counter() - t:.1f} s")
         ref = rows["retrain"]
         scores = {}
@@ -243,7 +243,7 @@ def run_challenge(
             },
             "scores": scores,
         }
-        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        write_json(out / "results.json", results, indent=1)
         atomic_write_text(out / "results.md", render_challenge(results))
         return results
     finally:

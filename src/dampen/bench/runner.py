@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -146,6 +147,23 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN/±inf float replaced by ``None``, so the JSON is standard
+    (``alpha=inf`` from ``alpha="auto"`` means nothing was selected)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value: Any, *, indent: int | None = None) -> None:
+    """Write standard JSON (no NaN/Infinity) atomically."""
+    atomic_write_text(path, json.dumps(finite_json(value), indent=indent, allow_nan=False))
 
 
 def read_results(path: Path) -> dict[str, Any] | None:
@@ -334,7 +352,7 @@ class BenchRunner:
         }
 
     def _save(self, results: Mapping[str, Any]) -> None:
-        atomic_write_text(self.results_path, json.dumps(results, indent=1, sort_keys=False))
+        write_json(self.results_path, results, indent=1)
 
     # ----------------------------------------------------------------- cached artefacts
 

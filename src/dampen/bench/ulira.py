@@ -45,7 +45,7 @@ from dampen.bench._proofs import (
 )
 from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
 from dampen.bench.presets import baselines
-from dampen.bench.runner import atomic_write_text, load_data, machine_info
+from dampen.bench.runner import atomic_write_text, load_data, machine_info, write_json
 from dampen.eval.ulira import fit_gaussians, likelihood_ratio, ulira_attack
 from dampen.recipe import cache_key, cached_train, init_model
 
@@ -285,7 +285,7 @@ def run_ulira(
                 previous = stored if stored.get("setup") == setup else None
             record = _shadow_record(config, k, member, pool, data, previous, say)
             record["setup"] = setup
-            atomic_write_text(path, json.dumps(record))
+            write_json(path, record)
             records.append(record)
         pool_member = member[pool.numpy()]  # [m, K]
         rows = [REFERENCE, *(m.label for m in config.methods)]
@@ -316,7 +316,7 @@ def run_ulira(
             },
         }
         out = Path(config.out_dir)
-        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        write_json(out / "results.json", results, indent=1)
         atomic_write_text(out / "results.md", render_ulira(results))
         return results
     finally:
