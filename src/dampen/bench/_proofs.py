@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from dampen.api import importance as compute_importance
 from dampen.api import unlearn
-from dampen.bench.config import SSD_FAMILY, MethodSpec
+from dampen.bench.config import SSD_FAMILY, MethodSpec, ModelSpec
 from dampen.data.base import DataSplits, loader
 from dampen.eval import (
     accuracy,
@@ -33,6 +33,24 @@ from dampen.eval.report import Outputs
 from dampen.store import Importance
 
 EVAL_BATCH = 512
+
+DIGITS_CNN = ModelSpec("cnn", "cnn", train={"epochs": 15, "crop_padding": 1, "flip": False})
+"""The small CNN both digits presets train (15 epochs, 1-pixel crops, no flips)."""
+
+
+def random_forgetting_rows(heldout: int) -> tuple[MethodSpec, ...]:
+    """The rows of the per-example checks: the SSD family (paper α, ASSD, auto with ``heldout``
+    unseen samples, LF-SSD, ALF) and the baselines that apply to random forgetting."""
+    from dampen.bench.presets import baselines
+
+    return (
+        MethodSpec("ssd", label="ssd (α=10)", options={"alpha": 10.0, "lambda_": 1.0}),
+        MethodSpec("assd"),
+        MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=heldout),
+        MethodSpec("lfssd", label="lfssd (α=10)", options={"alpha": 10.0}),
+        MethodSpec("alf"),
+        *(spec for spec in baselines(epochs=5) if "random" in spec.kinds),
+    )
 
 
 def digest(payload: Any) -> str:

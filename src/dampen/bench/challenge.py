@@ -31,14 +31,15 @@ import numpy as np
 import torch
 
 from dampen.bench._proofs import (
+    DIGITS_CNN,
     EVAL_BATCH,
     cached_importance,
     confidences,
     digest,
+    random_forgetting_rows,
     run_method,
 )
 from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
-from dampen.bench.presets import baselines
 from dampen.bench.runner import atomic_write_text, load_data, machine_info, write_json
 from dampen.data.base import loader
 from dampen.data.scenarios import random_samples
@@ -288,14 +289,8 @@ def challenge_digits() -> ChallengeConfig:
         name="challenge-digits",
         description="digits (1,437 train / 360 test), small CNN, 30 random forget samples",
         data=DataSpec("digits"),
-        model=ModelSpec("cnn", "cnn", train={"epochs": 15, "crop_padding": 1, "flip": False}),
-        methods=(
-            MethodSpec("ssd", label="ssd (α=10)", options={"alpha": 10.0, "lambda_": 1.0}),
-            MethodSpec("assd"),
-            MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=200),
-            MethodSpec("alf"),
-            *(spec for spec in baselines(epochs=5) if "random" in spec.kinds),
-        ),
+        model=DIGITS_CNN,
+        methods=random_forgetting_rows(heldout=200),
         deterministic=("ssd (α=10)",),
         forget=30,
         models=16,

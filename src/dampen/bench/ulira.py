@@ -37,14 +37,15 @@ import numpy as np
 import torch
 
 from dampen.bench._proofs import (
+    DIGITS_CNN,
     cached_importance,
     confidences,
     digest,
     population_metrics,
+    random_forgetting_rows,
     run_method,
 )
 from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
-from dampen.bench.presets import baselines
 from dampen.bench.runner import atomic_write_text, load_data, machine_info, write_json
 from dampen.eval.ulira import fit_gaussians, likelihood_ratio, ulira_attack
 from dampen.recipe import cache_key, cached_train, init_model
@@ -426,15 +427,8 @@ def ulira_digits() -> ULiRAConfig:
         name="ulira-digits",
         description="digits (1,437 train / 360 test), small CNN trained on random halves",
         data=DataSpec("digits"),
-        model=ModelSpec("cnn", "cnn", train={"epochs": 15, "crop_padding": 1, "flip": False}),
-        methods=(
-            MethodSpec("ssd", label="ssd (α=10)", options={"alpha": 10.0, "lambda_": 1.0}),
-            MethodSpec("assd"),
-            MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=200),
-            MethodSpec("lfssd", label="lfssd (α=10)", options={"alpha": 10.0}),
-            MethodSpec("alf"),
-            *(spec for spec in baselines(epochs=5) if "random" in spec.kinds),
-        ),
+        model=DIGITS_CNN,
+        methods=random_forgetting_rows(heldout=200),
         shadows=32,
         candidates=64,
         out_dir="runs/ulira-digits",
