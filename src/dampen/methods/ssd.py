@@ -291,12 +291,42 @@ def ssd_(
             )
     seconds["dampen"] = perf_counter() - t
     seconds["total"] = perf_counter() - start
+    stats = _stats(
+        model,
+        method=method,
+        estimator=estimator,
+        alpha=float(alpha),
+        lambda_=lambda_,
+        per_tensor=per_tensor,
+        imp_d=imp_d,
+        imp_f=imp_f,
+        seconds=seconds,
+    )
+    stats["importance"] = source
+    if auto_report is not None:
+        stats["auto"] = auto_report
+    return stats
+
+
+def _stats(
+    model: nn.Module,
+    *,
+    method: str,
+    estimator: str,
+    alpha: float,
+    lambda_: float,
+    per_tensor: dict[str, int],
+    imp_d: Importance,
+    imp_f: Importance,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """The SSD family's stats, with the forget importance under ``FORGET_IMPORTANCE``."""
     total = sum(per_tensor.values())
     parameters = sum(p.numel() for p in model.parameters())
-    stats = {
+    return {
         "method": method,
         "estimator": estimator,
-        "alpha": float(alpha),
+        "alpha": alpha,
         "lambda": float(lambda_),
         "selected": total,
         "selected_fraction": total / max(parameters, 1),
@@ -304,13 +334,9 @@ def ssd_(
         "parameters": parameters,
         "forget_samples": imp_f.samples,
         "train_samples": imp_d.samples,
-        "importance": source,
         "seconds": seconds,
+        FORGET_IMPORTANCE: imp_f,
     }
-    if auto_report is not None:
-        stats["auto"] = auto_report
-    stats[FORGET_IMPORTANCE] = imp_f
-    return stats
 
 
 def _several_classes(
@@ -384,28 +410,25 @@ def _class_by_class_(
                 "reason": stats["auto"]["reason"],
             }
         )
-    parameters = sum(p.numel() for p in model.parameters())
-    total = sum(per_tensor.values())
-    return {
-        "method": method,
-        "estimator": estimator,
-        "alpha": min(c["alpha"] for c in per_class),
-        "lambda": float(lambda_),
-        "selected": total,
-        "selected_fraction": total / max(parameters, 1),
-        "selected_per_tensor": dict(per_tensor),
-        "parameters": parameters,
-        "forget_samples": imp_f.samples,
-        "train_samples": imp_d.samples,
-        "seconds": dict(seconds),
-        "auto": {
-            "kind": "class",
-            "reason": f"{len(per_class)} classes forgotten one at a time (selected counts add up)",
-            "forget_acc": accuracy(model, request.forget, request.forward),
-            "per_class": per_class,
-        },
-        FORGET_IMPORTANCE: forgotten,
+    assert forgotten is not None  # the forget set holds at least two labels
+    stats = _stats(
+        model,
+        method=method,
+        estimator=estimator,
+        alpha=min(c["alpha"] for c in per_class),
+        lambda_=lambda_,
+        per_tensor=dict(per_tensor),
+        imp_d=imp_d,
+        imp_f=forgotten,
+        seconds=dict(seconds),
+    )
+    stats["auto"] = {
+        "kind": "class",
+        "reason": f"{len(per_class)} classes forgotten one at a time (selected counts add up)",
+        "forget_acc": accuracy(model, request.forget, request.forward),
+        "per_class": per_class,
     }
+    return stats
 
 
 @register("ssd", SSDConfig, validates_first=True)
