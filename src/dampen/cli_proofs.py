@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
+
+from dampen.bench._proofs import ProofConfig
 
 
 def _command(name: str, preset: str, changes: Mapping[str, object]) -> str:
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in changes.items() if v is not None]
     return " ".join([f"dampen {name} --preset {preset}", *flags])
+
+
+def _run_preset(
+    name: str,
+    preset: ProofConfig,
+    run: Callable[..., Any],
+    flags: dict[str, Any],
+    preset_name: str,
+) -> None:
+    """Apply the command-line ``flags`` to ``preset``, run it and report where it wrote.
+
+    ``flags`` maps option names (``out``, ``cache``, …) to values, ``None`` when not given.
+    """
+    fields = {"out": "out_dir", "cache": "cache_dir"}
+    changes = {
+        fields.get(k, k): str(v) if isinstance(v, Path) else v
+        for k, v in flags.items()
+        if v is not None
+    }
+    try:
+        config = preset.replace(**changes)
+        run(config, command=_command(name, preset_name, flags), log=click.echo)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {Path(config.out_dir) / 'results.md'}")
 
 
 @click.command("ulira")
@@ -41,22 +69,14 @@ def ulira_cmd(
     """
     from dampen.bench.ulira import ULIRA_PRESETS, run_ulira
 
-    changes = {
-        "out_dir": None if out_dir is None else str(out_dir),
-        "cache_dir": None if cache_dir is None else str(cache_dir),
+    flags = {
+        "out": out_dir,
+        "cache": cache_dir,
         "shadows": shadows,
         "threads": threads,
         "device": device,
     }
-    try:
-        config = ULIRA_PRESETS[preset_name]().replace(
-            **{k: v for k, v in changes.items() if v is not None}
-        )
-        flags = {"out": out_dir, "cache": cache_dir, "shadows": shadows, "threads": threads}
-        run_ulira(config, command=_command("ulira", preset_name, flags), log=click.echo)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {Path(config.out_dir) / 'results.md'}")
+    _run_preset("ulira", ULIRA_PRESETS[preset_name](), run_ulira, flags, preset_name)
 
 
 @click.command("challenge")
@@ -85,18 +105,5 @@ def challenge_cmd(
     """
     from dampen.bench.challenge import CHALLENGE_PRESETS, run_challenge
 
-    changes = {
-        "out_dir": None if out_dir is None else str(out_dir),
-        "cache_dir": None if cache_dir is None else str(cache_dir),
-        "models": models,
-        "threads": threads,
-    }
-    try:
-        config = CHALLENGE_PRESETS[preset_name]().replace(
-            **{k: v for k, v in changes.items() if v is not None}
-        )
-        flags = {"out": out_dir, "cache": cache_dir, "models": models, "threads": threads}
-        run_challenge(config, command=_command("challenge", preset_name, flags), log=click.echo)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {Path(config.out_dir) / 'results.md'}")
+    flags = {"out": out_dir, "cache": cache_dir, "models": models, "threads": threads}
+    _run_preset("challenge", CHALLENGE_PRESETS[preset_name](), run_challenge, flags, preset_name)

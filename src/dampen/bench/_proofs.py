@@ -6,11 +6,13 @@ importance of D taken from a disk cache.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ from torch import Tensor, nn
 
 from dampen.api import importance as compute_importance
 from dampen.api import unlearn
-from dampen.bench.config import SSD_FAMILY, MethodSpec, ModelSpec
+from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
 from dampen.data.base import DataSplits, loader
 from dampen.eval import (
     accuracy,
@@ -33,6 +35,49 @@ from dampen.eval.report import Outputs
 from dampen.store import Importance
 
 EVAL_BATCH = 512
+
+P = TypeVar("P", bound="ProofConfig")
+
+
+@dataclass(frozen=True)
+class ProofConfig:
+    """What every per-example proof run (U-LiRA, the challenge score) is configured with.
+
+    Attributes:
+        name: shown in the report.
+        data: the data set.
+        model: the model and its recipe.
+        methods: the methods under test.
+        seed: seed of the data split(s) and of the trainings.
+        batch_size: batch size of the forget, retain and importance loaders.
+        out_dir: where results go.
+        cache_dir: trained models and importances (default ``out_dir/cache``).
+        threads: ``torch.set_num_threads`` (default: unchanged).
+        device: where to train.
+        description: one sentence for the report.
+    """
+
+    name: str
+    data: DataSpec
+    model: ModelSpec
+    methods: tuple[MethodSpec, ...]
+    seed: int = 0
+    batch_size: int = 64
+    out_dir: str = "runs/proof"
+    cache_dir: str | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    description: str = ""
+
+    @property
+    def cache_path(self) -> Path:
+        """The cache folder."""
+        return Path(self.cache_dir) if self.cache_dir else Path(self.out_dir) / "cache"
+
+    def replace(self: P, **changes: Any) -> P:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
 
 DIGITS_CNN = ModelSpec("cnn", "cnn", train={"epochs": 15, "crop_padding": 1, "flip": False})
 """The small CNN both digits presets train (15 epochs, 1-pixel crops, no flips)."""

@@ -33,13 +33,14 @@ import torch
 from dampen.bench._proofs import (
     DIGITS_CNN,
     EVAL_BATCH,
+    ProofConfig,
     cached_importance,
     confidences,
     digest,
     random_forgetting_rows,
     run_method,
 )
-from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
+from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec
 from dampen.bench.runner import atomic_write_text, load_data, machine_info, write_json
 from dampen.data.base import loader
 from dampen.data.scenarios import random_samples
@@ -52,41 +53,20 @@ STOCHASTIC_FRACTION = 0.9
 
 
 @dataclass(frozen=True)
-class ChallengeConfig:
-    """A challenge-score run.
+class ChallengeConfig(ProofConfig):
+    """A challenge-score run (the shared fields: :class:`~dampen.bench._proofs.ProofConfig`).
 
     Attributes:
-        name: shown in the report.
-        data: the data set.
-        model: the model and its recipe.
-        methods: the methods; SSD-family rows run stochastically unless listed in
-            ``deterministic`` too.
-        deterministic: labels of SSD-family rows to run deterministically as well.
+        deterministic: labels of SSD-family rows to run deterministically as well (SSD-family
+            rows run stochastically otherwise).
         forget: random forget-set size.
         models: ``N`` unlearned and ``N`` retrained models (at least 3).
-        seed: seed of the original model and of the forget set.
-        batch_size: batch size of the forget, retain and importance loaders.
-        out_dir: where results go.
-        cache_dir: trained models (default ``out_dir/cache``).
-        threads: torch threads.
-        device: where to train.
-        description: one sentence for the report.
     """
 
-    name: str
-    data: DataSpec
-    model: ModelSpec
-    methods: tuple[MethodSpec, ...]
     deterministic: tuple[str, ...] = ()
     forget: int = 30
     models: int = 16
-    seed: int = 0
-    batch_size: int = 64
     out_dir: str = "runs/challenge"
-    cache_dir: str | None = None
-    threads: int | None = None
-    device: str = "cpu"
-    description: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.models, bool) or not isinstance(self.models, int) or self.models < 3:
@@ -97,15 +77,6 @@ class ChallengeConfig:
         unknown = sorted(set(self.deterministic) - labels)
         if unknown:
             raise ValueError(f"deterministic names unknown method labels {unknown}")
-
-    @property
-    def cache_path(self) -> Path:
-        """The cache folder."""
-        return Path(self.cache_dir) if self.cache_dir else Path(self.out_dir) / "cache"
-
-    def replace(self, **changes: Any) -> ChallengeConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
 
 
 def _accs(model: torch.nn.Module, data: Any, retain: torch.Tensor) -> tuple[float, float]:

@@ -38,6 +38,7 @@ import torch
 
 from dampen.bench._proofs import (
     DIGITS_CNN,
+    ProofConfig,
     cached_importance,
     confidences,
     digest,
@@ -55,41 +56,20 @@ REFERENCE = "original"
 
 
 @dataclass(frozen=True)
-class ULiRAConfig:
-    """A U-LiRA run.
+class ULiRAConfig(ProofConfig):
+    """A U-LiRA run (the shared fields: :class:`~dampen.bench._proofs.ProofConfig`).
 
     Attributes:
-        name: shown in the report.
-        data: the data set.
-        model: the model and its recipe.
-        methods: the methods under test.
         shadows: ``K``, even, at least 6; every shadow is also a target once.
         candidates: size of the forget pool (each shadow forgets the ones it trained on).
-        seed: seed of the halves and of the pool.
-        batch_size: batch size of the forget, retain and importance loaders.
         global_variance: pool the Gaussians' variance over examples (LiRA's advice for few
             shadows) instead of one per example.
-        out_dir: where results go.
-        cache_dir: trained models and importances (default ``out_dir/cache``).
-        threads: ``torch.set_num_threads`` (default: unchanged).
-        device: where to train.
-        description: one sentence for the report.
     """
 
-    name: str
-    data: DataSpec
-    model: ModelSpec
-    methods: tuple[MethodSpec, ...]
     shadows: int = 32
     candidates: int = 64
-    seed: int = 0
-    batch_size: int = 64
     global_variance: bool = False
     out_dir: str = "runs/ulira"
-    cache_dir: str | None = None
-    threads: int | None = None
-    device: str = "cpu"
-    description: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.shadows, bool) or not isinstance(self.shadows, int):
@@ -105,15 +85,6 @@ class ULiRAConfig:
             raise ValueError(
                 f"methods must have unique labels other than original/retrain: {labels}"
             )
-
-    @property
-    def cache_path(self) -> Path:
-        """The cache folder."""
-        return Path(self.cache_dir) if self.cache_dir else Path(self.out_dir) / "cache"
-
-    def replace(self, **changes: Any) -> ULiRAConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
 
 
 def membership(n: int, shadows: int, seed: int) -> np.ndarray:
