@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +114,7 @@ def run_demo(
 
 def _ssd_row(name: str, result: dampen.UnlearnResult, scenario: Scenario) -> DemoRow:
     seconds = result.stats["seconds"]["total"]
-    return _row(name, copy.deepcopy(result.model), scenario, result.stats["selected"], seconds)
+    return _row(name, result.model, scenario, result.stats["selected"], seconds)
 
 
 def format_table(rows: list[DemoRow]) -> str:
