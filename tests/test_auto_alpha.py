@@ -124,7 +124,7 @@ def test_forget_kind_from_label_histograms() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("forget_kind", "some"), ("tolerance", 2.0), ("max_selected", 0.0), ("alpha", "best")],
+    [("forget_kind", "some"), ("tolerance", 2.0), ("max_selected", 0.0), ("rounds", 0), ("alpha", "best")],
 )
 def test_bad_auto_options(option: str, value: object) -> None:
     model, x, y, imp = _setup()

@@ -18,7 +18,7 @@ from torch import nn
 from dampen.batches import loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_
 from dampen.measure import measure
-from dampen.methods.auto_alpha import AutoSettings, accuracy, forget_kind, search_alpha_
+from dampen.methods.auto_alpha import AutoSettings, accuracy, auto_dampen_, forget_kind
 from dampen.methods.class_batches import ClassBatches
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 from dampen.store import Importance
@@ -55,6 +55,8 @@ class _Alpha(_Dampening):
         max_selected: for ``"auto"``: the largest share of parameters it may select.
         max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained data: the largest drop
             of held-out accuracy accepted.
+        rounds: for ``"auto"``: how many times at most the forget set's importance is measured
+            (again, on the dampened model) when one dampening does not reach the target.
     """
 
     alpha: float | str = "auto"
@@ -63,6 +65,7 @@ class _Alpha(_Dampening):
     tolerance: float = 0.01
     max_selected: float = 0.1
     max_heldout_drop: float = 0.02
+    rounds: int = 3
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -79,6 +82,8 @@ class _Alpha(_Dampening):
                 raise ValueError(f"{name} must lie in [0, 1]; got {value!r}")
         if not isinstance(self.max_selected, (int, float)) or not 0.0 < self.max_selected <= 1.0:
             raise ValueError(f"max_selected must lie in (0, 1]; got {self.max_selected!r}")
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ValueError(f"rounds must be an integer >= 1; got {self.rounds!r}")
 
     def auto_settings(self) -> AutoSettings:
         """The ``alpha="auto"`` options as one object."""
@@ -87,6 +92,7 @@ class _Alpha(_Dampening):
             tolerance=self.tolerance,
             max_selected=self.max_selected,
             max_heldout_drop=self.max_heldout_drop,
+            rounds=self.rounds,
         )
 
 
@@ -176,6 +182,14 @@ def compute_importance(
     )
 
 
+def _forget_importance(model: nn.Module, request: Request, estimator: str, what: str) -> Importance:
+    """The importance of the forget set for ``model`` as it is now (checked finite)."""
+    imp_f = compute_importance(model, request.forget, estimator, request, what)
+    if not imp_f.is_finite():
+        raise ValueError(f"the importance of the {what} holds NaN or inf")
+    return imp_f
+
+
 def _check_reiterable(batches: Any, what: str) -> None:
     if batches is not None and iter(batches) is batches:
         raise ValueError(
@@ -230,9 +244,7 @@ def ssd_(
     seconds["importance_train"] = perf_counter() - start
 
     t = perf_counter()
-    imp_f = compute_importance(model, request.forget, estimator, request, "forget set")
-    if not imp_f.is_finite():
-        raise ValueError("the importance of the forget set holds NaN or inf")
+    imp_f = _forget_importance(model, request, estimator, "forget set")
     _check_batch_sizes(imp_d, imp_f, request.forget)
     seconds["importance_forget"] = perf_counter() - t
 
@@ -258,16 +270,13 @@ def ssd_(
         stats["importance"] = source
         return stats
     auto_report: dict[str, Any] | None = None
-    if alpha is None:
-        alpha = adaptive_alpha(imp_d, imp_f, imp_f.samples, imp_d.samples)
-        seconds["alpha"] = perf_counter() - t
-        t = perf_counter()
-    elif alpha == "auto":
-        final_f = imp_f
-        alpha, auto_report = search_alpha_(
+    per_tensor: dict[str, int] = {}
+    if alpha == "auto":
+        outcome = auto_dampen_(
             model,
             imp_d,
             imp_f,
+            remeasure=lambda: _forget_importance(model, request, estimator, "forget set, again"),
             forget=request.forget,
             heldout=request.heldout,
             forward=request.forward,
@@ -275,21 +284,29 @@ def ssd_(
             lambda_=lambda_,
             exponent=exponent,
             upper=upper,
-            fallback_alpha=lambda: adaptive_alpha(imp_d, final_f, final_f.samples, imp_d.samples),
+            fallback_alpha=lambda: adaptive_alpha(imp_d, imp_f, imp_f.samples, imp_d.samples),
         )
+        alpha, per_tensor, auto_report = outcome.alpha, outcome.selected, outcome.report
         seconds["alpha"] = perf_counter() - t
-        t = perf_counter()
-    if isinstance(alpha, str):
-        raise ValueError(f"alpha must be a number, None or 'auto'; got {alpha!r}")
-
-    per_tensor: dict[str, int] = {}
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            f = imp_f[name]
-            per_tensor[name] = dampen_(
-                p, imp_d[name], f, alpha=alpha, lambda_=lambda_, exponent=exponent, upper=upper
-            )
-    seconds["dampen"] = perf_counter() - t
+    else:
+        if alpha is None:
+            alpha = adaptive_alpha(imp_d, imp_f, imp_f.samples, imp_d.samples)
+            seconds["alpha"] = perf_counter() - t
+            t = perf_counter()
+        if isinstance(alpha, str):
+            raise ValueError(f"alpha must be a number, None or 'auto'; got {alpha!r}")
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                per_tensor[name] = dampen_(
+                    p,
+                    imp_d[name],
+                    imp_f[name],
+                    alpha=alpha,
+                    lambda_=lambda_,
+                    exponent=exponent,
+                    upper=upper,
+                )
+        seconds["dampen"] = perf_counter() - t
     seconds["total"] = perf_counter() - start
     stats = _stats(
         model,
