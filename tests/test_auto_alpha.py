@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 import dampen
 from conftest import loader, make_data, make_model, same_state, state_copy
-from dampen.methods.auto_alpha import _Searcher, forget_kind
+from dampen.methods.auto_alpha import _Searcher, accuracy, forget_kind
 from dampen.training import train_
 
 
@@ -124,7 +125,13 @@ def test_forget_kind_from_label_histograms() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("forget_kind", "some"), ("tolerance", 2.0), ("max_selected", 0.0), ("rounds", 0), ("alpha", "best")],
+    [
+        ("forget_kind", "some"),
+        ("tolerance", 2.0),
+        ("max_selected", 0.0),
+        ("rounds", 0),
+        ("alpha", "best"),
+    ],
 )
 def test_bad_auto_options(option: str, value: object) -> None:
     model, x, y, imp = _setup()
@@ -167,3 +174,60 @@ def test_class_batches_regroup_one_label_at_full_size() -> None:
     got_d = list(ClassBatches(dicts, 0, 2))
     assert [b["pixels"].flatten().tolist() for b in got_d] == [[0.0, 3.0], [7.0]]
     assert list(ClassBatches(tuples, 5, 2)) == []
+
+
+@pytest.fixture(scope="module")
+def digits_cnn() -> tuple[torch.nn.Module, object, dampen.Importance]:
+    """The recipe's small CNN on scikit-learn digits and the stored importance of D."""
+    from dampen.data.base import loader as data_loader
+    from dampen.data.digits import load_digits
+    from dampen.recipe import recipe_for, train_model
+
+    data = load_digits()
+    model = train_model(recipe_for("digits"), data, seed=0).eval()
+    return model, data, dampen.importance(model, data_loader(data.train, batch_size=64))
+
+
+def test_rounds_equal_dampening_round_by_round(digits_cnn: tuple) -> None:
+    """Oracle: each round is SSD with its reported α and I_Df measured on the model so far."""
+    from dampen.data.base import loader as data_loader
+    from dampen.functional import dampen_
+
+    model, data, imp = digits_cnn
+    train, test = data.train, data.test
+    multi = 0
+    for label in range(10):
+        forget = data_loader(train, (train.y == label).nonzero().flatten(), batch_size=64)
+        kept = (test.y != label).nonzero().flatten()[:100]
+        result = dampen.unlearn(
+            model, forget, importance=imp, heldout=data_loader(test, kept, batch_size=64)
+        )
+        rounds = result.stats["auto"]["rounds"]
+        if len(rounds) < 2:
+            continue
+        multi += 1
+        by_hand = copy.deepcopy(model)
+        for number, step in enumerate(rounds):
+            imp_f = dampen.importance(model if number == 0 else by_hand, forget)
+            with torch.no_grad():
+                for name, p in by_hand.named_parameters():
+                    dampen_(p, imp[name], imp_f[name], alpha=step["alpha"])
+        assert same_state(result.model, state_copy(by_hand))
+        selected = result.stats["selected"]
+        assert max(s["selected"] for s in rounds) <= selected <= sum(s["selected"] for s in rounds)
+        assert result.stats["alpha"] == rounds[-1]["alpha"]
+        measured = accuracy(result.model, forget, None)
+        assert measured == pytest.approx(result.stats["auto"]["forget_acc"])
+        assert measured < rounds[0]["forget_acc"]  # the later rounds forgot more
+    assert multi >= 1, "no class needed a second round: the test checked nothing"
+
+
+def test_one_round_is_the_single_search(digits_cnn: tuple) -> None:
+    from dampen.data.base import loader as data_loader
+
+    model, data, imp = digits_cnn
+    train = data.train
+    forget = data_loader(train, (train.y == 4).nonzero().flatten(), batch_size=64)
+    result = dampen.unlearn(model, forget, importance=imp, rounds=1)
+    assert len(result.stats["auto"]["rounds"]) == 1
+    assert result.stats["selected"] == result.stats["auto"]["rounds"][0]["selected"]
