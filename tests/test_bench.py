@@ -306,6 +306,14 @@ def test_class_sweep_worst_case_and_mean_by_hand() -> None:
     table = class_sweep(results, "m")
     assert "| ssd | 15.5 | 30.0 | 1.8 | 3.0 | 1 / 2 |" in table
     assert class_sweep({"cells": results["cells"][::2]}, "m") == ""  # one class: no sweep
+    # On the boundary: 0.76 - 0.75 is 0.01000…01 in floats, yet a drop of exactly 1 point.
+    edge = [
+        cell("full_class/a", "original", 0.76, 1.0, 0.0),
+        cell("full_class/b", "original", 0.76, 1.0, 0.0),
+        cell("full_class/a", "ssd", 0.75, 0.02, 0.0),
+        cell("full_class/b", "ssd", 0.7499, 0.0, 0.0),
+    ]
+    assert class_sweep({"cells": edge}, "m").endswith("| 1 / 2 |")
 
 
 def test_attack_table_when_population_attacks_are_present() -> None:
