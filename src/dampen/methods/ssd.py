@@ -55,8 +55,9 @@ class _Alpha(_Dampening):
         max_selected: for ``"auto"``: the largest share of parameters it may select.
         max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained data: the largest drop
             of held-out accuracy accepted.
-        rounds: for ``"auto"``: how many times at most the forget set's importance is measured
-            (again, on the dampened model) when one dampening does not reach the target.
+        rounds: for ``"auto"`` in class forgetting with ``heldout=``: how many times at most
+            the forget set's importance is measured (again, on the dampened model) when one
+            dampening does not reach the target within the guards.
     """
 
     alpha: float | str = "auto"
