@@ -205,13 +205,14 @@ def auto_dampen_(
     """Dampen ``model`` in place with ``alpha="auto"``, in up to ``settings.rounds`` rounds.
 
     Round 1 searches the least dampening that reaches the target. In class forgetting with a
-    ``heldout`` sample of retained data, when no candidate reaches it within the guards, the round keeps its best candidate that leaves held-out accuracy
-    where it was, and the next round measures ``I_Df`` again on the dampened model (one pass
-    over the forget set; ``I_D`` stays the stored one) and searches from there: what still
-    serves the forget set after a dampening stands out more clearly. The budget
-    ``max_selected`` counts every round's selection; a round that stops short of the target
-    uses at most half of what is left of it. When the rounds end short of the target and above
-    the first round's best candidate, that candidate is what is applied.
+    ``heldout`` sample of retained data, when no candidate reaches it within the guards, the
+    round keeps its best candidate that leaves held-out accuracy where it was, and the next
+    round measures ``I_Df`` again on the dampened model (one pass over the forget set; ``I_D``
+    stays the stored one) and searches from there: what still serves the forget set after a
+    dampening stands out more clearly. The budget ``max_selected`` counts every round's
+    selection; a round that stops short of the target uses at most half of what is left of
+    it. When the rounds end short of the target and above the first round's best candidate,
+    that candidate is what is applied.
     """
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
     current: Mapping[str, Tensor] = imp_f.tensors()
