@@ -154,6 +154,18 @@ class _Searcher:
         self.probes.append(found)
         return found
 
+    def renewed(self, imp_f: Mapping[str, Tensor]) -> _Searcher:
+        """A searcher starting from the model's current weights, with another ``I_Df``."""
+        return _Searcher(
+            self.model,
+            self.imp_d,
+            imp_f,
+            **self.kw,
+            forget=self.forget,
+            heldout=self.heldout,
+            forward=self.forward,
+        )
+
     def restore(self) -> None:
         with torch.no_grad():
             for name, p in self.model.named_parameters():
@@ -217,7 +229,15 @@ def auto_dampen_(
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
     current: Mapping[str, Tensor] = imp_f.tensors()
     searcher = _Searcher(
-        model, imp_d, current, **_kw(lambda_, exponent, upper, forget, heldout, forward)
+        model,
+        imp_d,
+        current,
+        lambda_=lambda_,
+        exponent=exponent,
+        upper=upper,
+        forget=forget,
+        heldout=heldout,
+        forward=forward,
     )
     original = searcher.probe(0)
     report: dict[str, Any] = {"kind": kind, "original_forget_acc": original.forget_acc}
@@ -248,9 +268,7 @@ def auto_dampen_(
     for number in range(1, most + 1):
         if number > 1:
             current = remeasure().tensors()
-            searcher = _Searcher(
-                model, imp_d, current, **_kw(lambda_, exponent, upper, forget, heldout, forward)
-            )
+            searcher = searcher.renewed(current)
             start = searcher.probe(0)
         if rule.ok(start):
             break
@@ -292,24 +310,6 @@ def auto_dampen_(
     )
     alpha = rounds[-1]["alpha"] if rounds else math.inf
     return AutoOutcome(alpha, {n: int(m.sum()) for n, m in union.items()}, report)
-
-
-def _kw(
-    lambda_: float,
-    exponent: float,
-    upper: float,
-    forget: Batches,
-    heldout: Batches | None,
-    forward: ForwardFn | None,
-) -> dict[str, Any]:
-    return {
-        "lambda_": lambda_,
-        "exponent": exponent,
-        "upper": upper,
-        "forget": forget,
-        "heldout": heldout,
-        "forward": forward,
-    }
 
 
 def _search(
