@@ -231,3 +231,22 @@ def test_one_round_is_the_single_search(digits_cnn: tuple) -> None:
     result = dampen.unlearn(model, forget, importance=imp, rounds=1)
     assert len(result.stats["auto"]["rounds"]) == 1
     assert result.stats["selected"] == result.stats["auto"]["rounds"][0]["selected"]
+
+
+def test_a_guard_that_allows_nothing_says_so_and_changes_nothing() -> None:
+    model, x, y, imp = _setup()
+    before = state_copy(model)
+    forget, keep = loader(x[y == 9], y[y == 9], 8), y != 9
+    result = dampen.unlearn(
+        model,
+        forget,
+        importance=imp,
+        heldout=loader(x[keep], y[keep], 8),
+        tolerance=0.0,
+        max_heldout_drop=0.0,
+    )
+    auto = result.stats["auto"]
+    assert auto["original_forget_acc"] > 0.0  # there was something to forget …
+    assert auto["rounds"] == [] and result.stats["selected"] == 0  # … but no step was safe
+    assert auto["reason"].startswith("held-out accuracy would drop too far")
+    assert same_state(result.model, before)

@@ -260,8 +260,9 @@ def auto_dampen_(
     budget = max(1, int(settings.max_selected * total))
     union = {n: torch.zeros_like(t, dtype=torch.bool) for n, t in imp_f.items()}
     rounds: list[dict[str, Any]] = []
-    evaluations = 0
-    start, chosen, reason = original, original, ""
+    searchers = [searcher]
+    start, chosen = original, original
+    reason = "the forget set already meets the target: nothing dampened"
     # Without a held-out sample of retained data nothing tells a step from a collapse: measured
     # on digits, a second round then forgot a class at the cost of 19 points of Dr.
     most = settings.rounds if rule.keep is not None else 1
@@ -269,6 +270,7 @@ def auto_dampen_(
         if number > 1:
             current = remeasure().tensors()
             searcher = searcher.renewed(current)
+            searchers.append(searcher)
             start = searcher.probe(0)
         if rule.ok(start):
             break
@@ -280,9 +282,9 @@ def auto_dampen_(
             step = _step(searcher, start, rule, budget // 2, settings.steps)
         taken = step or chosen
         if taken.k == 0:
+            searcher.restore()  # undo the last candidate tried
             break
         selected = _commit(searcher, taken, imp_d, current, union)
-        evaluations += len(searcher.probes)
         rounds.append(_round_report(taken, selected))
         budget -= selected
         chosen = taken
@@ -293,9 +295,7 @@ def auto_dampen_(
         searcher, chosen, current, reason = single
         union = {n: torch.zeros_like(m) for n, m in union.items()}
         rounds = [_round_report(chosen, _commit(searcher, chosen, imp_d, current, union))]
-    elif not rounds:
-        reason = "the forget set already meets the target: nothing dampened"
-    elif rule.ok(chosen):
+    elif rounds and rule.ok(chosen):
         reason = "target reached with the fewest parameters found"
         reason += f" ({len(rounds)} rounds)" if len(rounds) > 1 else ""
     elif budget <= 0:
@@ -304,7 +304,7 @@ def auto_dampen_(
         reason=reason,
         forget_acc=chosen.forget_acc,
         heldout_acc=chosen.heldout_acc,
-        evaluations=evaluations or len(searcher.probes),
+        evaluations=sum(len(s.probes) for s in searchers),
         max_selected=settings.max_selected,
         rounds=rounds,
     )
