@@ -219,6 +219,8 @@ def test_rounds_equal_dampening_round_by_round(digits_cnn: tuple) -> None:
         measured = accuracy(result.model, forget, None)
         assert measured == pytest.approx(result.stats["auto"]["forget_acc"])
         assert measured < rounds[0]["forget_acc"]  # the later rounds forgot more
+        accs = [result.stats["auto"]["original_forget_acc"]] + [s["forget_acc"] for s in rounds]
+        assert all(later < earlier for earlier, later in zip(accs, accs[1:]))
     assert multi >= 1, "no class needed a second round: the test checked nothing"
 
 
@@ -250,3 +252,30 @@ def test_a_guard_that_allows_nothing_says_so_and_changes_nothing() -> None:
     assert auto["rounds"] == [] and result.stats["selected"] == 0  # … but no step was safe
     assert auto["reason"].startswith("held-out accuracy would drop too far")
     assert same_state(result.model, before)
+
+
+def test_a_failing_later_round_leaves_the_callers_model_as_it_was(
+    digits_cnn: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from dampen.data.base import loader as data_loader
+
+    model, data, imp = digits_cnn
+    train, test = data.train, data.test
+    ssd_module = sys.modules["dampen.methods.ssd"]
+    measure_forget = ssd_module._forget_importance
+
+    def fails_again(*args: object) -> object:
+        if "again" in str(args[-1]):
+            raise RuntimeError("out of memory (simulated) in the second pass over the forget set")
+        return measure_forget(*args)
+
+    monkeypatch.setattr(ssd_module, "_forget_importance", fails_again)
+    forget = data_loader(train, (train.y == 2).nonzero().flatten(), batch_size=64)
+    heldout = data_loader(test, (test.y != 2).nonzero().flatten()[:100], batch_size=64)
+    mine = copy.deepcopy(model)
+    before = state_copy(mine)
+    with pytest.raises(RuntimeError, match="simulated"):
+        dampen.unlearn(mine, forget, importance=imp, heldout=heldout, inplace=True)
+    assert same_state(mine, before)

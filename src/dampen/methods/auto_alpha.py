@@ -222,9 +222,9 @@ def auto_dampen_(
     round measures ``I_Df`` again on the dampened model (one pass over the forget set; ``I_D``
     stays the stored one) and searches from there: what still serves the forget set after a
     dampening stands out more clearly. The budget ``max_selected`` counts every round's
-    selection; a round that stops short of the target uses at most half of what is left of
-    it. When the rounds end short of the target and above the first round's best candidate,
-    that candidate is what is applied.
+    selection. A round never applies a candidate that forgets less than where it started, and
+    when the rounds end short of the target and above the first round's best candidate, that
+    candidate is what is applied.
     """
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
     current: Mapping[str, Tensor] = imp_f.tensors()
@@ -261,44 +261,51 @@ def auto_dampen_(
     union = {n: torch.zeros_like(t, dtype=torch.bool) for n, t in imp_f.items()}
     rounds: list[dict[str, Any]] = []
     searchers = [searcher]
-    start, chosen = original, original
+    start = chosen = original
     reason = "the forget set already meets the target: nothing dampened"
     # Without a held-out sample of retained data nothing tells a step from a collapse: measured
     # on digits, a second round then forgot a class at the cost of 19 points of Dr.
     most = settings.rounds if rule.keep is not None else 1
-    for number in range(1, most + 1):
-        if number > 1:
-            current = remeasure().tensors()
-            searcher = searcher.renewed(current)
-            searchers.append(searcher)
-            start = searcher.probe(0)
-        if rule.ok(start):
-            break
-        chosen, reason = _search(searcher, start, rule, min(budget, len(searcher.ratios)), settings)
-        if number == 1:
-            single = (searcher, chosen, current, reason)
-        step = None
-        if not rule.ok(chosen) and number < most:
-            step = _step(searcher, start, rule, budget // 2, settings.steps)
-        taken = step or chosen
-        if taken.k == 0:
-            searcher.restore()  # undo the last candidate tried
-            break
-        selected = _commit(searcher, taken, imp_d, current, union)
-        rounds.append(_round_report(taken, selected))
-        budget -= selected
-        chosen = taken
-        if step is None or budget <= 0:
-            break
-    if len(rounds) > 1 and not rule.ok(chosen) and single[1].forget_acc < chosen.forget_acc:
-        # The rounds ended above the first round's best candidate: go back to that one.
-        searcher, chosen, current, reason = single
-        union = {n: torch.zeros_like(m) for n, m in union.items()}
-        rounds = [_round_report(chosen, _commit(searcher, chosen, imp_d, current, union))]
-    elif rounds and rule.ok(chosen):
+    first = searcher  # its saved weights are the caller's
+    single = (original, current, reason)  # round 1's best candidate, set below
+    try:
+        for number in range(1, most + 1):
+            if number > 1:
+                current = remeasure().tensors()
+                searcher = searcher.renewed(current)
+                searchers.append(searcher)
+                start = chosen = searcher.probe(0)
+            if rule.ok(start):
+                break
+            cap = min(budget, len(searcher.ratios))
+            found, reason = _search(searcher, start, rule, cap, settings)
+            if number == 1:
+                single = (found, current, reason)
+            step = None
+            if not rule.ok(found) and number < most:
+                step = _step(searcher, start, rule, settings.steps)
+            taken = step or found
+            if taken.k == 0 or taken.forget_acc >= start.forget_acc:
+                searcher.restore()  # nothing better than where the round started
+                break
+            selected = _commit(searcher, taken, imp_d, current, union)
+            rounds.append(_round_report(taken, selected))
+            budget -= selected
+            chosen = taken
+            if step is None or budget <= 0:
+                break
+        if len(searchers) > 1 and not rule.ok(chosen) and single[0].forget_acc < chosen.forget_acc:
+            # The rounds ended above the first round's best candidate: go back to that one.
+            chosen, current, reason = single
+            union = {n: torch.zeros_like(m) for n, m in union.items()}
+            rounds = [_round_report(chosen, _commit(first, chosen, imp_d, current, union))]
+    except BaseException:
+        first.restore()  # e.g. the forget set's importance failed in a later round
+        raise
+    if rounds and rule.ok(chosen):
         reason = "target reached with the fewest parameters found"
         reason += f" ({len(rounds)} rounds)" if len(rounds) > 1 else ""
-    elif budget <= 0:
+    elif rounds and budget <= 0:
         reason = "target not reached within max_selected: the lowest forget accuracy found"
     report.update(
         reason=reason,
@@ -331,24 +338,24 @@ def _search(
     return chosen, reason
 
 
-def _step(searcher: _Searcher, start: _Probe, rule: _Rule, limit: int, steps: int) -> _Probe | None:
+def _step(searcher: _Searcher, start: _Probe, rule: _Rule, steps: int) -> _Probe | None:
     """The round's best candidate that keeps held-out accuracy, to build the next round on.
 
     Bisects for the largest k before held-out accuracy first drops, then takes the candidate
-    with the lowest forget accuracy among those that keep it and select at most ``limit``
-    (half the remaining budget, so that later rounds have room); ``None`` when none improves.
+    with the lowest forget accuracy among those that keep it; ``None`` when none improves.
     """
     dropped = [p for p in searcher.probes if not rule.kept(p)]
     if dropped:
         first = min(dropped, key=lambda p: p.k)
         below = max(
-            (p for p in searcher.probes if p.k < first.k and rule.kept(p)), key=lambda p: p.k
+            (p for p in searcher.probes if p.k < first.k and rule.kept(p)),
+            key=lambda p: p.k,
+            default=None,
         )
-        _boundary(searcher, below, first, lambda p: not rule.kept(p), steps)
+        if below is not None:
+            _boundary(searcher, below, first, lambda p: not rule.kept(p), steps)
     better = [
-        p
-        for p in searcher.probes
-        if 0 < p.k <= limit and rule.kept(p) and p.forget_acc < start.forget_acc
+        p for p in searcher.probes if p.k > 0 and rule.kept(p) and p.forget_acc < start.forget_acc
     ]
     return min(better, key=lambda p: (p.forget_acc, p.k)) if better else None
 
