@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -220,7 +221,7 @@ def test_rounds_equal_dampening_round_by_round(digits_cnn: tuple) -> None:
         assert measured == pytest.approx(result.stats["auto"]["forget_acc"])
         assert measured < rounds[0]["forget_acc"]  # the later rounds forgot more
         accs = [result.stats["auto"]["original_forget_acc"]] + [s["forget_acc"] for s in rounds]
-        assert all(later < earlier for earlier, later in zip(accs, accs[1:]))
+        assert all(later < earlier for earlier, later in itertools.pairwise(accs))
     assert multi >= 1, "no class needed a second round: the test checked nothing"
 
 
