@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def main(out: Path, mode: str) -> None:
             imp = dampen.importance(model, loader(x, y, 8), estimator=estimator, shard=True)
         if rank == 0:
             imp.save(out / f"{mode}-{estimator}.safetensors")
+    # Drop DDP (its reducer holds the group) before the group goes: otherwise gloo sometimes
+    # aborts at exit ("terminate called without an active exception").
+    del model
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 
