@@ -41,7 +41,9 @@ def main() -> None:
     help="Folder for the stored importance (default: a temporary folder).",
 )
 def demo(forget_class: int, seed: int, epochs: int, out_dir: Path | None) -> None:
-    """Train a small CNN on scikit-learn's digits and forget one class with SSD, ASSD and auto."""
+    """Train a small CNN on scikit-learn's digits and forget one class with SSD, ASSD and auto.
+
+    Auto runs twice: alone, and with held-out test samples of the other classes as its guard."""
     from dampen.demo import format_table, run_demo
 
     click.echo(f"dampen {__version__} demo: digits, small CNN, forgetting class {forget_class}")
@@ -49,7 +51,8 @@ def demo(forget_class: int, seed: int, epochs: int, out_dir: Path | None) -> Non
     click.echo(format_table(rows))
     click.echo(
         "Dr/Df acc: accuracy on the retained / forgotten training samples; test: accuracy on "
-        "test samples of the other classes; Df-test: on test samples of the forgotten class; "
+        "test samples of the other classes (less the 100 that the last row gets as heldout=); "
+        "Df-test: on test samples of the forgotten class; "
         "MIA: share of Df the paper's entropy attack calls 'member' (target: retrain's value)."
     )
 
