@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from dampen.batches import Batches, ForwardFn
 from dampen.methods._common import (
     Clock,
     check_int,
@@ -22,7 +24,7 @@ from dampen.methods._common import (
 )
 from dampen.methods._streams import Tagged
 from dampen.registry import Request, register
-from dampen.training import train_
+from dampen.training import TrainLog, train_
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,34 @@ def run_amnesiac_(model: nn.Module, request: Request, config: AmnesiacConfig) ->
     retain = require_retain(request, "amnesiac")
     require_forget(request)
     generator = seeded_generator(request.seed)
+    optimizer = optimizer_for(model, config)
+    with clock.phase("train"):
+        log = train_relabelled_(
+            model,
+            retain,
+            request,
+            forward=forward,
+            generator=generator,
+            optimizer=optimizer,
+            epochs=config.epochs,
+            desc="amnesiac",
+        )
+    return train_stats("amnesiac", log, clock)
+
+
+def train_relabelled_(
+    model: nn.Module,
+    retain: Batches,
+    request: Request,
+    *,
+    forward: ForwardFn,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    desc: str,
+) -> TrainLog:
+    """Cross-entropy on retain batches and on forget batches relabelled at random, mixed in a
+    seeded order (Amnesiac's training; SalUn runs it on its salient weights only)."""
 
     def loss(model: nn.Module, item: tuple[str, Any]) -> Tensor:
         tag, batch = item
@@ -67,15 +97,12 @@ def run_amnesiac_(model: nn.Module, request: Request, config: AmnesiacConfig) ->
             targets = random_other_labels(targets, logits.shape[-1], generator)
         return F.cross_entropy(logits.float(), targets)
 
-    optimizer = optimizer_for(model, config)
-    with clock.phase("train"):
-        log = train_(
-            model,
-            Tagged([("retain", retain), ("forget", request.forget)], generator),
-            epochs=config.epochs,
-            optimizer=optimizer,
-            step_loss=loss,
-            progress=request.progress,
-            desc="amnesiac",
-        )
-    return train_stats("amnesiac", log, clock)
+    return train_(
+        model,
+        Tagged([("retain", retain), ("forget", request.forget)], generator),
+        epochs=epochs,
+        optimizer=optimizer,
+        step_loss=loss,
+        progress=request.progress,
+        desc=desc,
+    )

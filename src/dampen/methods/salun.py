@@ -25,16 +25,14 @@ from dampen.methods._common import (
     check_optimizer,
     forward_of,
     optimizer_for,
-    random_other_labels,
     require_forget,
     require_retain,
     seeded_generator,
 )
-from dampen.methods._streams import Tagged
+from dampen.methods.amnesiac import train_relabelled_
 from dampen.progress import progress_bar
 from dampen.registry import Request, register
 from dampen.state import preserved
-from dampen.training import train_
 
 
 @dataclass(frozen=True)
@@ -110,13 +108,6 @@ def run_salun_(model: nn.Module, request: Request, config: SalUnConfig) -> dict[
             model, params, request.forget, forward, config.threshold, progress=request.progress
         )
 
-    def loss(model: nn.Module, item: tuple[str, Any]) -> Tensor:
-        tag, batch = item
-        logits, targets = forward(model, batch)
-        if tag == "forget":
-            targets = random_other_labels(targets, logits.shape[-1], generator)
-        return F.cross_entropy(logits.float(), targets)
-
     optimizer = optimizer_for(model, config)
     kept = [p.detach().clone() for p in params]
 
@@ -136,13 +127,14 @@ def run_salun_(model: nn.Module, request: Request, config: SalUnConfig) -> dict[
     ]
     try:
         with clock.phase("train"):
-            log = train_(
+            log = train_relabelled_(
                 model,
-                Tagged([("retain", retain), ("forget", request.forget)], generator),
-                epochs=config.epochs,
+                retain,
+                request,
+                forward=forward,
+                generator=generator,
                 optimizer=optimizer,
-                step_loss=loss,
-                progress=request.progress,
+                epochs=config.epochs,
                 desc="salun",
             )
     finally:
