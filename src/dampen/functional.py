@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def selection_mask(imp_d: Tensor, imp_f: Tensor, alpha: float) -> Tensor:
@@ -77,6 +77,23 @@ def dampen_(
         else:
             param.copy_(param.to(factors.dtype) * factors)
     return selected
+
+
+def dampen_model_(
+    model: nn.Module,
+    imp_d: Mapping[str, Tensor],
+    imp_f: Mapping[str, Tensor],
+    *,
+    alpha: float,
+    lambda_: float = 1.0,
+    exponent: float = 1.0,
+    upper: float = 1.0,
+) -> dict[str, int]:
+    """:func:`dampen_` every named parameter of ``model``; selected counts per parameter."""
+    kw = {"alpha": alpha, "lambda_": lambda_, "exponent": exponent, "upper": upper}
+    return {
+        name: dampen_(p, imp_d[name], imp_f[name], **kw) for name, p in model.named_parameters()
+    }
 
 
 def assd_percentile_level(forget_samples: int, total_samples: int) -> float:

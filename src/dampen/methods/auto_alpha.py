@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from dampen.batches import Batches, ForwardFn, default_forward
-from dampen.functional import dampen_, selection_mask
+from dampen.functional import dampen_model_, selection_mask
 from dampen.state import preserved
 from dampen.store import Importance
 
@@ -137,14 +137,8 @@ class _Searcher:
 
     def apply(self, alpha: float) -> dict[str, int]:
         """Re-dampen the saved weights with ``alpha``; return selected counts per tensor."""
-        counts = {}
-        with torch.no_grad():
-            for name, p in self.model.named_parameters():
-                p.copy_(self.saved[name])
-                counts[name] = dampen_(
-                    p, self.imp_d[name], self.imp_f[name], alpha=alpha, **self.kw
-                )
-        return counts
+        self.restore()
+        return dampen_model_(self.model, self.imp_d, self.imp_f, alpha=alpha, **self.kw)
 
     def probe(self, k: int) -> _Probe:
         alpha = self.alpha_for(k)
@@ -167,6 +161,7 @@ class _Searcher:
         )
 
     def restore(self) -> None:
+        """Put the saved weights back."""
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 p.copy_(self.saved[name])

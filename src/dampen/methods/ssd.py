@@ -12,11 +12,10 @@ from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
 
-import torch
 from torch import nn
 
 from dampen.batches import loader_batch_size
-from dampen.functional import adaptive_alpha, dampen_
+from dampen.functional import adaptive_alpha, dampen_model_
 from dampen.measure import measure
 from dampen.methods.auto_alpha import AutoSettings, accuracy, auto_dampen_, forget_kind
 from dampen.methods.class_batches import ClassBatches
@@ -271,7 +270,7 @@ def ssd_(
         stats["importance"] = source
         return stats
     auto_report: dict[str, Any] | None = None
-    per_tensor: dict[str, int] = {}
+    per_tensor: dict[str, int]
     if alpha == "auto":
         outcome = auto_dampen_(
             model,
@@ -296,17 +295,9 @@ def ssd_(
             t = perf_counter()
         if isinstance(alpha, str):
             raise ValueError(f"alpha must be a number, None or 'auto'; got {alpha!r}")
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                per_tensor[name] = dampen_(
-                    p,
-                    imp_d[name],
-                    imp_f[name],
-                    alpha=alpha,
-                    lambda_=lambda_,
-                    exponent=exponent,
-                    upper=upper,
-                )
+        per_tensor = dampen_model_(
+            model, imp_d, imp_f, alpha=alpha, lambda_=lambda_, exponent=exponent, upper=upper
+        )
         seconds["dampen"] = perf_counter() - t
     seconds["total"] = perf_counter() - start
     stats = _stats(
