@@ -41,7 +41,13 @@ from dampen.bench._proofs import (
     run_method,
 )
 from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec
-from dampen.bench.runner import atomic_write_text, load_data, machine_info, write_json
+from dampen.bench.runner import (
+    atomic_write_text,
+    load_data,
+    machine_info,
+    torch_threads,
+    write_json,
+)
 from dampen.data.base import loader
 from dampen.data.scenarios import random_samples
 from dampen.eval import accuracy, collect_outputs
@@ -93,10 +99,7 @@ def run_challenge(
 ) -> dict[str, Any]:
     """Score every method; write ``results.json`` and ``results.md`` (resumable per row)."""
     say = log or (lambda _m: None)
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         started = perf_counter()
         data = load_data(config.data)
         scenario = random_samples(data, config.forget, seed=config.seed)
@@ -218,8 +221,6 @@ def run_challenge(
         write_json(out / "results.json", results, indent=1)
         atomic_write_text(out / "results.md", render_challenge(results))
         return results
-    finally:
-        torch.set_num_threads(threads)
 
 
 def render_challenge(results: dict[str, Any]) -> str:

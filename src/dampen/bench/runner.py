@@ -135,6 +135,18 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(count)`` for the block (``None``: unchanged), then back."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,12 +278,8 @@ class BenchRunner:
             FileNotFoundError: if a data set's files are missing (before any training).
             ValueError: if a scenario does not fit its data.
         """
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.config.threads or os.cpu_count() or 1)
-        try:
+        with torch_threads(self.config.threads or os.cpu_count() or 1):
             return self._run()
-        finally:
-            torch.set_num_threads(threads)
 
     def _run(self) -> dict[str, Any]:
         started = perf_counter()

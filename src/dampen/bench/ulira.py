@@ -47,7 +47,13 @@ from dampen.bench._proofs import (
     run_method,
 )
 from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
-from dampen.bench.runner import atomic_write_text, load_data, machine_info, write_json
+from dampen.bench.runner import (
+    atomic_write_text,
+    load_data,
+    machine_info,
+    torch_threads,
+    write_json,
+)
 from dampen.eval.ulira import fit_gaussians, likelihood_ratio, ulira_attack
 from dampen.recipe import cache_key, cached_train, init_model
 
@@ -234,10 +240,7 @@ def run_ulira(
         The results as written to ``out_dir/results.json``.
     """
     say = log or (lambda _m: None)
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         started = perf_counter()
         data = load_data(config.data)
         n = len(data.train)
@@ -291,8 +294,6 @@ def run_ulira(
         write_json(out / "results.json", results, indent=1)
         atomic_write_text(out / "results.md", render_ulira(results))
         return results
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _mean_metrics(records: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, float]]:
