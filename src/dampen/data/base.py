@@ -228,6 +228,33 @@ def loader(
     )
 
 
+def image_splits(
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    classes: tuple[str, ...],
+    name: str,
+    limit: int | None,
+    test_limit: int | None,
+    seed: int,
+    superclasses: dict[str, tuple[str, ...]] | None = None,
+) -> DataSplits:
+    """Splits from ``uint8`` images ``N×C×H×W`` and integer labels: seeded subsets of
+    ``limit`` / ``test_limit`` samples, pixels scaled to [0, 1] and standardised per channel
+    with the training statistics; the subset is recorded in the data set's name."""
+    keep_train = subsample(train[1], limit, seed, "limit")
+    keep_test = subsample(test[1], test_limit, seed + 1, "test_limit")
+    x_train = torch.from_numpy(train[0][keep_train]).float().div_(255.0)
+    x_test = torch.from_numpy(test[0][keep_test]).float().div_(255.0)
+    x_train, x_test = normalise(x_train, [x_test])
+    if limit is not None or test_limit is not None:
+        name += f"[limit={limit},test_limit={test_limit},seed={seed}]"
+    return DataSplits(
+        LabelledData(x_train.contiguous(), torch.from_numpy(train[1][keep_train]), classes, name),
+        LabelledData(x_test.contiguous(), torch.from_numpy(test[1][keep_test]), classes, name),
+        superclasses=superclasses,
+    )
+
+
 def normalise(train_x: Tensor, others: Iterable[Tensor]) -> list[Tensor]:
     """Standardise every tensor with the per-channel mean and std of ``train_x``."""
     mean = train_x.mean(dim=(0, 2, 3), keepdim=True)

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from dampen.data.base import DataSplits, LabelledData, normalise, subsample
+from dampen.data.base import DataSplits, image_splits
 
 DATA_ENV = "DAMPEN_DATA"
 """Environment variable naming the folder that holds the CIFAR folders when ``root`` is None."""
@@ -137,30 +136,6 @@ def _file(folder: Path, name: str) -> Path:
     return path
 
 
-def _splits(
-    train: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
-    classes: tuple[str, ...],
-    name: str,
-    limit: int | None,
-    test_limit: int | None,
-    seed: int,
-    superclasses: dict[str, tuple[str, ...]] | None = None,
-) -> DataSplits:
-    keep_train = subsample(train[1], limit, seed, "limit")
-    keep_test = subsample(test[1], test_limit, seed + 1, "test_limit")
-    x_train = torch.from_numpy(train[0][keep_train]).float().div_(255.0)
-    x_test = torch.from_numpy(test[0][keep_test]).float().div_(255.0)
-    x_train, x_test = normalise(x_train, [x_test])
-    if limit is not None or test_limit is not None:
-        name += f"[limit={limit},test_limit={test_limit},seed={seed}]"
-    return DataSplits(
-        LabelledData(x_train.contiguous(), torch.from_numpy(train[1][keep_train]), classes, name),
-        LabelledData(x_test.contiguous(), torch.from_numpy(test[1][keep_test]), classes, name),
-        superclasses=superclasses,
-    )
-
-
 def load_cifar10(
     root: str | os.PathLike[str] | None = None,
     *,
@@ -193,7 +168,7 @@ def load_cifar10(
 
     train = read([f"data_batch_{i}" for i in range(1, 6)])
     test = read(["test_batch"])
-    return _splits(train, test, classes, "cifar10", limit, test_limit, seed)
+    return image_splits(train, test, classes, "cifar10", limit, test_limit, seed)
 
 
 def _read_cifar100(
@@ -248,7 +223,7 @@ def load_cifar100(
     images, fine, coarse = splits["train"]
     groups = _superclasses(fine, coarse, fine_names, coarse_names)
     test_images, test_fine, _ = splits["test"]
-    return _splits(
+    return image_splits(
         (images, fine),
         (test_images, test_fine),
         fine_names,
@@ -279,7 +254,7 @@ def load_cifar20(
     splits, _, coarse_names = _read_cifar100(root)
     images, _, coarse = splits["train"]
     test_images, _, test_coarse = splits["test"]
-    return _splits(
+    return image_splits(
         (images, coarse),
         (test_images, test_coarse),
         coarse_names,

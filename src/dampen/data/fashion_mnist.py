@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from dampen.data.base import DataSplits, LabelledData, normalise, subsample
+from dampen.data.base import DataSplits, image_splits
 
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where ``apt-get install dataset-fashion-mnist`` puts the IDX files."""
@@ -136,18 +135,13 @@ def load_fashion_mnist(
         )
     train_images, train_labels = _read_split(folder, "train")
     test_images, test_labels = _read_split(folder, "test")
-    keep_train = subsample(train_labels, limit, seed, "limit")
-    keep_test = subsample(test_labels, test_limit, seed + 1, "test_limit")
-    x_train = torch.from_numpy(train_images[keep_train]).float().div_(255.0).unsqueeze(1)
-    x_test = torch.from_numpy(test_images[keep_test]).float().div_(255.0).unsqueeze(1)
-    x_train, x_test = normalise(x_train, [x_test])
-    name = "fashion-mnist"
-    if limit is not None or test_limit is not None:
-        name += f"[limit={limit},test_limit={test_limit},seed={seed}]"
-    y_train = torch.from_numpy(train_labels[keep_train].astype(np.int64))
-    y_test = torch.from_numpy(test_labels[keep_test].astype(np.int64))
-    return DataSplits(
-        LabelledData(x_train.contiguous(), y_train, FASHION_MNIST_CLASSES, name),
-        LabelledData(x_test.contiguous(), y_test, FASHION_MNIST_CLASSES, name),
-        superclasses=FASHION_MNIST_SUPERCLASSES,
+    return image_splits(
+        (train_images[:, None], train_labels.astype(np.int64)),
+        (test_images[:, None], test_labels.astype(np.int64)),
+        FASHION_MNIST_CLASSES,
+        "fashion-mnist",
+        limit,
+        test_limit,
+        seed,
+        FASHION_MNIST_SUPERCLASSES,
     )
