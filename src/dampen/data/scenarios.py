@@ -64,6 +64,15 @@ def _check_data(data: object) -> DataSplits:
     return data
 
 
+def _by_label(data: DataSplits, label: int, argument: str) -> tuple[Tensor, ...]:
+    """Training and test positions with and without ``label``: forget, retain, forget_test,
+    retain_test. Raises ValueError naming ``argument`` when no training sample has it."""
+    forget, retain = _split(data.train.y == label)
+    if forget.numel() == 0:
+        raise ValueError(f"{argument} has no training samples in {data.name}")
+    return (forget, retain, *_split(data.test.y == label))
+
+
 def full_class(data: DataSplits, cls: int | str) -> Scenario:
     """Forget every training sample of class ``cls`` (index or name).
 
@@ -72,10 +81,7 @@ def full_class(data: DataSplits, cls: int | str) -> Scenario:
     """
     data = _check_data(data)
     label = data.train.class_index(cls, "cls")
-    forget, retain = _split(data.train.y == label)
-    if forget.numel() == 0:
-        raise ValueError(f"cls={cls!r} has no training samples in {data.name}")
-    forget_test, retain_test = _split(data.test.y == label)
+    forget, retain, forget_test, retain_test = _by_label(data, label, f"cls={cls!r}")
     class_name = data.classes[label]
     return Scenario(
         name=f"{data.name}/full_class/{class_name}",
@@ -149,10 +155,7 @@ def sub_class(
             f"fine_class={data.classes[label]!r} is alone in its superclass "
             f"{names[label_map[label]]!r}: sub-class forgetting would forget the whole class"
         )
-    forget, retain = _split(data.train.y == label)
-    if forget.numel() == 0:
-        raise ValueError(f"fine_class={fine_class!r} has no training samples in {data.name}")
-    forget_test, retain_test = _split(data.test.y == label)
+    forget, retain, forget_test, retain_test = _by_label(data, label, f"fine_class={fine_class!r}")
     mapped = DataSplits(
         data.train.relabel(label_map, names),
         data.test.relabel(label_map, names),
