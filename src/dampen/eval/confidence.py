@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dampen.eval.functional import ArrayLike, to_cpu_tensor
+from dampen.eval.functional import ArrayLike, logits_and_targets
 
 
 def logit_scaled_confidence(logits: ArrayLike, targets: ArrayLike) -> Tensor:
@@ -27,17 +27,7 @@ def logit_scaled_confidence(logits: ArrayLike, targets: ArrayLike) -> Tensor:
             out of range.
         TypeError: if ``targets`` are not integers.
     """
-    lt = to_cpu_tensor(logits, "logits")
-    tt = to_cpu_tensor(targets, "targets", dtype=None)
-    if lt.dim() != 2 or lt.shape[1] < 2:
-        raise ValueError(f"logits must have shape [n, classes >= 2], got {tuple(lt.shape)}")
-    if tt.dim() != 1 or tt.shape[0] != lt.shape[0]:
-        raise ValueError(
-            f"targets must have shape [n] matching logits; got {tuple(tt.shape)} and "
-            f"{tuple(lt.shape)}"
-        )
-    if tt.is_floating_point() or tt.is_complex() or tt.dtype == torch.bool:
-        raise TypeError(f"targets must be integer class indices, got dtype {tt.dtype}")
+    lt, tt = logits_and_targets(logits, targets, logits_dtype=torch.float64, min_classes=2)
     tt = tt.to(torch.long)
     if len(tt) and (int(tt.min()) < 0 or int(tt.max()) >= lt.shape[1]):
         raise ValueError(f"targets must lie in [0, {lt.shape[1]}), got [{tt.min()}, {tt.max()}]")

@@ -61,6 +61,35 @@ def _paired(p: ArrayLike, q: ArrayLike) -> tuple[Tensor, Tensor]:
     return pt, qt
 
 
+def logits_and_targets(
+    logits: ArrayLike,
+    targets: ArrayLike,
+    *,
+    logits_dtype: torch.dtype | None,
+    min_classes: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """CPU tensors of scores ``[n, classes >= min_classes]`` and integer targets ``[n]``.
+
+    Raises:
+        ValueError: if the shapes do not fit.
+        TypeError: if ``targets`` are not integers.
+    """
+    lt = to_cpu_tensor(logits, "logits", dtype=logits_dtype)
+    tt = to_cpu_tensor(targets, "targets", dtype=None)
+    if lt.dim() != 2 or lt.shape[1] < min_classes:
+        raise ValueError(
+            f"logits must have shape [n, classes >= {min_classes}], got {tuple(lt.shape)}"
+        )
+    if tt.dim() != 1 or tt.shape[0] != lt.shape[0]:
+        raise ValueError(
+            f"targets must have shape [n] matching logits [n, classes]; got targets "
+            f"{tuple(tt.shape)} and logits {tuple(lt.shape)}"
+        )
+    if tt.is_floating_point() or tt.is_complex() or tt.dtype == torch.bool:
+        raise TypeError(f"targets must be integer class indices, got dtype {tt.dtype}")
+    return lt, tt
+
+
 def correct_count(logits: ArrayLike, targets: ArrayLike) -> int:
     """Number of samples whose arg-max logit equals the target class.
 
@@ -72,17 +101,7 @@ def correct_count(logits: ArrayLike, targets: ArrayLike) -> int:
         ValueError: if the shapes do not match.
         TypeError: if ``targets`` are not integers.
     """
-    lt = to_cpu_tensor(logits, "logits", dtype=None)
-    tt = to_cpu_tensor(targets, "targets", dtype=None)
-    if lt.dim() != 2:
-        raise ValueError(f"logits must have shape [n, classes], got {tuple(lt.shape)}")
-    if tt.dim() != 1 or tt.shape[0] != lt.shape[0]:
-        raise ValueError(
-            f"targets must have shape [n] matching logits [n, classes]; got targets "
-            f"{tuple(tt.shape)} and logits {tuple(lt.shape)}"
-        )
-    if tt.is_floating_point() or tt.is_complex() or tt.dtype == torch.bool:
-        raise TypeError(f"targets must be integer class indices, got dtype {tt.dtype}")
+    lt, tt = logits_and_targets(logits, targets, logits_dtype=None)
     if lt.shape[0] == 0:
         return 0
     return int((lt.argmax(dim=1) == tt.to(torch.long)).sum().item())
