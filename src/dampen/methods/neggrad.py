@@ -24,7 +24,7 @@ from dampen.methods._common import (
 )
 from dampen.methods._streams import Paired
 from dampen.registry import Request, register
-from dampen.training import train_
+from dampen.training import StepLoss, train_
 
 
 @dataclass(frozen=True)
@@ -81,27 +81,23 @@ def run_neggrad_(model: nn.Module, request: Request, config: NegGradConfig) -> d
         ) * F.cross_entropy(logits_f.float(), targets_f)
 
     optimizer = optimizer_for(model, config)
+    stream: Any
+    loss: StepLoss
+    if retain is None:
+        stream, loss, desc = request.forget, ascent, "neggrad"
+    else:
+        stream = Paired(retain, request.forget, other_name="forget set")
+        loss, desc = ascent_plus, "neggrad+"
     with clock.phase("train"):
-        if retain is None:
-            log = train_(
-                model,
-                request.forget,
-                epochs=config.epochs,
-                optimizer=optimizer,
-                step_loss=ascent,
-                progress=request.progress,
-                desc="neggrad",
-            )
-        else:
-            log = train_(
-                model,
-                Paired(retain, request.forget, other_name="forget set"),
-                epochs=config.epochs,
-                optimizer=optimizer,
-                step_loss=ascent_plus,
-                progress=request.progress,
-                desc="neggrad+",
-            )
+        log = train_(
+            model,
+            stream,
+            epochs=config.epochs,
+            optimizer=optimizer,
+            step_loss=loss,
+            progress=request.progress,
+            desc=desc,
+        )
     return {
         "method": "neggrad",
         "plus": config.plus,
