@@ -12,7 +12,7 @@ import torch
 import dampen
 from conftest import loader, make_data, make_model, same_state, state_copy
 from dampen.methods.auto_alpha import _Searcher, accuracy, forget_kind
-from dampen.training import train_
+from dampen.methods.training import train_
 
 
 def _setup(n: int = 100) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, dampen.Importance]:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import dampen
 from conftest import loader, make_data, make_model
-from dampen.cli_model import forget_cmd, importance_cmd
+from dampen.cli.model import forget_cmd, importance_cmd
 
 USER_MODULE = textwrap.dedent(
     """

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import dampen
 from dampen import registry
-from dampen.training import train_
+from dampen.methods.training import train_
 
 METHODS = dampen.methods()
 CLASSES = 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dampen.demo import format_table, run_demo
+from dampen.cli.demo import format_table, run_demo
 
 
 def test_demo_rows_and_what_they_show(tmp_path: Path) -> None:

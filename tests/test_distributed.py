@@ -13,7 +13,7 @@ import torch
 
 import dampen
 from conftest import loader, make_data, make_model
-from dampen.distributed import shard_batches
+from dampen.importances.distributed import shard_batches
 
 HERE = Path(__file__).parent
 

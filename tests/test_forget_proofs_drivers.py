@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dampen.bench.challenge import challenge_digits, run_challenge
 from dampen.bench.config import MethodSpec, ModelSpec
-from dampen.bench.ulira import ULiRAConfig, membership, run_ulira, ulira_digits
+from dampen.proofs.challenge import challenge_digits, run_challenge
+from dampen.proofs.ulira import ULiRAConfig, membership, run_ulira, ulira_digits
 
 TINY = ModelSpec(
     "cnn",

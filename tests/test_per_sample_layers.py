@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dampen.estimators import accumulate
-from dampen.per_sample_layers import supports
-from dampen.state import preserved
+from dampen.core.state import preserved
+from dampen.importances.estimators import accumulate
+from dampen.importances.per_sample_layers import supports
 
 
 class Mixed(nn.Module):

@@ -59,7 +59,7 @@ def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Monk
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("dampen.store.save_file", boom)
+    monkeypatch.setattr("dampen.importances.store.save_file", boom)
     with pytest.raises(OSError, match="disk full"):
         imp.save(path)
     assert path.read_bytes() == before

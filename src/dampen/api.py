@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from dampen import registry
-from dampen.batches import Batches, ForwardFn
-from dampen.measure import measure
+from dampen.core.batches import Batches, ForwardFn
+from dampen.importances.measure import measure
+from dampen.importances.store import Importance
 from dampen.registry import Request
-from dampen.store import Importance
 
 
 def importance(

@@ -27,10 +27,10 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dampen.batches import model_device
+from dampen.core.batches import model_device
 from dampen.data.base import DataSplits, Indices, LabelledData, as_index_tensor, loader
+from dampen.methods.training import StepLoss, TrainLog, cross_entropy_loss, train_
 from dampen.models import build_model
-from dampen.training import StepLoss, TrainLog, cross_entropy_loss, train_
 
 CACHE_FORMAT = 1
 """Version of the cache layout; part of every cache key."""

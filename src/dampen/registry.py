@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from dampen.batches import Batches, ForwardFn
-from dampen.store import Importance
+from dampen.core.batches import Batches, ForwardFn
+from dampen.importances.store import Importance
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,6 @@ def register(name: str, config_cls: type, *, validates_first: bool = False) -> C
 
 def get(name: str) -> MethodSpec:
     """The method registered as ``name``; ``ValueError`` listing the names otherwise."""
-    _load_builtin_methods()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -107,9 +106,4 @@ def get(name: str) -> MethodSpec:
 
 def names() -> list[str]:
     """Names of every registered method, sorted."""
-    _load_builtin_methods()
     return sorted(_REGISTRY)
-
-
-def _load_builtin_methods() -> None:
-    import dampen.methods  # noqa: F401  (importing registers the built-in methods)

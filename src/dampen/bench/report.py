@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dampen.bench.runner import atomic_write_text
+from dampen.core.files import atomic_write_text
 
 COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("Dr", ("retain_acc",), True),

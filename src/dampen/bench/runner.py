@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,12 +34,13 @@ from dampen._version import __version__
 from dampen.api import importance as compute_importance
 from dampen.api import unlearn
 from dampen.bench.config import SSD_FAMILY, BenchConfig, DataSpec, MethodSpec, ScenarioSpec
+from dampen.core.files import atomic_write_text
 from dampen.data import load_dataset
 from dampen.data.base import DataSplits, LabelledData, loader, subsample
 from dampen.data.scenarios import Scenario, full_class, random_samples, sub_class
 from dampen.eval import evaluate
+from dampen.importances.store import Importance
 from dampen.recipe import cache_key, cached_train, init_model
-from dampen.store import Importance
 
 RESULTS_FORMAT = 1
 """Version of the ``results.json`` layout; part of every cell digest."""
@@ -145,20 +145,6 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def finite_json(value: Any) -> Any:

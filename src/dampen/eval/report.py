@@ -18,11 +18,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dampen.batches import ForwardFn, default_forward
+from dampen.core.batches import ForwardFn, default_forward
+from dampen.core.progress import progress_bar
 from dampen.eval.functional import accuracy, activation_distance, entropy, js_divergence
 from dampen.eval.mia import loss_threshold_mia, paper_mia
 from dampen.eval.population import SVCMIA, svc_mia, zrf
-from dampen.progress import progress_bar
 
 REQUIRED_SPLITS = ("retain", "forget", "test")
 """Splits :func:`evaluate` cannot do without."""

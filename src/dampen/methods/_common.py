@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dampen.batches import Batches, ForwardFn, default_forward
+from dampen.core.batches import Batches, ForwardFn, default_forward
+from dampen.methods.training import TrainLog
 from dampen.registry import Request
-from dampen.training import TrainLog
 
 OPTIMIZERS = ("sgd", "adam")
 """Optimiser names a baseline config accepts."""
@@ -128,7 +128,7 @@ def require_forget(request: Request) -> Any:
 
 
 def forward_of(request: Request) -> ForwardFn:
-    """The caller's ``forward`` or :func:`dampen.batches.default_forward`."""
+    """The caller's ``forward`` or :func:`dampen.core.batches.default_forward`."""
     return request.forward or default_forward
 
 

@@ -1,6 +1,6 @@
 """Re-iterable views over batch streams, for methods that train on more than one data set.
 
-Each object can be passed to :func:`dampen.training.train_` as ``batches``: every pass
+Each object can be passed to :func:`dampen.methods.training.train_` as ``batches``: every pass
 (epoch) iterates the underlying loaders afresh and draws new random choices from the
 method's seeded generator. ``len()`` works when the underlying loaders have a length, so
 progress bars show totals.

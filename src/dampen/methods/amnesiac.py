@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dampen.batches import Batches, ForwardFn
+from dampen.core.batches import Batches, ForwardFn
 from dampen.methods._common import (
     Clock,
     check_int,
@@ -23,8 +23,8 @@ from dampen.methods._common import (
     train_stats,
 )
 from dampen.methods._streams import Tagged
+from dampen.methods.training import TrainLog, train_
 from dampen.registry import Request, register
-from dampen.training import TrainLog, train_
 
 
 @dataclass(frozen=True)

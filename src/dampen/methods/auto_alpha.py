@@ -39,10 +39,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dampen.batches import Batches, ForwardFn, default_forward
+from dampen.core.batches import Batches, ForwardFn, default_forward
+from dampen.core.state import preserved
 from dampen.functional import dampen_model_, selection_mask
-from dampen.state import preserved
-from dampen.store import Importance
+from dampen.importances.store import Importance
 
 
 @dataclass(frozen=True)

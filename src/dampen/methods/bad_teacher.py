@@ -30,8 +30,8 @@ from dampen.methods._common import (
 )
 from dampen.methods._fresh import ModelFactory, check_factory, fresh_copy
 from dampen.methods._streams import Subsampled, Tagged
+from dampen.methods.training import train_
 from dampen.registry import Request, register
-from dampen.training import train_
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dampen.batches import Batches, split_batch
+from dampen.core.batches import Batches, split_batch
 
 
 def _take(value: Any, mask: Tensor, n: int) -> Any:

@@ -16,8 +16,8 @@ from dampen.methods._common import (
     require_retain,
     train_stats,
 )
+from dampen.methods.training import cross_entropy_loss, train_
 from dampen.registry import Request, register
-from dampen.training import cross_entropy_loss, train_
 
 
 @dataclass(frozen=True)

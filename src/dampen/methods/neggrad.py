@@ -23,8 +23,8 @@ from dampen.methods._common import (
     require_retain,
 )
 from dampen.methods._streams import Paired
+from dampen.methods.training import StepLoss, train_
 from dampen.registry import Request, register
-from dampen.training import StepLoss, train_
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from dampen.methods._common import (
     require_retain,
 )
 from dampen.methods._fresh import ModelFactory, check_factory, refresh_
+from dampen.methods.training import cross_entropy_loss, train_
 from dampen.registry import Request, register
-from dampen.training import cross_entropy_loss, train_
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dampen.batches import Batches, ForwardFn
+from dampen.core.batches import Batches, ForwardFn
+from dampen.core.progress import progress_bar
+from dampen.core.state import preserved
 from dampen.methods._common import (
     Clock,
     check_fraction,
@@ -30,9 +32,7 @@ from dampen.methods._common import (
     seeded_generator,
 )
 from dampen.methods.amnesiac import train_relabelled_
-from dampen.progress import progress_bar
 from dampen.registry import Request, register
-from dampen.state import preserved
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from dampen.methods._common import (
     require_forget,
     require_retain,
 )
+from dampen.methods.training import train_
 from dampen.registry import Request, register
-from dampen.training import train_
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from typing import Any
 
 from torch import nn
 
-from dampen.batches import loader_batch_size
+from dampen.core.batches import loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_model_
-from dampen.measure import measure
+from dampen.importances.measure import measure
+from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import AutoSettings, accuracy, auto_dampen_, forget_kind
 from dampen.methods.class_batches import ClassBatches
 from dampen.registry import FORGET_IMPORTANCE, Request, register
-from dampen.store import Importance
 
 
 def _positive(name: str, value: float) -> None:

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dampen.batches import ForwardFn, logits_only, model_device, split_batch
+from dampen.core.batches import ForwardFn, logits_only, model_device, split_batch
+from dampen.core.state import preserved
 from dampen.methods._common import (
     Clock,
     check_int,
@@ -28,9 +29,8 @@ from dampen.methods._common import (
     seeded_generator,
 )
 from dampen.methods._streams import Tagged
+from dampen.methods.training import StepLoss, train_
 from dampen.registry import Request, register
-from dampen.state import preserved
-from dampen.training import StepLoss, train_
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dampen.data.base import loader
 from dampen.data.digits import load_digits
 from dampen.data.scenarios import Scenario, full_class
 from dampen.eval import evaluate
+from dampen.methods.training import train_
 from dampen.models.cnn import SmallCNN
-from dampen.training import train_
 
 BATCH = 64
 HELDOUT = 100

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from dampen.bench._proofs import ProofConfig
+from dampen.proofs.common import ProofConfig
 
 
 def _command(name: str, preset: str, changes: Mapping[str, object]) -> str:
@@ -67,7 +67,7 @@ def ulira_cmd(
 
     Resumable: shadow records and trainings are kept in OUT; a second run reuses them.
     """
-    from dampen.bench.ulira import ULIRA_PRESETS, run_ulira
+    from dampen.proofs.ulira import ULIRA_PRESETS, run_ulira
 
     flags = {
         "out": out_dir,
@@ -101,9 +101,9 @@ def challenge_cmd(
 ) -> None:
     """The NeurIPS 2023 unlearning challenge score (per-example ε, utility ratios).
 
-    SSD-family methods run in a seeded stochastic mode (see dampen.bench.challenge).
+    SSD-family methods run in a seeded stochastic mode (see dampen.proofs.challenge).
     """
-    from dampen.bench.challenge import CHALLENGE_PRESETS, run_challenge
+    from dampen.proofs.challenge import CHALLENGE_PRESETS, run_challenge
 
     flags = {"out": out_dir, "cache": cache_dir, "models": models, "threads": threads}
     _run_preset("challenge", CHALLENGE_PRESETS[preset_name](), run_challenge, flags, preset_name)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from dampen.batches import Batches, ForwardFn, loader_batch_size
-from dampen.distributed import all_reduce_sums_, rank_and_world, shard_batches, unwrap
-from dampen.estimators import accumulate, check_estimator
-from dampen.state import preserved
-from dampen.store import Fingerprint, Importance
+from dampen.core.batches import Batches, ForwardFn, loader_batch_size
+from dampen.core.state import preserved
+from dampen.importances.distributed import all_reduce_sums_, rank_and_world, shard_batches, unwrap
+from dampen.importances.estimators import accumulate, check_estimator
+from dampen.importances.store import Fingerprint, Importance
 
 
 def measure(
@@ -26,8 +26,9 @@ def measure(
 ) -> Importance:
     """Compute the importance of ``batches`` for ``model``.
 
-    In a process group every rank's sums and counts are summed (see :mod:`dampen.distributed`);
-    ``shard=True`` makes each rank take every world-th batch of ``batches`` itself.
+    In a process group every rank's sums and counts are summed (see
+    :mod:`dampen.importances.distributed`); ``shard=True`` makes each rank take every
+    world-th batch of ``batches`` itself.
 
     Raises:
         ValueError: naming ``what`` when it holds no samples.

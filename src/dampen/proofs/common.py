@@ -1,4 +1,4 @@
-"""Shared pieces of the per-example drivers (:mod:`dampen.bench.ulira`, ``challenge``).
+"""Shared pieces of the per-example drivers (:mod:`dampen.proofs.ulira`, ``challenge``).
 
 Outputs and population metrics of one model on index sets, and one unlearning call with the
 importance of D taken from a disk cache.
@@ -32,7 +32,7 @@ from dampen.eval import (
     zrf,
 )
 from dampen.eval.report import Outputs
-from dampen.store import Importance
+from dampen.importances.store import Importance
 
 EVAL_BATCH = 512
 
@@ -185,7 +185,7 @@ def run_method(
 
     SSD family: with ``importance`` (of ``train``); with ``stochastic_fraction`` instead, the
     importance of D is computed on a seeded random share of ``train`` and the forget batches
-    are shuffled with ``seed`` — the seeded stochastic mode of :mod:`dampen.bench.challenge`.
+    are shuffled with ``seed`` — the seeded stochastic mode of :mod:`dampen.proofs.challenge`.
     Baselines get ``retain = train \\ forget``, shuffled with ``seed``. ``heldout`` test samples
     (``spec.heldout``) are drawn with ``seed``.
     """

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dampen.estimators import Sums
+from dampen.importances.estimators import Sums
 
 T = TypeVar("T")
 

@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 import dampen
-from dampen.distributed import init_from_env, rank_and_world
-from dampen.userspec import build_model, load_weights_, parse_option, resolve, save_weights
+from dampen.cli.userspec import build_model, load_weights_, parse_option, resolve, save_weights
+from dampen.importances.distributed import init_from_env, rank_and_world
 
 
 def _fail(e: Exception) -> click.ClickException:

@@ -8,8 +8,8 @@ import click
 
 from dampen._version import __version__
 from dampen.bench.presets import PRESETS
-from dampen.cli_model import forget_cmd, importance_cmd
-from dampen.cli_proofs import challenge_cmd, ulira_cmd
+from dampen.cli.model import forget_cmd, importance_cmd
+from dampen.cli.proofs import challenge_cmd, ulira_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,7 +44,7 @@ def demo(forget_class: int, seed: int, epochs: int, out_dir: Path | None) -> Non
     """Train a small CNN on scikit-learn's digits and forget one class with SSD, ASSD and auto.
 
     Auto runs twice: alone, and with held-out test samples of the other classes as its guard."""
-    from dampen.demo import format_table, run_demo
+    from dampen.cli.demo import format_table, run_demo
 
     click.echo(f"dampen {__version__} demo: digits, small CNN, forgetting class {forget_class}")
     rows = run_demo(forget_class, seed=seed, epochs=epochs, out_dir=out_dir)

@@ -1,7 +1,7 @@
 """Importance estimators (SPEC §1): passes over data that sum squared or absolute gradients.
 
 Each pass returns raw *sums* and *counts* so results from shards or later updates add up
-exactly; :class:`dampen.store.Importance` divides them into means.
+exactly; :class:`dampen.importances.store.Importance` divides them into means.
 
 - ``batch_sq``: per batch b, ``(dL_b/dθ)²`` with L_b the batch's mean cross-entropy; the unit
   counted is the batch.
@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from dampen.batches import Batches, ForwardFn, default_forward, logits_only, split_batch
-from dampen.per_sample_layers import LayerwisePerSample, supports
-from dampen.progress import progress_bar
+from dampen.core.batches import Batches, ForwardFn, default_forward, logits_only, split_batch
+from dampen.core.progress import progress_bar
+from dampen.importances.per_sample_layers import LayerwisePerSample, supports
 
 Estimator = Literal["batch_sq", "per_sample", "lf"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
@@ -116,10 +116,10 @@ def accumulate(
     """Run one pass of ``estimator`` over ``batches`` and add into ``sums`` (new when None).
 
     The caller is responsible for the model's mode and ``requires_grad`` flags
-    (see :func:`dampen.state.preserved`). ``per_sample_impl`` picks how ``per_sample`` is
-    computed: ``"layers"`` (hooks on common layers, see :mod:`dampen.per_sample_layers`),
-    ``"vmap"`` (``torch.func``, any model) or ``"auto"`` (layers when the model qualifies and
-    no ``chunk_size`` is forced).
+    (see :func:`dampen.core.state.preserved`). ``per_sample_impl`` picks how ``per_sample`` is
+    computed: ``"layers"`` (hooks on common layers, see
+    :mod:`dampen.importances.per_sample_layers`), ``"vmap"`` (``torch.func``, any model) or
+    ``"auto"`` (layers when the model qualifies and no ``chunk_size`` is forced).
     """
     check_estimator(estimator)
     params = named_parameters(model)

@@ -36,7 +36,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from dampen.bench._proofs import (
+from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
+from dampen.bench.runner import (
+    load_data,
+    machine_info,
+    torch_threads,
+    write_json,
+)
+from dampen.core.files import atomic_write_text
+from dampen.eval.ulira import fit_gaussians, likelihood_ratio, ulira_attack
+from dampen.proofs.common import (
     DIGITS_CNN,
     ProofConfig,
     cached_importance,
@@ -46,15 +55,6 @@ from dampen.bench._proofs import (
     random_forgetting_rows,
     run_method,
 )
-from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec, ModelSpec
-from dampen.bench.runner import (
-    atomic_write_text,
-    load_data,
-    machine_info,
-    torch_threads,
-    write_json,
-)
-from dampen.eval.ulira import fit_gaussians, likelihood_ratio, ulira_attack
 from dampen.recipe import cache_key, cached_train, init_model
 
 REFERENCE = "original"
@@ -63,7 +63,7 @@ REFERENCE = "original"
 
 @dataclass(frozen=True)
 class ULiRAConfig(ProofConfig):
-    """A U-LiRA run (the shared fields: :class:`~dampen.bench._proofs.ProofConfig`).
+    """A U-LiRA run (the shared fields: :class:`~dampen.proofs.common.ProofConfig`).
 
     Attributes:
         shadows: ``K``, even, at least 6; every shadow is also a target once.

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dampen.batches import ForwardFn, default_forward
-from dampen.progress import progress_bar
+from dampen.core.batches import ForwardFn, default_forward
+from dampen.core.progress import progress_bar
 
 StepLoss = Callable[[nn.Module, Any], Tensor]
 """``step_loss(model, batch) -> scalar loss`` for one optimisation step."""

@@ -30,7 +30,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from dampen.bench._proofs import (
+from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec
+from dampen.bench.runner import (
+    load_data,
+    machine_info,
+    torch_threads,
+    write_json,
+)
+from dampen.core.files import atomic_write_text
+from dampen.data.base import loader
+from dampen.data.scenarios import random_samples
+from dampen.eval import accuracy, collect_outputs
+from dampen.eval.challenge import challenge_score
+from dampen.proofs.common import (
     DIGITS_CNN,
     EVAL_BATCH,
     ProofConfig,
@@ -40,18 +52,6 @@ from dampen.bench._proofs import (
     random_forgetting_rows,
     run_method,
 )
-from dampen.bench.config import SSD_FAMILY, DataSpec, MethodSpec
-from dampen.bench.runner import (
-    atomic_write_text,
-    load_data,
-    machine_info,
-    torch_threads,
-    write_json,
-)
-from dampen.data.base import loader
-from dampen.data.scenarios import random_samples
-from dampen.eval import accuracy, collect_outputs
-from dampen.eval.challenge import challenge_score
 from dampen.recipe import cache_key, cached_train
 
 STOCHASTIC_FRACTION = 0.9
@@ -60,7 +60,7 @@ STOCHASTIC_FRACTION = 0.9
 
 @dataclass(frozen=True)
 class ChallengeConfig(ProofConfig):
-    """A challenge-score run (the shared fields: :class:`~dampen.bench._proofs.ProofConfig`).
+    """A challenge-score run (the shared fields: :class:`~dampen.proofs.common.ProofConfig`).
 
     Attributes:
         deterministic: labels of SSD-family rows to run deterministically as well (SSD-family
