@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dampen import registry
-from dampen.core.batches import Batches, ForwardFn
+from dampen.core.batches import Batches, ForwardFn, checked_forward
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
 from dampen.registry import Request
@@ -58,7 +58,7 @@ def importance(
         model,
         batches,
         estimator=estimator,
-        forward=forward,
+        forward=checked_forward(forward),
         progress=progress,
         chunk_size=chunk_size,
         shard=shard,
@@ -100,6 +100,7 @@ def unlearn(
     heldout: Batches | None = None,
     forward: ForwardFn | None = None,
     inplace: bool = False,
+    check_values: bool = True,
     progress: bool = False,
     seed: int = 0,
     **config: Any,
@@ -117,10 +118,17 @@ def unlearn(
             set's distribution for sample forgetting (the target level), from retained
             classes for class forgetting (a collapse guard).
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
-        inplace: change ``model`` itself instead of a copy.
+        inplace: change ``model`` itself instead of a copy. The request is all-or-nothing: on
+            any error (also ``KeyboardInterrupt``) the model's parameters and buffers are
+            restored bit for bit.
+        check_values: refuse an ``importance`` computed for other weights of this model (a
+            stale one). Pass False only when the model was unlearned by dampen since the
+            importance was stored (or use :meth:`Importance.rebind`).
         progress: show progress bars.
         seed: seed for anything random the method does.
         **config: the method's options (see its config class), e.g. ``alpha=10.0``.
+
+    The call works under ``torch.no_grad()`` too: gradients are switched on inside it.
 
     Raises:
         ValueError, TypeError: for bad input; the model is then unchanged.
@@ -134,18 +142,25 @@ def unlearn(
         train=train,
         retain=retain,
         heldout=heldout,
-        forward=forward,
+        forward=checked_forward(forward),
         original=model,
         progress=progress,
         seed=seed,
+        check_values=check_values,
     )
-    work = model if inplace and spec.validates_first else copy.deepcopy(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        stats = spec.run(work, request, cfg)
-    if inplace and work is not model:
-        _copy_state_(model, work)
-        work = model
+    saved = _snapshot(model) if inplace else None
+    try:
+        work = model if inplace and spec.validates_first else copy.deepcopy(model)
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            torch.manual_seed(seed)
+            stats = spec.run(work, request, cfg)
+        if inplace and work is not model:
+            _copy_state_(model, work)
+            work = model
+    except BaseException:
+        if saved is not None:
+            _restore_(model, saved)
+        raise
     forget_imp = stats.pop(registry.FORGET_IMPORTANCE, None)
     return UnlearnResult(
         model=work, method=method, config=cfg, stats=stats, forget_importance=forget_imp
@@ -160,6 +175,18 @@ def methods() -> list[str]:
 def _check_module(model: Any) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+
+
+def _snapshot(model: nn.Module) -> list[torch.Tensor]:
+    """Copies of every parameter and buffer, to undo a failed in-place request."""
+    with torch.no_grad():
+        return [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
+
+
+def _restore_(model: nn.Module, saved: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for t, s in zip((*model.parameters(), *model.buffers()), saved, strict=True):
+            t.copy_(s)
 
 
 def _copy_state_(dst: nn.Module, src: nn.Module) -> None:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dampen.core.batches import model_device
+from dampen.core.files import atomic_write
 from dampen.data.base import DataSplits, Indices, LabelledData, as_index_tensor, loader
 from dampen.methods.training import StepLoss, TrainLog, cross_entropy_loss, train_
 from dampen.models import build_model
@@ -307,18 +307,6 @@ def cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def cached_train(
     config: TrainConfig,
     data: LabelledData | DataSplits,
@@ -353,7 +341,7 @@ def cached_train(
             model = init_model(config, train, seed=seed, device=device)
     log = fit_(model, config, train, indices, seed=seed, progress=progress)
     model.eval()
-    _atomic_write(weights, lambda tmp: save_model(model, tmp, metadata={"key": key}))
+    atomic_write(weights, lambda tmp: save_model(model, tmp, metadata={"key": key}))
     meta = {
         "key": key,
         "format": CACHE_FORMAT,
@@ -366,5 +354,5 @@ def cached_train(
         "steps": log.steps,
         "torch": torch.__version__,
     }
-    _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return model

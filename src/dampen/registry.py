@@ -27,6 +27,7 @@ class Request:
         original: the caller's model, untouched (a teacher for distillation baselines).
         progress: show progress bars.
         seed: seed for anything random the method does.
+        check_values: refuse a stored importance computed for other weights (stale).
     """
 
     forget: Batches
@@ -38,6 +39,7 @@ class Request:
     original: nn.Module | None = None
     progress: bool = False
     seed: int = 0
+    check_values: bool = True
 
 
 MethodFn = Callable[[nn.Module, Request, Any], dict[str, Any]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import click
@@ -16,6 +18,19 @@ from dampen.cli.proofs import challenge_cmd, ulira_cmd
 @click.version_option(__version__, prog_name="dampen")
 def main() -> None:
     """Machine unlearning without retraining: Selective Synaptic Dampening and friends."""
+    _exit_on_sigterm()
+
+
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit``, so that ``finally`` blocks run: a file being written
+    loses its temporary file, and a model changed in place is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 @main.command()

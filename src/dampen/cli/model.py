@@ -12,12 +12,22 @@ from typing import Any
 import click
 
 import dampen
-from dampen.cli.userspec import build_model, load_weights_, parse_option, resolve, save_weights
+from dampen.cli.userspec import build_model, load_weights_, parse_option, resolve, weights_writer
+from dampen.core.files import atomic_writes, check_distinct, check_writable
 from dampen.importances.distributed import init_from_env, rank_and_world
 
 
 def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e))
+
+
+def _check_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
+    """Refuse outputs that are one file or overwrite an input, or cannot be written, before
+    any work starts."""
+    check_distinct(outputs, inputs)
+    for name, path in outputs.items():
+        if path is not None:
+            check_writable(path, what=name)
 
 
 def _model(spec: str, weights: Path) -> Any:
@@ -83,6 +93,7 @@ def importance_cmd(
     init_from_env()
     rank, world = rank_and_world()
     try:
+        _check_paths(outputs={"--out": out}, inputs={"--weights": weights})
         model = _model(model_spec, weights)
         batches = resolve(data_spec, what="--data")()
         imp = dampen.importance(
@@ -165,6 +176,10 @@ def forget_cmd(
     init_from_env()
     rank, _ = rank_and_world()
     try:
+        _check_paths(
+            outputs={"--out": out, "--update-importance": update_importance},
+            inputs={"--weights": weights, "--importance": importance_path},
+        )
         config = dict(parse_option(o) for o in options)
         model = _model(model_spec, weights)
         imp = dampen.Importance.load(
@@ -180,14 +195,24 @@ def forget_cmd(
             heldout=heldout,
             progress=progress and rank == 0,
             inplace=True,
+            check_values=not allow_changed_weights,
             **config,
         )
+        writes = [(out, weights_writer(result.model, out))]
+        if update_importance is not None:
+            if result.forget_importance is None:
+                raise ValueError(
+                    f"--update-importance: method {method!r} gives no forget importance to "
+                    "take out (use an SSD-family method)"
+                )
+            # The updated importance belongs to the unlearned weights written to --out.
+            updated = imp.subtract(result.forget_importance).rebind(result.model)
+            writes.append((update_importance, updated.writer()))
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise _fail(e) from e
     if rank == 0:
-        save_weights(result.model, out)
-        if update_importance is not None and result.forget_importance is not None:
-            imp.subtract(result.forget_importance).save(update_importance)
+        atomic_writes(writes)
+        if update_importance is not None:
             click.echo(f"importance without the forget set written to {update_importance}")
         s = result.stats
         click.echo(

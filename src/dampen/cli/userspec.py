@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,23 +64,19 @@ def load_weights_(model: nn.Module, path: str | os.PathLike[str]) -> None:
         raise ValueError(f"--weights {source} does not fit the model: {e}") from e
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Write ``model``'s state dict atomically (safetensors for ``.safetensors``, else torch)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+def weights_writer(model: nn.Module, path: str | os.PathLike[str]) -> Callable[[str], None]:
+    """A function writing ``model``'s state dict to a file (safetensors for a ``.safetensors``
+    ``path``, else torch), for :func:`dampen.core.files.atomic_writes`."""
+    safetensors = Path(path).suffix == ".safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if target.suffix == ".safetensors":
+
+    def write(tmp: str) -> None:
+        if safetensors:
             save_file(state, tmp)
         else:
             torch.save(state, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+
+    return write
 
 
 def parse_option(text: str) -> tuple[str, Any]:

@@ -71,11 +71,65 @@ def _input_dtype(model: nn.Module) -> torch.dtype | None:
     return None
 
 
+def class_targets(targets: Any) -> Any:
+    """Integer class labels as int64 (what ``cross_entropy`` takes); anything else unchanged."""
+    if (
+        isinstance(targets, Tensor)
+        and not targets.is_floating_point()
+        and not targets.is_complex()
+        and targets.dtype not in (torch.int64, torch.bool)
+    ):
+        return targets.long()
+    return targets
+
+
+def checked_forward(forward: ForwardFn | None) -> ForwardFn | None:
+    """A user's ``forward`` whose output is checked to be ``(logits, targets)`` and whose
+    integer targets are cast to int64; ``None`` stays ``None`` (the default forward)."""
+    if forward is None:
+        return None
+    if not callable(forward):
+        raise TypeError(f"forward must be callable; got {type(forward).__name__}")
+    if getattr(forward, "__dampen_checked__", False):
+        return forward
+
+    def run(model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
+        out = forward(model, batch)
+        if not (
+            isinstance(out, (tuple, list))
+            and len(out) == 2
+            and all(isinstance(t, Tensor) for t in out)
+        ):
+            got = type(out).__name__
+            if isinstance(out, (tuple, list)):
+                got = f"{got} of {len(out)}: " + ", ".join(type(v).__name__ for v in out)
+            raise TypeError(
+                f"forward= must return (logits, targets), two tensors; it returned {got}"
+            )
+        return out[0], class_targets(out[1])
+
+    run.__dampen_checked__ = True  # type: ignore[attr-defined]
+    run.__wrapped__ = forward  # type: ignore[attr-defined]
+    return run
+
+
+def has_labels(batches: Batches, forward: ForwardFn | None) -> bool:
+    """Whether the batches carry labels: a ``forward`` gives targets; else the first batch is
+    read (a bare tensor or a 1-tuple ``(x,)`` has none). Reads one batch of a re-iterable."""
+    if forward is not None:
+        return True
+    for batch in batches:
+        return not (
+            isinstance(batch, Tensor) or (isinstance(batch, (list, tuple)) and len(batch) < 2)
+        )
+    return True
+
+
 def default_forward(model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
     """Run ``model`` on a standard batch and return ``(logits, targets)`` on the model's device.
 
     Floating-point tensor inputs are cast to the model's parameter dtype, so a bf16 model can be
-    fed float32 data.
+    fed float32 data; integer labels are cast to int64.
     """
     device = model_device(model)
     inputs, targets = split_batch(batch)
@@ -89,7 +143,7 @@ def default_forward(model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
         output = model(**inputs)
     else:
         output = model(inputs)
-    return logits_of(output), _to_device(targets, device)
+    return logits_of(output), class_targets(_to_device(targets, device))
 
 
 def model_device(model: nn.Module) -> torch.device:

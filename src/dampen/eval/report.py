@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dampen.core.batches import ForwardFn, default_forward
+from dampen.core.batches import ForwardFn, checked_forward, class_targets, default_forward
 from dampen.core.progress import progress_bar
 from dampen.eval.functional import accuracy, activation_distance, entropy, js_divergence
 from dampen.eval.mia import loss_threshold_mia, paper_mia
@@ -245,6 +245,13 @@ def _check_outputs(logits: Any, targets: Any) -> None:
         raise ValueError(
             f"forward returned {logits.shape[0]} rows of logits but {targets.shape[0]} targets"
         )
+    if targets.numel():
+        lo, hi, classes = int(targets.min()), int(targets.max()), int(logits.shape[1])
+        if lo < 0 or hi >= classes:
+            raise ValueError(
+                f"label {lo if lo < 0 else hi} is outside the model's {classes} outputs "
+                f"(0..{classes - 1})"
+            )
 
 
 def _collect_many(
@@ -262,6 +269,7 @@ def _collect_many(
             targets: Tensor | None = None
             for i, model in enumerate(models):
                 logits, model_targets = forward(model, batch)
+                model_targets = class_targets(model_targets)
                 _check_outputs(logits, model_targets)
                 logit_parts[i].append(logits.detach().to("cpu", torch.float32))
                 if targets is None:
@@ -402,6 +410,8 @@ def evaluate(
             f"retrained must be a torch.nn.Module or None, got {type(retrained).__name__}"
         )
     _check_splits(splits)
+    if forward is not default_forward:
+        forward = checked_forward(forward) or default_forward
 
     if incompetent is not None and not isinstance(incompetent, nn.Module):
         raise TypeError(

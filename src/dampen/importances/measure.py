@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from dampen.core.batches import Batches, ForwardFn, loader_batch_size
@@ -38,7 +39,7 @@ def measure(
     if shard:
         rank, world = rank_and_world()
         batches = shard_batches(batches, rank, world)
-    with preserved(inner):
+    with preserved(inner), torch.enable_grad():
         sums = accumulate(
             inner,
             batches,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from dampen._version import __version__
+from dampen.core.files import atomic_write
+from dampen.importances.estimators import ESTIMATORS
 
 FORMAT = "dampen.importance/1"
 _PREFIX = "sum/"
@@ -96,8 +97,33 @@ class Importance(Mapping[str, Tensor]):
     label_counts: Mapping[int, int] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("units", "samples", "batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Importance.{name} must be an int; got {type(value).__name__}")
         if self.units <= 0 or self.samples <= 0:
             raise ValueError("an importance needs at least one sample (the data was empty)")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(
+                f"Importance.estimator must be one of {', '.join(ESTIMATORS)}; "
+                f"got {self.estimator!r}"
+            )
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+        ):
+            raise TypeError(
+                "Importance.batch_size must be an int or None; "
+                f"got {type(self.batch_size).__name__}"
+            )
+        if not isinstance(self.fingerprint, Fingerprint):
+            raise TypeError(
+                "Importance.fingerprint must be a Fingerprint; "
+                f"got {type(self.fingerprint).__name__}"
+            )
+        if not isinstance(self.sums, Mapping) or not all(
+            isinstance(v, Tensor) for v in self.sums.values()
+        ):
+            raise TypeError("Importance.sums must map parameter names to tensors")
         if not self.shapes:
             object.__setattr__(self, "shapes", {n: tuple(t.shape) for n, t in self.sums.items()})
 
@@ -129,23 +155,87 @@ class Importance(Mapping[str, Tensor]):
         return replace(self, sums={n: t.to(device) for n, t in self.sums.items()})
 
     # -- checks ----------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` unless every tensor is usable: its name and shape recorded in
+        :attr:`shapes`, a float32/float64 dtype, and values finite and non-negative (sums of
+        squares or absolute values cannot be anything else)."""
+        names, recorded = set(self.sums), set(self.shapes)
+        if names != recorded:
+            missing, extra = sorted(recorded - names), sorted(names - recorded)
+            raise ValueError(
+                "the importance's tensors do not match its recorded parameters: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"missing {', '.join(missing[:3])}" if missing else "",
+                        f"unexpected {', '.join(extra[:3])}" if extra else "",
+                    )
+                    if part
+                )
+            )
+        for name, tensor in self.sums.items():
+            if tuple(tensor.shape) != tuple(self.shapes[name]):
+                raise ValueError(
+                    f"importance tensor {name} has shape {tuple(tensor.shape)}; its recorded "
+                    f"shape is {tuple(self.shapes[name])}"
+                )
+            if tensor.dtype not in (torch.float32, torch.float64):
+                raise ValueError(
+                    f"importance tensor {name} has dtype {tensor.dtype}; expected float32 or "
+                    "float64"
+                )
+            if not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"importance tensor {name} holds NaN or inf")
+            if bool((tensor < 0).any()):
+                raise ValueError(
+                    f"importance tensor {name} holds negative values; an importance is a sum "
+                    "of squares or absolute values (the file was altered or is not an importance)"
+                )
+
     def check_model(self, model: nn.Module, *, check_values: bool = True) -> None:
         """Raise ``ValueError`` unless this importance was computed for ``model``.
 
-        ``check_values=False`` accepts a model whose weights changed since (e.g. one already
-        unlearned) as long as names and shapes match.
+        Every model parameter must have a tensor of the same shape here and vice versa, and
+        the structure fingerprint must match. With ``check_values`` (the default) the weights
+        must be the ones the importance was computed for; ``check_values=False`` accepts a
+        model whose weights changed on purpose (e.g. one already unlearned by dampen).
         """
+        params = dict(model.named_parameters())
+        got = {n: tuple(p.shape) for n, p in params.items()}
+        have = {n: tuple(t.shape) for n, t in self.sums.items()}
+        if got != have:
+            raise ValueError(
+                "this importance belongs to another model: " + _describe_mismatch(have, model)
+            )
         fp = Fingerprint.of(model, values=check_values)
         if fp.structure != self.fingerprint.structure:
             raise ValueError(
                 "this importance belongs to another model: "
                 + _describe_mismatch(self.shapes, model)
             )
-        if check_values and self.fingerprint.values and fp.values != self.fingerprint.values:
+        if check_values and not self.fingerprint.values:
             raise ValueError(
-                "this importance was computed for the same architecture with different weights; "
-                "pass check_values=False if the model was changed on purpose (e.g. unlearned)"
+                "this importance records no weights fingerprint, so it cannot be checked "
+                "against the model's weights; pass check_values=False (command line: "
+                "--allow-changed-weights) if you know it belongs to them"
             )
+        if check_values and fp.values != self.fingerprint.values:
+            raise ValueError(
+                "this importance was computed for different weights of this architecture (it is "
+                "stale, or the model was trained further); pass check_values=False "
+                "(command line: --allow-changed-weights) only if the model was unlearned by "
+                "dampen since, or store the importance again with dampen.importance(...)"
+            )
+
+    def rebind(self, model: nn.Module) -> Importance:
+        """The same importance, declared to belong to ``model``'s current weights.
+
+        For a chain of requests: after ``result = unlearn(...)``,
+        ``imp.subtract(result.forget_importance).rebind(result.model)`` is the importance to
+        store for the next request, and later loads check it against the unlearned weights.
+        """
+        self.check_model(model, check_values=False)
+        return replace(self, fingerprint=Fingerprint.of(model))
 
     # -- combining -------------------------------------------------------------------------
     def _check_compatible(self, other: Importance) -> None:
@@ -226,18 +316,14 @@ class Importance(Mapping[str, Tensor]):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write to ``path`` atomically (temp file in the same folder, then rename)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, self.writer())
+
+    def writer(self) -> Callable[[str], None]:
+        """A function writing this importance to a file, for
+        :func:`dampen.core.files.atomic_writes` (several files, all or none)."""
         tensors = {_PREFIX + n: t.detach().cpu().contiguous() for n, t in self.sums.items()}
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=self.metadata())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        metadata = self.metadata()
+        return lambda tmp: save_file(tensors, tmp, metadata=metadata)
 
     @classmethod
     def load(
@@ -249,8 +335,9 @@ class Importance(Mapping[str, Tensor]):
     ) -> Importance:
         """Read an importance written by :meth:`save` (no pickle involved).
 
-        When ``model`` is given the importance is checked against it (see :meth:`check_model`)
-        and moved to its device.
+        Every tensor is validated (:meth:`validate`). When ``model`` is given the importance
+        is checked against it (see :meth:`check_model`) and moved to its device; without it,
+        :func:`dampen.unlearn` makes the same check.
 
         Raises:
             FileNotFoundError: if ``path`` does not exist.
@@ -276,12 +363,16 @@ class Importance(Mapping[str, Tensor]):
                 estimator=meta["estimator"],
                 batch_size=int(meta["batch_size"]) if meta["batch_size"] else None,
                 fingerprint=Fingerprint(meta["structure"], meta["values"]),
-                shapes={n: tuple(s) for n, s in json.loads(meta["shapes"]).items()},
+                shapes=_read_shapes(meta["shapes"]),
                 version=meta["version"],
                 label_counts=_read_labels(meta.get("label_counts", "")),
             )
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise ValueError(f"{source} has broken dampen metadata: {e}") from e
+        try:
+            imp.validate()
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from e
         if model is not None:
             imp.check_model(model, check_values=check_values)
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -301,4 +392,19 @@ def _combine_labels(
 
 
 def _read_labels(text: str) -> dict[int, int] | None:
-    return {int(k): int(v) for k, v in json.loads(text).items()} if text else None
+    if not text:
+        return None
+    labels = json.loads(text)
+    if not isinstance(labels, dict) or not all(isinstance(v, int) for v in labels.values()):
+        raise ValueError("label_counts must be a JSON object of integer counts")
+    return {int(k): int(v) for k, v in labels.items()}
+
+
+def _read_shapes(text: str) -> dict[str, tuple[int, ...]]:
+    shapes = json.loads(text)
+    if not isinstance(shapes, dict) or not all(
+        isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s)
+        for s in shapes.values()
+    ):
+        raise ValueError("shapes must be a JSON object of integer lists")
+    return {str(n): tuple(s) for n, s in shapes.items()}

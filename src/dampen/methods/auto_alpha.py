@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from dampen.core.batches import Batches, ForwardFn, default_forward
 from dampen.core.state import preserved
 from dampen.functional import dampen_model_, selection_mask
+from dampen.importances.estimators import check_label_range
 from dampen.importances.store import Importance
 
 
@@ -65,8 +66,14 @@ class _Probe:
     heldout_acc: float | None
 
 
-def accuracy(model: nn.Module, batches: Batches, forward: ForwardFn | None) -> float:
-    """Share of samples whose arg-max prediction equals the label (argmax of soft labels)."""
+def accuracy(
+    model: nn.Module, batches: Batches, forward: ForwardFn | None, what: str = "data"
+) -> float:
+    """Share of samples whose arg-max prediction equals the label (argmax of soft labels).
+
+    Raises:
+        ValueError: naming ``what`` when a label is outside the model's outputs.
+    """
     correct = total = 0
     fn = forward or default_forward
     with preserved(model, grad_all=False), torch.no_grad():
@@ -74,6 +81,11 @@ def accuracy(model: nn.Module, batches: Batches, forward: ForwardFn | None) -> f
             logits, targets = fn(model, batch)
             if targets.is_floating_point():
                 targets = targets.argmax(dim=1)
+            else:
+                try:
+                    check_label_range(targets, int(logits.shape[-1]))
+                except ValueError as e:
+                    raise ValueError(f"{what}: {e}") from None
             correct += int((logits.argmax(dim=1) == targets).sum())
             total += int(targets.shape[0])
     if total == 0:
@@ -143,8 +155,12 @@ class _Searcher:
     def probe(self, k: int) -> _Probe:
         alpha = self.alpha_for(k)
         self.apply(alpha)
-        heldout = accuracy(self.model, self.heldout, self.forward) if self.heldout else None
-        found = _Probe(k, alpha, accuracy(self.model, self.forget, self.forward), heldout)
+        heldout = (
+            accuracy(self.model, self.heldout, self.forward, "heldout") if self.heldout else None
+        )
+        found = _Probe(
+            k, alpha, accuracy(self.model, self.forget, self.forward, "forget set"), heldout
+        )
         self.probes.append(found)
         return found
 

@@ -7,6 +7,7 @@ chosen (fixed, or ASSD's percentile rule).
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from time import perf_counter
@@ -14,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from dampen.core.batches import loader_batch_size
+from dampen.core.batches import has_labels, loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_model_
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
@@ -155,9 +156,10 @@ def importance_of_train(
                 f"the importance was computed with estimator {imp.estimator!r}; "
                 f"this method needs {estimator!r}"
             )
-        imp.check_model(model, check_values=False)
         if not imp.is_finite():
             raise ValueError("the importance of the training data holds NaN or inf")
+        imp.validate()
+        imp.check_model(model, check_values=request.check_values)
         return imp, "stored"
     if request.train is None:
         raise ValueError(
@@ -238,6 +240,20 @@ def ssd_(
     if alpha == "auto":
         _check_reiterable(request.forget, "the forget set")
         _check_reiterable(request.heldout, "heldout")
+        if not has_labels(request.forget, request.forward):
+            if estimator != "lf":
+                raise ValueError(
+                    f"{method} needs labelled forget batches (x, y); these carry none (use "
+                    "method='lfssd' or 'alf', which need no labels)"
+                )
+            warnings.warn(
+                'alpha="auto" measures forget accuracy, which needs labels, and the forget '
+                "batches carry none: using the adaptive percentile rule (as method='alf') "
+                "instead; pass a numeric alpha to choose it yourself",
+                UserWarning,
+                stacklevel=4,
+            )
+            alpha = None
     seconds: dict[str, float] = {}
     start = perf_counter()
     imp_d, source = importance_of_train(model, request, estimator)
@@ -289,15 +305,24 @@ def ssd_(
         alpha, per_tensor, auto_report = outcome.alpha, outcome.selected, outcome.report
         seconds["alpha"] = perf_counter() - t
     else:
+        fixed_alpha = alpha
         if alpha is None:
             alpha = adaptive_alpha(imp_d, imp_f, imp_f.samples, imp_d.samples)
             seconds["alpha"] = perf_counter() - t
             t = perf_counter()
         if isinstance(alpha, str):
             raise ValueError(f"alpha must be a number, None or 'auto'; got {alpha!r}")
+        bounded = _warn_unreachable_alpha(alpha, imp_d, imp_f, adaptive=fixed_alpha is None)
         per_tensor = dampen_model_(
             model, imp_d, imp_f, alpha=alpha, lambda_=lambda_, exponent=exponent, upper=upper
         )
+        if not bounded and not any(per_tensor.values()):
+            warnings.warn(
+                f"alpha={alpha:.4g} selected no parameter (no I_Df/I_D ratio exceeds it): "
+                "nothing was forgotten; lower alpha, or use alpha='auto'",
+                UserWarning,
+                stacklevel=4,
+            )
         seconds["dampen"] = perf_counter() - t
     seconds["total"] = perf_counter() - start
     stats = _stats(
@@ -315,6 +340,29 @@ def ssd_(
     if auto_report is not None:
         stats["auto"] = auto_report
     return stats
+
+
+def _warn_unreachable_alpha(
+    alpha: float, imp_d: Importance, imp_f: Importance, *, adaptive: bool
+) -> bool:
+    """Warn when a fixed α provably selects nothing; True when it warned.
+
+    With ``per_sample`` and Df a part of D, ``I_Df/I_D`` is at most ``|D|/|Df|``: the sum over
+    D includes the sum over Df, and the means divide by |D| and |Df|.
+    """
+    if adaptive or imp_d.estimator != "per_sample":
+        return False
+    bound = imp_d.samples / imp_f.samples
+    if alpha < bound:
+        return False
+    warnings.warn(
+        f"alpha={alpha:.4g} can select nothing: with the per_sample estimator and the forget "
+        f"set part of the training data, I_Df/I_D <= |D|/|Df| = {imp_d.samples}/"
+        f"{imp_f.samples} = {bound:.4g}; use alpha below {bound:.4g}, or alpha='auto'",
+        UserWarning,
+        stacklevel=5,
+    )
+    return True
 
 
 def _stats(
@@ -381,18 +429,21 @@ def _class_by_class_(
     class's importance is measured on the already dampened model, an approximation).
     """
     size = imp_d.batch_size or imp_f.batch_size or 1
+    labels = sorted(imp_f.label_counts or {})
+    _plan_classes(imp_d, imp_f, labels, size)
     remaining = imp_d
     one_class = replace(settings, forget_kind="class")
     per_tensor: Counter[str] = Counter()
     per_class: list[dict[str, Any]] = []
     forgotten: Importance | None = None
     seconds: Counter[str] = Counter()
-    for label in sorted(imp_f.label_counts or {}):
+    for number, label in enumerate(labels):
         sub = replace(
             request,
             forget=ClassBatches(request.forget, label, size),
             importance=remaining,
             train=None,
+            check_values=False,  # the model is the one dampened for the classes before
         )
         stats = ssd_(
             model,
@@ -406,7 +457,8 @@ def _class_by_class_(
             auto=one_class,
         )
         imp_c: Importance = stats.pop(FORGET_IMPORTANCE)
-        remaining = remaining.subtract(imp_c)
+        if number < len(labels) - 1:
+            remaining = remaining.subtract(imp_c)
         forgotten = imp_c if forgotten is None else forgotten.merge(imp_c)
         per_tensor.update(stats["selected_per_tensor"])
         seconds.update({k: v for k, v in stats["seconds"].items() if k != "total"})
@@ -438,6 +490,25 @@ def _class_by_class_(
         "per_class": per_class,
     }
     return stats
+
+
+def _plan_classes(imp_d: Importance, imp_f: Importance, labels: list[int], size: int) -> None:
+    """Check, before any weight changes, that every class of a several-class request can be
+    taken out of the importance of D in turn (:meth:`Importance.subtract` must leave some)."""
+    counts = imp_f.label_counts or {}
+    units, samples = imp_d.units, imp_d.samples
+    for label in labels[:-1]:
+        n = counts[label]
+        unit = n if imp_d.estimator == "per_sample" else math.ceil(n / size)
+        units, samples = units - unit, samples - n
+        if units <= 0 or samples <= 0:
+            raise ValueError(
+                f"cannot forget {len(labels)} classes one at a time: after class {label} the "
+                f"{imp_d.estimator} importance of D ({imp_d.samples} samples in {imp_d.units} "
+                f"{'samples' if imp_d.estimator == 'per_sample' else 'batches'}) would have "
+                "nothing left for the next class; forget fewer classes per request, or use "
+                "the per_sample estimator, which counts samples, not batches"
+            )
 
 
 @register("ssd", SSDConfig, validates_first=True)
