@@ -6,6 +6,8 @@ one sample. Results are computed on the CPU in float64.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -141,14 +143,20 @@ def entropy(probs: ArrayLike) -> Tensor:
     return (-torch.xlogy(p, p).sum(dim=-1)).clamp_min(0.0)
 
 
-def js_divergence(p: ArrayLike, q: ArrayLike) -> float:
-    """Mean Jensen–Shannon divergence (natural log) between paired probability vectors.
+def js_divergence(p: ArrayLike, q: ArrayLike, *, base: float = math.e) -> float:
+    """Mean Jensen–Shannon divergence between paired probability vectors.
 
     ``JS(p, q) = KL(p || m) / 2 + KL(q || m) / 2`` with ``m = (p + q) / 2``, summed over classes
     per sample and averaged over samples. Zero probabilities contribute zero.
 
+    Args:
+        p: ``[n, classes]`` probabilities.
+        q: the same shape.
+        base: of the logarithm: ``e`` (nats, the default) or 2 (bits, as in ZRF).
+
     Returns:
-        A value in ``[0, ln 2]``.
+        A value in ``[0, log_base 2]``: ``[0, ln 2]`` in nats, ``[0, 1]`` in bits. Only
+        round-off below zero is clipped.
 
     Raises:
         ValueError: if the shapes differ, there are no samples, or the rows are not
@@ -158,7 +166,9 @@ def js_divergence(p: ArrayLike, q: ArrayLike) -> float:
     m = (pt + qt) / 2
     kl_pm = (torch.xlogy(pt, pt) - torch.xlogy(pt, m)).sum(dim=-1)
     kl_qm = (torch.xlogy(qt, qt) - torch.xlogy(qt, m)).sum(dim=-1)
-    per_sample = ((kl_pm + kl_qm) / 2).clamp(0.0, float(np.log(2.0)))
+    if not base > 1:
+        raise ValueError(f"base must be > 1, got {base}")
+    per_sample = ((kl_pm + kl_qm) / 2).clamp(min=0.0) / math.log(base)
     return float(per_sample.mean().item())
 
 

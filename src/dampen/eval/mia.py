@@ -21,7 +21,8 @@ class LossMIA(NamedTuple):
     auc: float
     """Probability that a random member has a lower loss than a random non-member (ties 1/2)."""
     tpr_at_1fpr: float
-    """Largest fraction of members caught while calling at most 1 % of non-members members."""
+    """Largest fraction of members caught while calling fewer than 1 % of non-members members
+    (NaN, "not defined", with fewer than 100 non-members)."""
 
 
 def _scores(x: ArrayLike, name: str) -> np.ndarray:
@@ -60,22 +61,29 @@ def roc_auc(member_scores: ArrayLike, nonmember_scores: ArrayLike) -> float:
 
 
 def tpr_at_fpr(member_scores: ArrayLike, nonmember_scores: ArrayLike, max_fpr: float) -> float:
-    """Best true-positive rate of a threshold rule ``score >= t`` whose FPR is ``<= max_fpr``.
+    """Best true-positive rate of a threshold rule ``score >= t`` whose FPR is **strictly
+    below** ``max_fpr`` (LiRA's convention, Carlini et al. 2022).
 
     Thresholds run over every observed score (tied scores fall on the same side), plus the rule
     that calls nothing a member (TPR 0), so no interpolation between ROC points is done.
 
+    Returns:
+        The TPR, or NaN when the rate is not defined: with fewer than ``1 / max_fpr``
+        non-members the only rule below ``max_fpr`` is to call nothing a member.
+
     Raises:
-        ValueError: if ``max_fpr`` is outside ``[0, 1]`` or the scores are invalid.
+        ValueError: if ``max_fpr`` is outside ``(0, 1]`` or the scores are invalid.
     """
-    if not 0.0 <= max_fpr <= 1.0:
-        raise ValueError(f"max_fpr must be in [0, 1], got {max_fpr}")
+    if not 0.0 < max_fpr <= 1.0:
+        raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
     pos = np.sort(_scores(member_scores, "member_scores"))
     neg = np.sort(_scores(nonmember_scores, "nonmember_scores"))
+    if neg.size * max_fpr < 1.0 - _FPR_SLACK:
+        return float("nan")
     thresholds = np.unique(np.concatenate([pos, neg]))
     tp = pos.size - np.searchsorted(pos, thresholds, side="left")
     fp = neg.size - np.searchsorted(neg, thresholds, side="left")
-    allowed = fp / neg.size <= max_fpr + _FPR_SLACK
+    allowed = fp / neg.size < max_fpr - _FPR_SLACK
     if not allowed.any():
         return 0.0
     return float(tp[allowed].max() / pos.size)

@@ -19,16 +19,17 @@ _CLAMP = 1e-30
 def zrf(probs: ArrayLike, incompetent_probs: ArrayLike) -> float:
     """Zero Retrain Forgetting score (Chundawat et al. 2023): ``1 − mean_x JS(p(x) ‖ q(x))``.
 
-    JS is summed over classes per sample (natural log) and averaged over samples — not
+    JS is in bits (log base 2), summed over classes per sample and averaged over samples — not
     ``kl_div(reduction="mean")``, which also divides by the number of classes. ``q`` is a
     randomly initialised ("incompetent") model of the same architecture. The value lies in
-    ``[1 − ln 2, 1]``; 1 means the outputs on the forget set look like the random model's.
+    ``[0, 1]`` as in the paper: 1 means the outputs on the forget set are the random model's,
+    0 that they are one-hot where the random model's are one-hot elsewhere.
 
     Raises:
         ValueError: if the shapes differ, there are no samples, or the rows are not
             probabilities.
     """
-    return 1.0 - js_divergence(probs, incompetent_probs)
+    return 1.0 - js_divergence(probs, incompetent_probs, base=2.0)
 
 
 def _probs_targets(probs: ArrayLike, targets: ArrayLike, name: str) -> tuple[np.ndarray, ...]:

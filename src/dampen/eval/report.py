@@ -7,6 +7,7 @@ The loop that feeds data (:func:`collect_outputs`) is kept apart from the metric
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -165,13 +166,15 @@ class EvalReport:
         return out
 
     def gaps(self) -> dict[str, float | None]:
-        """``|value - retrained value|`` per "closer to retrained" metric (``None`` if unknown)."""
+        """``|value - retrained value|`` per "closer to retrained" metric (``None`` if unknown or
+        not defined, e.g. a TPR at 1 % FPR with fewer than 100 non-members)."""
         out: dict[str, float | None] = {}
         for name, info in METRICS.items():
             if info.reference is None:
                 continue
             value, target = getattr(self, name), getattr(self, info.reference)
-            out[name] = None if value is None or target is None else abs(value - target)
+            known = value is not None and target is not None
+            out[name] = abs(value - target) if known and math.isfinite(value - target) else None
         return out
 
     def to_text(self) -> str:
@@ -181,7 +184,7 @@ class EvalReport:
         lines = []
         for name, info in METRICS.items():
             value = getattr(self, name)
-            if value is None:
+            if value is None or not math.isfinite(value):
                 continue
             line = f"{name:<{width}}  {value:8.4f}  {arrows[info.direction]}"
             target = getattr(self, info.reference) if info.reference else None
