@@ -1,12 +1,13 @@
 """U-LiRA's scoring core (Hayes et al. 2024, "Inexact unlearning needs more careful evaluations").
 
-Per forget example, two Gaussians of the logit-scaled confidence are fitted from shadow models:
-"in" — shadows that trained on the example and then unlearned it; "out" — shadows that never
-trained on it. A target model's confidence on the example is scored by the log likelihood ratio
-``log N(c; μ_in, σ_in) − log N(c; μ_out, σ_out)``: positive means "this model unlearned the
-example", negative "this model never saw it". On balanced targets (each forget example under
-its unlearned model and under its retrained reference) the attack's accuracy is 0.5 for a
-perfect unlearning method.
+Per forget example, two Gaussians of the logit-scaled confidence are fitted from shadow models
+that had the example in their forget set: "in" — their unlearned models; "out" — their retrained
+references (trained on their data without the forget set), the distribution of the negatives the
+attack must reject. A target model's confidence on the example is scored by the log likelihood
+ratio ``log N(c; μ_in, σ_in) − log N(c; μ_out, σ_out)``: positive means "this model unlearned
+the example", negative "this model was retrained without it". On balanced targets (each forget
+example under its unlearned model and under its retrained reference) the attack's accuracy is
+0.5 for a perfect unlearning method.
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ def fit_gaussians(
     """Fit the per-example "in" and "out" Gaussians from shadow confidences.
 
     Args:
-        in_confs: ``[shadows, examples]`` confidences under the unlearned shadows.
-        out_confs: ``[shadows, examples]`` confidences under the original shadows.
-        in_mask: ``[shadows, examples]`` bool, shadow trained on and then unlearned the example.
-        out_mask: ``[shadows, examples]`` bool, shadow never trained on the example.
+        in_confs: ``[shadows, examples]`` confidences under the shadows' unlearned models.
+        out_confs: ``[shadows, examples]`` confidences under the shadows' retrained references.
+        in_mask: ``[shadows, examples]`` bool, the "in" value counts (the shadow trained on
+            the example and unlearned it).
+        out_mask: ``[shadows, examples]`` bool, the "out" value counts (in U-LiRA the same
+            shadows as ``in_mask``: their references were retrained without the example).
         global_variance: one variance per side pooled over the examples (LiRA's advice when
             there are few shadows) instead of one per example.
         min_std: floor of the standard deviations.
@@ -84,6 +87,8 @@ def fit_gaussians(
     Raises:
         ValueError: if shapes differ, a mask is not boolean, or an example has fewer than two
             shadows on a side.
+
+    The masks may overlap: one shadow gives both an unlearned model and a retrained one.
     """
     ic, oc = _matrix(in_confs, "in_confs"), _matrix(out_confs, "out_confs")
     im, om = _matrix(in_mask, "in_mask"), _matrix(out_mask, "out_mask")
@@ -92,8 +97,6 @@ def fit_gaussians(
             raise ValueError(f"{name} must have in_confs' shape {ic.shape}, got {arr.shape}")
     if im.dtype != np.bool_ or om.dtype != np.bool_:
         raise ValueError("in_mask and out_mask must be boolean")
-    if (im & om).any():
-        raise ValueError("in_mask and out_mask overlap: a shadow cannot be both in and out")
     ic, oc = ic.astype(np.float64), oc.astype(np.float64)
     if not (np.isfinite(ic[im]).all() and np.isfinite(oc[om]).all()):
         raise ValueError("in_confs/out_confs hold NaN or infinite values where masked in")

@@ -8,15 +8,18 @@ Protocol (``dampen ulira --preset ulira-digits``):
 3. Per shadow: the original (trained on its half with the recipe, cached), the retrained
    reference (its half minus ``F_k``, cached), and per method the unlearned model. The SSD
    family uses the importance of the shadow's own half, computed once and cached.
-4. Leave one out: each shadow ``t`` in turn is the target. From the other shadows, per
-   candidate, a Gaussian of the logit-scaled confidence of the shadows that trained on it and
-   unlearned it ("in") and one of the shadows that never trained on it ("out", their
-   originals). Target pairs: ``F_t`` under ``t``'s unlearned model (label 1) and under ``t``'s
-   retrained reference (label 0), scored by the likelihood ratio.
+4. Leave one out: each shadow ``t`` in turn is the target. From the other shadows that had the
+   candidate in their forget set, per candidate, a Gaussian of the logit-scaled confidence of
+   their unlearned models ("in") and one of their retrained references ("out"; Hayes et al.:
+   the negatives the attack sees are retrained models, so "out" is fitted on retrained ones,
+   not on originals that never saw the example). Target pairs: ``F_t`` under ``t``'s unlearned
+   model (label 1) and under ``t``'s retrained reference (label 0), scored by the likelihood
+   ratio. The target's own models never enter a fit.
 5. Attack accuracy (threshold 0 on the log ratio) and AUC over all pairs; 0.5 is ideal.
 
-The ``original`` row is a sanity check: it scores the original target (no unlearning) with
-"in" = shadows that trained on the example, i.e. plain LiRA membership inference.
+The ``original`` row is the sanity check: the original target (no unlearning) against its
+retrained reference, "in" fitted on the other shadows' originals. Below about 60 % the setting
+cannot show anything: no row can then be told from retraining, whatever it did.
 
 Resumable: every shadow's record (confidences and metrics per row) is written to
 ``out_dir/shadows/<k>.json`` as soon as it is done; trainings and importances are cached.
@@ -196,9 +199,8 @@ def attack(
     """Leave-one-out U-LiRA of one row over the shadow records (see the module docstring)."""
     k_all = len(records)
     confs = np.array([r["rows"][label]["confs"] for r in records])  # [K, m]
-    outs = np.array([r["rows"][REFERENCE]["confs"] for r in records])
     refs = np.array([r["rows"]["retrain"]["confs"] for r in records])
-    inside = member.T  # [K, m]
+    inside = member.T  # [K, m]: shadow k trained on candidate j, so j is in its forget set
     pos: list[np.ndarray] = []
     neg: list[np.ndarray] = []
     per_target: list[float] = []
@@ -206,9 +208,9 @@ def attack(
         others = np.arange(k_all) != t
         fit = fit_gaussians(
             confs[others],
-            outs[others],
+            refs[others],
             inside[others],
-            ~inside[others],
+            inside[others],
             global_variance=global_variance,
         )
         examples = np.nonzero(inside[t])[0]
