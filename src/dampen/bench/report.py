@@ -28,6 +28,20 @@ ATTACK_COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 )
 """The population attacks, each read against the retrain row (the target)."""
 
+DISTANCE_COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("MIA", ("gap:mia",), True),
+    ("SVC-ent", ("gap:svc_mia_entropy",), True),
+    ("SVC-conf", ("gap:svc_mia_confidence",), True),
+    ("loss AUC", ("gap:loss_mia_auc",), True),
+    ("ZRF", ("gap:zrf",), False),
+)
+"""Every population attack as ``|method − retrained model|`` on the same seed: 0 is ideal, and
+a method that looks *more* forgotten than a model that never saw the data is as far off as one
+that looks less forgotten."""
+
+GAP = "gap:"
+"""Prefix of a derived field: ``gap:name`` is ``|metrics[name] − metrics[retrained_name]|``."""
+
 MISSING = "—"
 
 
@@ -76,7 +90,12 @@ def _ordered(values: Iterable[str]) -> list[str]:
 def _metric(cell: Mapping[str, Any], names: Sequence[str]) -> float | None:
     metrics = cell.get("metrics") or {}
     for name in names:
-        if metrics.get(name) is not None:
+        if name.startswith(GAP):
+            base = name[len(GAP) :]
+            value, target = metrics.get(base), metrics.get(f"retrained_{base}")
+            if value is not None and target is not None:
+                return abs(float(value) - float(target))
+        elif metrics.get(name) is not None:
             return float(metrics[name])
     return None
 
@@ -266,9 +285,16 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 "Population attacks (read each against the retrain row, the target): SVC-ent / "
                 "SVC-conf: share (%) of Df that SalUn-style SVC attacks on the entropy / the "
                 "confidence call member; loss AUC (%): loss-threshold attack, Df vs unseen "
-                "samples; ZRF: 1 − JS (summed over classes) to a random-init model on Df.",
+                "samples; ZRF: 1 − JS (in bits, summed over classes) to a random-init model on Df.",
                 "",
                 attacks,
+                "",
+                "The same attacks as distances to the retrained model of the same seed, "
+                "|method − retrain| (0 is ideal; the paper's entropy MIA included): a method "
+                "whose Df looks more forgotten than a model that never trained on it is off "
+                "as much as one that looks less forgotten.",
+                "",
+                model_table(results, model, DISTANCE_COLUMNS, seconds=False),
                 "",
             ]
         details = ssd_details(results, model)

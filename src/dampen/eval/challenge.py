@@ -19,9 +19,15 @@ perfect separation (ε = ∞). The example's ε is the largest over the rules, c
 ``[0, cap]``. If the smaller range is under 1 % of the larger one (a collapsed, peaky set) ε is the
 cap outright, as in the organisers' scorer.
 
-Difference from the organisers' scorer: they scan thresholds on a grid (100 per unit, and a
-limited family of interval widths); here every achievable threshold and interval is enumerated
-exactly from the observed values. The rule family is a superset, so ε here is never smaller.
+The thresholds are the organisers' grid (:func:`single_thresholds`, :func:`double_thresholds`):
+100 per unit between the smallest and largest confidence for the single rule; for the interval
+rule, right ends 100 per unit from ``min + w − 2`` to ``max + 2`` of the peakier set and, for
+each, 400 left ends from ``r − w − 2`` to ``r − w + 2``, ``w`` the smaller of the two ranges.
+A denser rule family (``grid=False``: every achievable threshold and interval, enumerated from
+the observed values) finds a larger ε in 16 % of 500 random cases of 16 models each, by up to
+0.98; it is kept only to show that difference. Rates are counted exactly (no float32 rounding),
+and an example whose every rule is discarded gets ε = 0 (the organisers' code stops with an
+assertion).
 
 Points: ε falls in a bucket of width 1/2; bucket ``k`` (``ε ∈ [k/2, (k+1)/2)``) earns
 ``2^-k`` points, for buckets up to ``ceil(ln(N − 1))``; beyond that an example earns nothing.
@@ -100,21 +106,70 @@ def epsilon_from_rates(fpr: ArrayLike, fnr: ArrayLike, *, delta: float = DELTA) 
     return out
 
 
-def _single_rates(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FPR and FNR of "positive when c ≥ t" for every observed t."""
-    t = np.unique(np.concatenate([pos, neg]))
+PER_UNIT = 100
+"""Thresholds per unit of confidence in the organisers' grid."""
+BUFFER = 2.0
+"""How far (in confidence units) the interval grid reaches beyond the data."""
+
+
+def _grid(lo: float, hi: float) -> np.ndarray:
+    """``PER_UNIT`` points per unit from ``lo`` to ``hi`` (ends included)."""
+    return np.linspace(lo, hi, num=math.ceil((hi - lo) * PER_UNIT))
+
+
+def single_thresholds(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """The organisers' thresholds for the rule "positive when c ≥ t"."""
+    both = np.concatenate([pos, neg])
+    return _grid(float(both.min()), float(both.max()))
+
+
+def double_thresholds(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The organisers' intervals ``[l, r]`` for the rule "the peakier set when l ≤ c ≤ r".
+
+    ``pos`` must be the peakier set (smaller range). Returns the left and right ends.
+    """
+    width = min(float(np.ptp(pos)), float(np.ptp(neg)))
+    rights = _grid(float(pos.min()) + width - BUFFER, float(pos.max()) + BUFFER)
+    steps = math.ceil(2 * BUFFER * PER_UNIT)
+    lefts = np.concatenate(
+        [np.linspace(r - width - BUFFER, r - width + BUFFER, num=steps) for r in rights]
+    )
+    return lefts, np.repeat(rights, steps)
+
+
+def _at_least(values: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """How many of ``values`` (sorted) are ``>= t``, for every ``t``."""
+    return values.size - np.searchsorted(values, t, side="left")
+
+
+def _within(values: np.ndarray, lefts: np.ndarray, rights: np.ndarray) -> np.ndarray:
+    """How many of ``values`` (sorted) lie in ``[l, r]``, for every interval."""
+    inside = np.searchsorted(values, rights, side="right") - np.searchsorted(
+        values, lefts, side="left"
+    )
+    return np.maximum(inside, 0)
+
+
+def _single_rates(
+    pos: np.ndarray, neg: np.ndarray, grid: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """FPR and FNR of "positive when c ≥ t" on the grid (or every observed t)."""
+    t = single_thresholds(pos, neg) if grid else np.unique(np.concatenate([pos, neg]))
     ps, ns = np.sort(pos), np.sort(neg)
-    tpr = (ps.size - np.searchsorted(ps, t, side="left")) / ps.size
-    fpr = (ns.size - np.searchsorted(ns, t, side="left")) / ns.size
-    return fpr, 1.0 - tpr
+    return _at_least(ns, t) / ns.size, 1.0 - _at_least(ps, t) / ps.size
 
 
-def _double_rates(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """FPR and FNR of "the peakier set when l ≤ c ≤ r" for every observed interval."""
+def _double_rates(
+    pos: np.ndarray, neg: np.ndarray, grid: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """FPR and FNR of "the peakier set when l ≤ c ≤ r" on the grid (or every interval)."""
     if np.ptp(pos) >= np.ptp(neg):  # the peakier set plays "positive" for this rule
         pos, neg = neg, pos
-    v = np.unique(np.concatenate([pos, neg]))
     ps, ns = np.sort(pos), np.sort(neg)
+    if grid:
+        lefts, rights = double_thresholds(pos, neg)
+        return _within(ns, lefts, rights) / ns.size, 1.0 - _within(ps, lefts, rights) / ps.size
+    v = np.unique(np.concatenate([pos, neg]))
     # Samples at most v[j] minus samples below v[i] = samples in [v[i], v[j]].
     p_le = np.searchsorted(ps, v, side="right")
     p_lt = np.searchsorted(ps, v, side="left")
@@ -133,6 +188,7 @@ def example_epsilon(
     delta: float = DELTA,
     cap: float = EPSILON_CAP,
     double: bool = True,
+    grid: bool = True,
 ) -> float:
     """ε of one forget example from its confidences under unlearned and retrained models.
 
@@ -142,6 +198,8 @@ def example_epsilon(
         delta: δ of (ε, δ)-unlearning.
         cap: the largest ε reported.
         double: also try double-threshold (interval) rules.
+        grid: the organisers' threshold grid (default); False enumerates every achievable
+            threshold and interval (a denser family, for comparison only).
 
     Returns:
         ε in ``[0, cap]``; 0 also when no rule has both error rates positive.
@@ -159,9 +217,9 @@ def example_epsilon(
     if smallest / largest < PEAKY_RATIO:
         return float(cap)
     pos, neg = (r, u) if np.median(r) > np.median(u) else (u, r)
-    fprs, fnrs = _single_rates(pos, neg)
+    fprs, fnrs = _single_rates(pos, neg, grid)
     if double:
-        fd, nd = _double_rates(pos, neg)
+        fd, nd = _double_rates(pos, neg, grid)
         fprs, fnrs = np.concatenate([fprs, fd]), np.concatenate([fnrs, nd])
     eps = epsilon_from_rates(fprs, fnrs, delta=delta)
     kept = eps[~np.isnan(eps)]
@@ -177,6 +235,7 @@ def example_epsilons(
     delta: float = DELTA,
     cap: float = EPSILON_CAP,
     double: bool = True,
+    grid: bool = True,
 ) -> np.ndarray:
     """:func:`example_epsilon` for every column of ``[models, examples]`` confidences.
 
@@ -193,7 +252,7 @@ def example_epsilons(
         )
     return np.array(
         [
-            example_epsilon(u[:, i], r[:, i], delta=delta, cap=cap, double=double)
+            example_epsilon(u[:, i], r[:, i], delta=delta, cap=cap, double=double, grid=grid)
             for i in range(u.shape[1])
         ]
     )
