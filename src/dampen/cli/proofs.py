@@ -86,8 +86,9 @@ def ulira_cmd(
     "preset_name",
     default="challenge-digits",
     show_default=True,
-    type=click.Choice(["challenge-digits"]),
-    help="challenge-digits: 16 unlearned vs 16 retrained digits CNNs (CPU, minutes).",
+    type=click.Choice(["challenge-digits", "challenge-fmnist"]),
+    help="challenge-digits: 16 unlearned vs 16 retrained digits CNNs (CPU, minutes); "
+    "challenge-fmnist: the memorising Fashion-MNIST MLP of ulira-fmnist.",
 )
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path))

@@ -45,6 +45,7 @@ from dampen.eval.challenge import challenge_score
 from dampen.proofs.common import (
     DIGITS_CNN,
     EVAL_BATCH,
+    FMNIST_MLP,
     ProofConfig,
     cached_importance,
     confidences,
@@ -281,7 +282,27 @@ def challenge_digits() -> ChallengeConfig:
     )
 
 
+def challenge_fmnist() -> ChallengeConfig:
+    """The memorising Fashion-MNIST setting of ``ulira-fmnist`` (4,000 samples, an MLP trained
+    60 epochs), 100 random forget samples, 16 + 16 (+ 16 for the reference row) models."""
+    return ChallengeConfig(
+        name="challenge-fmnist",
+        description=(
+            "Fashion-MNIST (4,000 train / 2,000 test), MLP 784-256-128-10 trained 60 epochs "
+            "without augmentation (it memorises), 100 random forget samples"
+        ),
+        data=DataSpec("fashion-mnist", limit=4000, test_limit=2000),
+        model=FMNIST_MLP,
+        methods=random_forgetting_rows(heldout=200),
+        deterministic=("ssd (α=10)",),
+        forget=100,
+        models=16,
+        out_dir="runs/challenge-fmnist",
+    )
+
+
 CHALLENGE_PRESETS: dict[str, Callable[[], ChallengeConfig]] = {
     "challenge-digits": challenge_digits,
+    "challenge-fmnist": challenge_fmnist,
 }
 """Challenge presets by name."""

@@ -50,6 +50,7 @@ from dampen.core.files import atomic_write_text
 from dampen.eval.ulira import fit_gaussians, likelihood_ratio, ulira_attack
 from dampen.proofs.common import (
     DIGITS_CNN,
+    FMNIST_MLP,
     ProofConfig,
     cached_importance,
     confidences,
@@ -407,11 +408,6 @@ def ulira_digits() -> ULiRAConfig:
         candidates=64,
         out_dir="runs/ulira-digits",
     )
-
-
-FMNIST_MLP = ModelSpec("mlp", "mlp", train={"epochs": 60, "augment": False})
-"""An MLP (784-256-128-10) trained 60 epochs without augmentation: it memorises 2,000
-Fashion-MNIST samples (99.8 % train accuracy, 82 % test), about 6 s per training on 2 threads."""
 
 
 def ulira_fmnist() -> ULiRAConfig:
