@@ -5,7 +5,7 @@ exactly as before."""
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
 import os
 import signal
 import subprocess
@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 import dampen
 from conftest import loader, make_data, make_model, same_state, state_copy
 from dampen.cli.model import forget_cmd, importance_cmd
-from dampen.core.files import atomic_write, atomic_writes, stale_temp_files
+from dampen.core.files import atomic_write, atomic_writes, check_writable, stale_temp_files
 from dampen.methods.training import train_
 
 
@@ -334,17 +334,17 @@ def test_integer_labels_of_any_dtype_are_read(trained: tuple, dtype: torch.dtype
             "test": loader(x, y.to(dtype)),
         },
     )
-    assert (
-        report.retain_acc
-        == dampen.evaluate(
-            model,
-            {
-                "retain": loader(x[keep], y[keep]),
-                "forget": loader(x[~keep], y[~keep]),
-                "test": loader(x, y),
-            },
-        ).retain_acc
+    want = dampen.evaluate(
+        model,
+        {
+            "retain": loader(x[keep], y[keep]),
+            "forget": loader(x[~keep], y[~keep]),
+            "test": loader(x, y),
+        },
     )
+    for name, value in dataclasses.asdict(report).items():
+        expected = getattr(want, name)
+        assert value == expected or (value != value and expected != expected), name
 
 
 def test_loss_free_methods_read_unlabeled_batches(trained: tuple) -> None:
@@ -369,7 +369,7 @@ def test_a_forward_returning_a_bare_tensor_is_a_clear_error(trained: tuple) -> N
     bare = lambda m, b: m(b[0])  # noqa: E731
     mine = copy.deepcopy(model)
     before = state_copy(mine)
-    message = r"forward= must return \(logits, targets\), two tensors; it returned Tensor"
+    message = r"forward= must return \(logits, targets\).*; it returned Tensor"
     with pytest.raises(TypeError, match=message):
         dampen.unlearn(mine, loader(x, y, 8), importance=imp, forward=bare, inplace=True)
     with pytest.raises(TypeError, match=message):
@@ -405,8 +405,12 @@ def test_a_fixed_alpha_that_can_select_nothing_warns(trained: tuple) -> None:
     imp = dampen.importance(model, loader(x, y, 8), estimator="per_sample")
     forget = loader(x[y == 2], y[y == 2], 8)
     with pytest.warns(UserWarning, match=r"I_Df/I_D <= \|D\|/\|Df\| = 100/10 = 10"):
-        result = dampen.unlearn(model, forget, importance=imp, estimator="per_sample", alpha=10.0)
+        result = dampen.unlearn(model, forget, importance=imp, estimator="per_sample", alpha=10.5)
     assert result.stats["selected"] == 0
+    # At the bound itself rounding may still select; what is measured is then reported.
+    with pytest.warns(UserWarning, match="alpha=10 selected no parameter"):
+        at_bound = dampen.unlearn(model, forget, importance=imp, estimator="per_sample", alpha=10.0)
+    assert at_bound.stats["selected"] == 0
     # Below the bound it may select; the bound itself is a true bound.
     ratios = torch.cat(
         [
@@ -449,13 +453,48 @@ def test_two_files_are_written_all_or_none(tmp_path: Path) -> None:
     assert a.read_bytes() == b"old a" and _listing(tmp_path) == ["a"]
 
 
-def test_files_get_the_umask_mode(tmp_path: Path) -> None:
+def test_a_failed_rename_puts_the_first_file_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second rename fails after the first replaced its target: the first is restored."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"old a")
+    b.write_bytes(b"old b")
+    real = os.replace
+    calls = [0]
+
+    def second_fails(src: Any, dst: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt("between the renames")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_writes(
+            [
+                (a, lambda tmp: Path(tmp).write_bytes(b"new a")),
+                (b, lambda tmp: Path(tmp).write_bytes(b"new b")),
+            ]
+        )
+    monkeypatch.setattr(os, "replace", real)
+    assert a.read_bytes() == b"old a" and b.read_bytes() == b"old b"
+    assert _listing(tmp_path) == ["a", "b"]
+
+
+def test_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
         path = atomic_write(tmp_path / "f", lambda tmp: Path(tmp).write_text("x"))
+        assert path.stat().st_mode & 0o777 == 0o644
+        private = tmp_path / "private"
+        private.write_text("secret")
+        private.chmod(0o600)
+        atomic_write(private, lambda tmp: Path(tmp).write_text("new secret"))
+        assert private.stat().st_mode & 0o777 == 0o600
+        assert os.umask(0o022) == 0o022  # reading the umask did not change it
     finally:
         os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_sigterm_during_a_save_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -509,7 +548,7 @@ USER_MODULE = textwrap.dedent(
 
 @pytest.fixture
 def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "user_mod.py").write_text(USER_MODULE)
+    (tmp_path / "faults_user_mod.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     save_file(
         {k: v.contiguous() for k, v in make_model(seed=1).state_dict().items()},
@@ -519,11 +558,11 @@ def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         importance_cmd,
         [
             "--model",
-            "user_mod:factory",
+            "faults_user_mod:factory",
             "--weights",
             str(tmp_path / "w.safetensors"),
             "--data",
-            "user_mod:train_batches",
+            "faults_user_mod:train_batches",
             "--out",
             str(tmp_path / "i.safetensors"),
             "--no-progress",
@@ -536,13 +575,13 @@ def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _forget(user: Path, *extra: str) -> Any:
     args = [
         "--model",
-        "user_mod:factory",
+        "faults_user_mod:factory",
         "--weights",
         str(user / "w.safetensors"),
         "--importance",
         str(user / "i.safetensors"),
         "--forget",
-        "user_mod:forget_batches",
+        "faults_user_mod:forget_batches",
         "--no-progress",
         "-o",
         "alpha=5",
@@ -601,10 +640,10 @@ def test_an_unwritable_output_is_found_before_the_pass(
     assert _snapshot(user) == before
 
 
-def test_an_output_path_that_is_a_folder_is_refused(user: Path) -> None:
-    (user / "adir").mkdir()
-    r = _forget(user, "--out", str(user / "adir"))
-    assert r.exit_code != 0 and "--out" in r.output
+def test_an_output_path_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    # (the command line's own --out type refuses a folder before this check runs)
+    with pytest.raises(ValueError, match="--out: .* is a folder, not a file"):
+        check_writable(tmp_path, what="--out")
 
 
 def test_the_cli_refuses_a_stale_importance_and_names_the_flag(user: Path) -> None:
@@ -637,5 +676,88 @@ def test_update_importance_belongs_to_the_written_weights(user: Path) -> None:
     model.load_state_dict(load_file(str(user / "w2.safetensors")))
     imp = dampen.Importance.load(user / "i2.safetensors", model=model)  # no flag needed
     assert imp.samples == 24 - 8
-    meta = json.loads(json.dumps(imp.metadata()))
-    assert meta["values"] == dampen.Fingerprint.of(model).values
+    assert imp.fingerprint == dampen.Fingerprint.of(model)
+
+
+def test_allowed_changed_weights_do_not_launder_a_stale_file(user: Path) -> None:
+    """With --allow-changed-weights nothing was checked, so the updated importance keeps its
+    old fingerprint: loading it against the new weights still needs the flag."""
+    w = user / "w.safetensors"
+    from safetensors.torch import load_file
+
+    state = load_file(str(w))
+    state["head.bias"] = state["head.bias"] + 0.01  # "trained further"
+    save_file(state, w)
+    r = _forget(
+        user,
+        "--out",
+        str(user / "w2.safetensors"),
+        "--update-importance",
+        str(user / "i2.safetensors"),
+        "--allow-changed-weights",
+    )
+    assert r.exit_code == 0, r.output
+    model = make_model(seed=1)
+    model.load_state_dict(load_file(str(user / "w2.safetensors")))
+    with pytest.raises(ValueError, match="different weights"):
+        dampen.Importance.load(user / "i2.safetensors", model=model)
+
+
+def test_update_importance_needs_an_ssd_method_before_any_work(user: Path) -> None:
+    before = _snapshot(user)
+    r = _forget(
+        user,
+        "--out",
+        str(user / "w2.safetensors"),
+        "--update-importance",
+        str(user / "i2"),
+        "--method",
+        "finetune",
+    )
+    assert r.exit_code != 0 and "--update-importance needs an SSD-family method" in r.output
+    assert _snapshot(user) == before
+
+
+def test_a_data_parallel_model_is_unlearned_inside(trained: tuple) -> None:
+    """The module inside DataParallel/DistributedDataParallel is what is checked and dampened
+    (its parameter names carry no "module." prefix)."""
+    model, x, y = trained
+    imp = dampen.importance(model, loader(x, y, 8))
+    forget = loader(x[y == 2], y[y == 2], 8)
+    want = dampen.unlearn(model, forget, importance=imp, alpha=5.0)
+    wrapped = torch.nn.DataParallel(copy.deepcopy(model))
+    copied = dampen.unlearn(wrapped, forget, importance=imp, alpha=5.0)
+    assert same_state(copied.model, state_copy(want.model))
+    assert dampen.Fingerprint.of(wrapped) == dampen.Fingerprint.of(model)
+    result = dampen.unlearn(wrapped, forget, importance=imp, alpha=5.0, inplace=True)
+    assert result.model is wrapped and same_state(wrapped.module, state_copy(want.model))
+
+
+def test_a_forward_with_no_targets_serves_the_loss_free_methods(trained: tuple) -> None:
+    model, x, y = trained
+    batches = [{"pixels": x[i : i + 8]} for i in range(0, len(x), 8)]
+    f = x[y == 2]
+    forget = [{"pixels": f[i : i + 8]} for i in range(0, len(f), 8)]
+
+    def forward(m: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, None]:
+        return m(batch["pixels"]), None
+
+    imp = dampen.importance(model, batches, estimator="lf", forward=forward)
+    want = dampen.importance(model, loader(x, y, 8), estimator="lf")
+    assert all(torch.equal(imp[n], want[n]) for n in imp)
+    alf = dampen.unlearn(model, forget, method="alf", importance=imp, forward=forward)
+    with pytest.warns(UserWarning, match="needs labels"):
+        auto = dampen.unlearn(model, forget, method="lfssd", importance=imp, forward=forward)
+    assert same_state(auto.model, state_copy(alf.model))
+
+
+def test_buffers_are_part_of_the_fingerprint(trained: tuple) -> None:
+    """BatchNorm statistics shape the importance: changed running stats make it stale."""
+    model, x, y = trained
+    imp = dampen.importance(model, loader(x, y, 8))
+    moved = copy.deepcopy(model).train()
+    with torch.no_grad():
+        moved(x + 3.0)  # a forward pass in train mode moves the running statistics
+    moved.eval()
+    with pytest.raises(ValueError, match="different weights"):
+        imp.check_model(moved)

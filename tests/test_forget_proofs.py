@@ -164,15 +164,22 @@ def test_fit_gaussians_needs_two_shadows_per_side() -> None:
 
 
 def test_zrf_sums_js_over_classes() -> None:
+    """ZRF = 1 − mean JS in bits, JS summed over classes (not averaged over them)."""
     p = torch.tensor([[1.0, 0.0]])
     q = torch.tensor([[0.5, 0.5]])
-    # JS = ½ KL(p‖m) + ½ KL(q‖m), m = (¾, ¼), summed over both classes.
-    m = np.array([0.75, 0.25])
-    js = 0.5 * math.log(1 / 0.75) + 0.5 * (0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25))
-    assert zrf(p, q) == pytest.approx(1 - js)
-    assert m.sum() == 1.0
-    assert zrf(q, q) == pytest.approx(1.0)
-    assert zrf(torch.eye(3), torch.eye(3)[[1, 2, 0]]) == pytest.approx(1 - math.log(2))
+    # m = (¾, ¼): KL(p‖m) = ln(4/3), KL(q‖m) = ½ ln(2/3) + ½ ln 2, JS = their mean, in bits
+    # over ln 2: ≈ 0.2158 / 0.6931 ≈ 0.3113 bits, so ZRF ≈ 0.6887.
+    js_bits = (math.log(4 / 3) / 2 + (0.5 * math.log(2 / 3) + 0.5 * math.log(2)) / 2) / math.log(2)
+    assert zrf(p, q) == pytest.approx(1 - js_bits)
+    assert zrf(p, q) == pytest.approx(0.68872188)
+    # Identical rows: JS = 0, ZRF exactly 1.
+    assert zrf(q, q) == 1.0
+    # Disjoint one-hot rows: JS = ln 2 nats = 1 bit per row, ZRF exactly 0 (the lower end).
+    assert zrf(torch.eye(3), torch.eye(3)[[1, 2, 0]]) == pytest.approx(0.0, abs=1e-15)
+    # The mean over samples: (0.3113 + 1) / 2 bits.
+    both_p = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    both_q = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    assert zrf(both_p, both_q) == pytest.approx(1 - (js_bits + 1) / 2)
 
 
 def test_modified_entropy_by_hand() -> None:

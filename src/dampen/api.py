@@ -11,6 +11,7 @@ from torch import nn
 
 from dampen import registry
 from dampen.core.batches import Batches, ForwardFn, checked_forward
+from dampen.importances.distributed import unwrap
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
 from dampen.registry import Request
@@ -118,7 +119,8 @@ def unlearn(
             set's distribution for sample forgetting (the target level), from retained
             classes for class forgetting (a collapse guard).
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
-        inplace: change ``model`` itself instead of a copy. The request is all-or-nothing: on
+        inplace: change ``model`` itself instead of a copy (a copy of the module inside a
+            ``DistributedDataParallel``/``DataParallel`` wrapper). The request is all-or-nothing: on
             any error (also ``KeyboardInterrupt``) the model's parameters and buffers are
             restored bit for bit.
         check_values: refuse an ``importance`` computed for other weights of this model (a
@@ -136,6 +138,7 @@ def unlearn(
     spec = registry.get(method)
     cfg = spec.make_config(config)
     _check_module(model)
+    inner = unwrap(model)  # a DistributedDataParallel/DataParallel model is unlearned inside
     request = Request(
         forget=forget,
         importance=importance,
@@ -143,23 +146,24 @@ def unlearn(
         retain=retain,
         heldout=heldout,
         forward=checked_forward(forward),
-        original=model,
+        original=inner,
         progress=progress,
         seed=seed,
         check_values=check_values,
     )
-    saved = _snapshot(model) if inplace else None
+    saved = _snapshot(inner) if inplace else None
     try:
-        work = model if inplace and spec.validates_first else copy.deepcopy(model)
+        work = inner if inplace and spec.validates_first else copy.deepcopy(inner)
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(seed)
             stats = spec.run(work, request, cfg)
-        if inplace and work is not model:
-            _copy_state_(model, work)
+        if inplace and work is not inner:
+            _copy_state_(inner, work)
+        if inplace:
             work = model
     except BaseException:
         if saved is not None:
-            _restore_(model, saved)
+            _restore_(inner, saved)
         raise
     forget_imp = stats.pop(registry.FORGET_IMPORTANCE, None)
     return UnlearnResult(

@@ -21,6 +21,10 @@ def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e))
 
 
+SSD_FAMILY = ("ssd", "lfssd", "assd", "alf")
+"""The methods that read a stored importance and hand back the forget set's."""
+
+
 def _check_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
     """Refuse outputs that are one file or overwrite an input, or cannot be written, before
     any work starts."""
@@ -181,6 +185,11 @@ def forget_cmd(
             inputs={"--weights": weights, "--importance": importance_path},
         )
         config = dict(parse_option(o) for o in options)
+        if update_importance is not None and method not in SSD_FAMILY:
+            raise ValueError(
+                f"--update-importance needs an SSD-family method ({', '.join(SSD_FAMILY)}), "
+                f"which hands back the forget set's importance; got {method!r}"
+            )
         model = _model(model_spec, weights)
         imp = dampen.Importance.load(
             importance_path, model=model, check_values=not allow_changed_weights
@@ -205,8 +214,12 @@ def forget_cmd(
                     f"--update-importance: method {method!r} gives no forget importance to "
                     "take out (use an SSD-family method)"
                 )
-            # The updated importance belongs to the unlearned weights written to --out.
-            updated = imp.subtract(result.forget_importance).rebind(result.model)
+            updated = imp.subtract(result.forget_importance)
+            if not allow_changed_weights:
+                # The importance was checked against --weights, so the update belongs to the
+                # unlearned weights written to --out. With the flag nothing was checked, and
+                # the update keeps the fingerprint it had (later loads need the flag too).
+                updated = updated.rebind(result.model)
             writes.append((update_importance, updated.writer()))
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise _fail(e) from e

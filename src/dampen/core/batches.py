@@ -85,7 +85,9 @@ def class_targets(targets: Any) -> Any:
 
 def checked_forward(forward: ForwardFn | None) -> ForwardFn | None:
     """A user's ``forward`` whose output is checked to be ``(logits, targets)`` and whose
-    integer targets are cast to int64; ``None`` stays ``None`` (the default forward)."""
+    integer targets are cast to int64; ``None`` stays ``None`` (the default forward).
+
+    ``targets`` may be ``None`` for unlabeled data (the loss-free estimator needs none)."""
     if forward is None:
         return None
     if not callable(forward):
@@ -98,13 +100,15 @@ def checked_forward(forward: ForwardFn | None) -> ForwardFn | None:
         if not (
             isinstance(out, (tuple, list))
             and len(out) == 2
-            and all(isinstance(t, Tensor) for t in out)
+            and isinstance(out[0], Tensor)
+            and (out[1] is None or isinstance(out[1], Tensor))
         ):
             got = type(out).__name__
             if isinstance(out, (tuple, list)):
                 got = f"{got} of {len(out)}: " + ", ".join(type(v).__name__ for v in out)
             raise TypeError(
-                f"forward= must return (logits, targets), two tensors; it returned {got}"
+                "forward= must return (logits, targets): a tensor and a tensor (or None for "
+                f"unlabeled data); it returned {got}"
             )
         return out[0], class_targets(out[1])
 
@@ -113,12 +117,13 @@ def checked_forward(forward: ForwardFn | None) -> ForwardFn | None:
     return run
 
 
-def has_labels(batches: Batches, forward: ForwardFn | None) -> bool:
-    """Whether the batches carry labels: a ``forward`` gives targets; else the first batch is
-    read (a bare tensor or a 1-tuple ``(x,)`` has none). Reads one batch of a re-iterable."""
-    if forward is not None:
-        return True
+def has_labels(model: nn.Module, batches: Batches, forward: ForwardFn | None) -> bool:
+    """Whether the batches carry labels, read from the first batch of a re-iterable: a bare
+    tensor or a 1-tuple ``(x,)`` has none; with ``forward`` its targets must not be None."""
     for batch in batches:
+        if forward is not None:
+            with torch.no_grad():
+                return forward(model, batch)[1] is not None
         return not (
             isinstance(batch, Tensor) or (isinstance(batch, (list, tuple)) and len(batch) < 2)
         )

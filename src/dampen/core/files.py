@@ -1,11 +1,12 @@
 """Files written atomically, and the checks a command makes before it writes anything.
 
-A write goes to a temporary file in the target's folder, named after the target and the
-writing process (``.<name>.<pid>.<random>.tmp``), and is renamed over the target only when
-complete. The temporary file is removed on any exception, on ``KeyboardInterrupt`` and (in the
-command line, which turns SIGTERM into an exception) on SIGTERM; a temporary file left by a
-process that was killed outright is removed by the next write to the same target. The file gets
-the mode the umask gives a new file, not ``mkstemp``'s 0600.
+A write goes to a temporary file in the target's folder, named after the target, the host and
+the writing process (``.<name>.<host>.<pid>.<random>.tmp``), and is renamed over the target only
+when complete. The temporary file is removed on any exception, on ``KeyboardInterrupt`` and (in
+the command line, which turns SIGTERM into an exception) on SIGTERM; a temporary file left by a
+process of this host that was killed outright is removed by the next write to the same target.
+A new file gets the mode the umask gives (not ``mkstemp``'s 0600); a replaced file keeps its
+mode.
 """
 
 from __future__ import annotations
@@ -13,15 +14,39 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would, for every thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    # No /proc (macOS, BSD): create a file with mode 0o777 and see what the kernel kept.
+    fd, probe = tempfile.mkstemp(prefix=".dampen-umask.")
+    try:
+        os.close(fd)
+        os.unlink(probe)
+        made = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o777)
+        os.close(made)
+        return 0o777 & ~os.stat(probe).st_mode
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+
+
+def _mode_for(target: Path) -> int:
+    """A replaced file keeps its permission bits; a new one gets what the umask allows."""
+    try:
+        return os.stat(target).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -31,14 +56,21 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid we can ask about: leave it
     return True
 
 
+def _prefix(target: Path) -> str:
+    return f".{target.name}.{_HOST}.{os.getpid()}."
+
+
 def stale_temp_files(target: Path) -> list[Path]:
-    """Temporary files of ``target`` left by processes that no longer run."""
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.[^.]+\.tmp$")
+    """Temporary files of ``target`` left by processes of this host that no longer run.
+
+    Files of other hosts (a shared folder) are never touched: their pids mean nothing here.
+    """
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{re.escape(_HOST)}\.(\d+)\.[^.]+\.tmp$")
     if not target.parent.is_dir():
         return []
     stale = []
@@ -49,6 +81,62 @@ def stale_temp_files(target: Path) -> list[Path]:
     return stale
 
 
+def _temp_beside(target: Path) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for old in stale_temp_files(target):
+        with contextlib.suppress(OSError):
+            old.unlink()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_prefix(target), suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
+def atomic_writes(writes: Sequence[tuple[str | os.PathLike[str], Callable[[str], object]]]) -> None:
+    """Several files, all or none.
+
+    Every temporary file is written before the first rename. If writing fails, every target is
+    as it was. If a rename fails (or a signal lands between two renames), the targets already
+    replaced get their old content back from a hard link made before the renames.
+    """
+    temps: list[tuple[str, Path]] = []
+    backups: list[tuple[Path, str | None]] = []  # (target, link to its old content or None)
+    replaced: list[Path] = []
+    try:
+        for path, write in writes:
+            target = Path(path)
+            tmp = _temp_beside(target)
+            temps.append((tmp, target))
+            write(tmp)
+            os.chmod(tmp, _mode_for(target))
+        for _, target in temps:
+            backup = None
+            if target.exists():
+                backup = _temp_beside(target)
+                os.unlink(backup)
+                os.link(target, backup)
+            backups.append((target, backup))
+        for tmp, target in temps:
+            os.replace(tmp, target)
+            replaced.append(target)
+    except BaseException:
+        for target, backup in backups:
+            if target in replaced:
+                with contextlib.suppress(OSError):
+                    if backup is None:
+                        target.unlink()
+                    else:
+                        os.replace(backup, target)
+        for tmp, _ in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    finally:
+        for _, backup in backups:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(backup)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)`` and move the result to ``path`` in one rename.
 
@@ -57,35 +145,6 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     """
     atomic_writes([(path, write)])
     return Path(path)
-
-
-def atomic_writes(writes: Sequence[tuple[str | os.PathLike[str], Callable[[str], object]]]) -> None:
-    """Several files, all or none: every temporary file is written before the first rename.
-
-    A failure while writing removes every temporary file and leaves every target as it was.
-    """
-    done: list[tuple[str, Path]] = []
-    try:
-        for path, write in writes:
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            for old in stale_temp_files(target):
-                with contextlib.suppress(OSError):
-                    old.unlink()
-            fd, tmp = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp"
-            )
-            os.close(fd)
-            done.append((tmp, target))
-            write(tmp)
-            os.chmod(tmp, _umask_mode())
-        for tmp, target in done:
-            os.replace(tmp, target)
-    except BaseException:
-        for tmp, _ in done:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -110,7 +169,7 @@ def check_writable(path: str | os.PathLike[str], *, what: str) -> None:
         raise ValueError(f"{what}: cannot write to {target} ({folder} is not a folder)")
     if folder == target.parent:
         try:
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.probe.")
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=_prefix(target), suffix=".tmp")
         except OSError as e:
             raise ValueError(f"{what}: cannot write to {target} ({e.strerror})") from e
         os.close(fd)

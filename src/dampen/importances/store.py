@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from dampen._version import __version__
 from dampen.core.files import atomic_write
+from dampen.importances.distributed import unwrap
 from dampen.importances.estimators import ESTIMATORS
 
 FORMAT = "dampen.importance/1"
@@ -24,22 +25,40 @@ _PREFIX = "sum/"
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """Identifies a model: a hash of parameter names and shapes, and one of their values."""
+    """Identifies a model: a hash of parameter names and shapes, one of their values and one of
+    the persistent buffers' values (BatchNorm statistics shape the importance too).
+
+    ``buffers`` is empty in files written before it existed; it is then not checked.
+    """
 
     structure: str
     values: str
+    buffers: str = ""
 
     @classmethod
     def of(cls, model: nn.Module, *, values: bool = True) -> Fingerprint:
-        """Fingerprint ``model``; ``values=False`` skips hashing the weights (empty string)."""
+        """Fingerprint ``model`` (the module inside a ``DistributedDataParallel`` wrapper);
+        ``values=False`` skips hashing the weights and buffers (empty strings)."""
+        model = unwrap(model)
         s = hashlib.sha256()
         v = hashlib.sha256()
+        b = hashlib.sha256()
         for name, p in model.named_parameters():
             s.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
             if values:
-                raw = p.detach().reshape(-1).contiguous().cpu().view(torch.uint8)
-                v.update(raw.numpy().data)
-        return cls(s.hexdigest()[:32], v.hexdigest()[:32] if values else "")
+                v.update(_raw(p))
+        if not values:
+            return cls(s.hexdigest()[:32], "", "")
+        params = {name for name, _ in model.named_parameters()}
+        for name, buf in model.state_dict(keep_vars=True).items():
+            if name not in params and isinstance(buf, Tensor):
+                b.update(f"{name};".encode())
+                b.update(_raw(buf))
+        return cls(s.hexdigest()[:32], v.hexdigest()[:32], b.hexdigest()[:32])
+
+
+def _raw(t: Tensor) -> memoryview:
+    return t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().data
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -103,6 +122,10 @@ class Importance(Mapping[str, Tensor]):
                 raise TypeError(f"Importance.{name} must be an int; got {type(value).__name__}")
         if self.units <= 0 or self.samples <= 0:
             raise ValueError("an importance needs at least one sample (the data was empty)")
+        if self.batches <= 0:
+            raise ValueError(f"Importance.batches must be positive; got {self.batches}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise ValueError(f"Importance.batch_size must be positive; got {self.batch_size}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(
                 f"Importance.estimator must be one of {', '.join(ESTIMATORS)}; "
@@ -200,8 +223,8 @@ class Importance(Mapping[str, Tensor]):
         must be the ones the importance was computed for; ``check_values=False`` accepts a
         model whose weights changed on purpose (e.g. one already unlearned by dampen).
         """
-        params = dict(model.named_parameters())
-        got = {n: tuple(p.shape) for n, p in params.items()}
+        model = unwrap(model)
+        got = {n: tuple(p.shape) for n, p in model.named_parameters()}
         have = {n: tuple(t.shape) for n, t in self.sums.items()}
         if got != have:
             raise ValueError(
@@ -219,7 +242,10 @@ class Importance(Mapping[str, Tensor]):
                 "against the model's weights; pass check_values=False (command line: "
                 "--allow-changed-weights) if you know it belongs to them"
             )
-        if check_values and fp.values != self.fingerprint.values:
+        stale = fp.values != self.fingerprint.values or (
+            bool(self.fingerprint.buffers) and fp.buffers != self.fingerprint.buffers
+        )
+        if check_values and stale:
             raise ValueError(
                 "this importance was computed for different weights of this architecture (it is "
                 "stale, or the model was trained further); pass check_values=False "
@@ -307,6 +333,7 @@ class Importance(Mapping[str, Tensor]):
             "batch_size": "" if self.batch_size is None else str(self.batch_size),
             "structure": self.fingerprint.structure,
             "values": self.fingerprint.values,
+            "buffers": self.fingerprint.buffers,
             "shapes": json.dumps({n: list(s) for n, s in self.shapes.items()}),
             "version": self.version,
             "label_counts": ""
@@ -349,11 +376,15 @@ class Importance(Mapping[str, Tensor]):
         try:
             with safe_open(str(source), framework="pt") as f:
                 meta = f.metadata() or {}
-                sums = {k[len(_PREFIX) :]: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+                stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         except Exception as e:  # safetensors raises its own error types
             raise ValueError(f"{source} is not a readable safetensors file: {e}") from e
         if meta.get("format") != FORMAT:
             raise ValueError(f"{source} is not a dampen importance file (format {FORMAT})")
+        stray = [k for k in stored if not k.startswith(_PREFIX)]
+        if stray:
+            raise ValueError(f"{source} holds tensors that are not importances: {stray[:3]}")
+        sums = {k[len(_PREFIX) :]: v for k, v in stored.items()}
         try:
             imp = cls(
                 sums=sums,
@@ -362,7 +393,7 @@ class Importance(Mapping[str, Tensor]):
                 batches=int(meta["batches"]),
                 estimator=meta["estimator"],
                 batch_size=int(meta["batch_size"]) if meta["batch_size"] else None,
-                fingerprint=Fingerprint(meta["structure"], meta["values"]),
+                fingerprint=Fingerprint(meta["structure"], meta["values"], meta.get("buffers", "")),
                 shapes=_read_shapes(meta["shapes"]),
                 version=meta["version"],
                 label_counts=_read_labels(meta.get("label_counts", "")),
@@ -395,16 +426,15 @@ def _read_labels(text: str) -> dict[int, int] | None:
     if not text:
         return None
     labels = json.loads(text)
-    if not isinstance(labels, dict) or not all(isinstance(v, int) for v in labels.values()):
-        raise ValueError("label_counts must be a JSON object of integer counts")
+    if not isinstance(labels, dict) or not all(type(v) is int and v >= 0 for v in labels.values()):
+        raise ValueError("label_counts must be a JSON object of non-negative integer counts")
     return {int(k): int(v) for k, v in labels.items()}
 
 
 def _read_shapes(text: str) -> dict[str, tuple[int, ...]]:
     shapes = json.loads(text)
     if not isinstance(shapes, dict) or not all(
-        isinstance(s, list) and all(isinstance(d, int) and d >= 0 for d in s)
-        for s in shapes.values()
+        isinstance(s, list) and all(type(d) is int and d >= 0 for d in s) for s in shapes.values()
     ):
         raise ValueError("shapes must be a JSON object of integer lists")
     return {str(n): tuple(s) for n, s in shapes.items()}

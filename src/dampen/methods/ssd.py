@@ -240,7 +240,7 @@ def ssd_(
     if alpha == "auto":
         _check_reiterable(request.forget, "the forget set")
         _check_reiterable(request.heldout, "heldout")
-        if not has_labels(request.forget, request.forward):
+        if not has_labels(model, request.forget, request.forward):
             if estimator != "lf":
                 raise ValueError(
                     f"{method} needs labelled forget batches (x, y); these carry none (use "
@@ -316,7 +316,7 @@ def ssd_(
         per_tensor = dampen_model_(
             model, imp_d, imp_f, alpha=alpha, lambda_=lambda_, exponent=exponent, upper=upper
         )
-        if not bounded and not any(per_tensor.values()):
+        if not any(per_tensor.values()) and not bounded:
             warnings.warn(
                 f"alpha={alpha:.4g} selected no parameter (no I_Df/I_D ratio exceeds it): "
                 "nothing was forgotten; lower alpha, or use alpha='auto'",
@@ -353,7 +353,9 @@ def _warn_unreachable_alpha(
     if adaptive or imp_d.estimator != "per_sample":
         return False
     bound = imp_d.samples / imp_f.samples
-    if alpha < bound:
+    # At the bound itself, float rounding of I_Df/I_D can still select a parameter whose
+    # gradient comes from the forget set alone; warn only clearly above it.
+    if alpha <= bound * (1 + 1e-4):
         return False
     warnings.warn(
         f"alpha={alpha:.4g} can select nothing: with the per_sample estimator and the forget "
