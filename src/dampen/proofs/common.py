@@ -82,9 +82,10 @@ class ProofConfig:
 DIGITS_CNN = ModelSpec("cnn", "cnn", train={"epochs": 15, "crop_padding": 1, "flip": False})
 """The small CNN both digits presets train (15 epochs, 1-pixel crops, no flips)."""
 
-FMNIST_MLP = ModelSpec("mlp", "mlp", train={"epochs": 60, "augment": False})
-"""An MLP (784-256-128-10) trained 60 epochs without augmentation: it memorises 2,000
-Fashion-MNIST samples (99.8 % train accuracy, 82 % test), about 6 s per training on 2 threads."""
+FMNIST_MLP = ModelSpec("mlp", "mlp", train={"epochs": 60, "augment": False, "lr": 0.05})
+"""An MLP (784-256-128-10) trained 60 epochs without augmentation, SGD lr 0.05: it memorises
+2,000 Fashion-MNIST samples (99.4-99.6 % train accuracy, 83 % test), about 5 s per training on
+one thread. (The recipe's lr 0.1 diverged to chance on 1 of 42 trainings.)"""
 
 
 def random_forgetting_rows(heldout: int) -> tuple[MethodSpec, ...]:
