@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from dampen.bench import config_from_dict, load_config, plan, preset
 from dampen.bench import runner as bench_runner
 from dampen.bench.report import mean_std, render_markdown, seconds_text
+from dampen.bench.runner import load_data, make_scenario
 from dampen.cli import main
+from dampen.recipe import cache_key, cached_train
 
 
 def tiny_quick(out: Path) -> dict[str, Any]:
@@ -165,15 +168,36 @@ def test_quick_smoke_run_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     by_key = {c["key"]: c for c in results["cells"]}
     ssd = by_key["cnn|full_class/3|0|ssd"]
     assert ssd["importance"] == "stored" and ssd["importance_seconds"] > 0
-    assert ssd["alpha"] == 10.0 and ssd["selected"] >= 0 and ssd["seconds"] > 0
+    assert ssd["alpha"] == 10.0 and ssd["selected"] > 0 and ssd["seconds"] > 0
     fly = by_key["cnn|full_class/3|0|ssd (on the fly)"]
     assert fly["importance"] == "on_the_fly" and fly["importance_seconds"] is None
+    # The importance of D computed inside the call is the stored one: same selection, same model.
+    assert fly["selected"] == ssd["selected"]
+    assert fly["metrics"] == pytest.approx(ssd["metrics"])
     assert fly["seconds_breakdown"]["importance_train"] > 0
     assert by_key["cnn|random/10|0|retrain"]["seconds"] > 0
     assert by_key["cnn|random/10|0|original"]["seconds"] is None
-    for cell in results["cells"]:
-        assert 0.0 <= cell["metrics"]["retain_acc"] <= 1.0
-        assert cell["metrics"]["retrained_mia"] is not None
+    assert by_key["cnn|random/10|0|ssd"]["forget_samples"] == 10
+    for cell in results["cells"]:  # every row is measured against the retrain row's model
+        reference = by_key[f"cnn|{cell['scenario']}|0|retrain"]["metrics"]
+        assert cell["metrics"]["retrained_mia"] == reference["mia"]
+        assert cell["metrics"]["retrained_forget_acc"] == reference["forget_acc"]
+    # Dr accuracy of the reference rows, recomputed from the cached models by a plain loop
+    # (one wrong sample would move it by 1/|Dr|).
+    bench = load_config(config)
+    assert bench.eval_retain_limit is None  # the Dr metrics cover the whole retain set
+    recipe = bench.models[0].train_config()
+    for spec in bench.scenarios:
+        scenario = make_scenario(load_data(bench.data_for(spec)), spec, 0)
+        x, y = scenario.data.train.x[scenario.retain], scenario.data.train.y[scenario.retain]
+        for row, indices in (("original", None), ("retrain", scenario.retain)):
+            key = cache_key(recipe, scenario.data, indices, 0)
+            assert (bench.cache_path / f"{key}.safetensors").is_file()  # loaded, not trained
+            model = cached_train(recipe, scenario.data, indices, 0, bench.cache_path).eval()
+            with torch.no_grad():
+                correct = int((model(x).argmax(dim=1) == y).sum())
+            retain_acc = by_key[f"cnn|{spec.label}|0|{row}"]["metrics"]["retain_acc"]
+            assert retain_acc == pytest.approx(correct / len(y), abs=1e-12)
     md = (out / "results.md").read_text()
     assert "## cnn" in md and "| ssd (on the fly) |" in md and "full_class/3 Dr" in md
     assert "dampen bench --config" in md
