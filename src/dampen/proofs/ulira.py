@@ -287,7 +287,7 @@ def run_ulira(
             "distances": _mean_distances(records, rows),
             "stats": {
                 label: {
-                    key: float(np.mean([r["rows"][label]["stats"][key] for r in records]))
+                    key: float(np.nanmean([_num(r["rows"][label]["stats"][key]) for r in records]))
                     for key in ("alpha", "selected", "seconds")
                     if all(key in r["rows"][label].get("stats", {}) for r in records)
                 }
@@ -305,7 +305,7 @@ def _mean_metrics(records: list[dict[str, Any]], labels: list[str]) -> dict[str,
     for label in labels:
         names = records[0]["rows"][label]["metrics"].keys()
         out[label] = {
-            name: float(np.nanmean([r["rows"][label]["metrics"][name] for r in records]))
+            name: float(np.nanmean([_num(r["rows"][label]["metrics"][name]) for r in records]))
             for name in names
         }
     return out
@@ -324,8 +324,8 @@ def _mean_distances(
                 np.nanmean(
                     [
                         abs(
-                            r["rows"][label]["metrics"][name]
-                            - r["rows"]["retrain"]["metrics"][name]
+                            _num(r["rows"][label]["metrics"][name])
+                            - _num(r["rows"]["retrain"]["metrics"][name])
                         )
                         for r in records
                     ]
@@ -334,6 +334,11 @@ def _mean_distances(
             for name in names
         }
     return out
+
+
+def _num(value: float | None) -> float:
+    """A stored number as a float: JSON keeps NaN and ±inf as null."""
+    return math.nan if value is None else float(value)
 
 
 def _pct(x: float | None) -> str:
