@@ -244,7 +244,6 @@ def run_ulira(
     """
     say = log or (lambda _m: None)
     with torch_threads(config.threads):
-        started = perf_counter()
         data = load_data(config.data)
         n = len(data.train)
         member = membership(n, config.shadows, config.seed)
@@ -265,6 +264,7 @@ def run_ulira(
             record["setup"] = setup
             write_json(path, record)
             records.append(record)
+        attack_started = perf_counter()
         pool_member = member[pool.numpy()]  # [m, K]
         rows = [REFERENCE, *(m.label for m in config.methods)]
         table = {}
@@ -278,7 +278,10 @@ def run_ulira(
             "command": command,
             "machine": machine_info(),
             "config": json.loads(json.dumps(dataclasses.asdict(config))),
-            "seconds": perf_counter() - started,
+            # The shadows' seconds summed over every run that worked on them (a resumed or
+            # repeated run adds only its own), plus this run's attack.
+            "seconds": sum(float(r.get("seconds", 0.0)) for r in records)
+            + (perf_counter() - attack_started),
             "forgotten_per_shadow": float(
                 np.mean([pool_member[:, k].sum() for k in range(config.shadows)])
             ),
@@ -360,7 +363,8 @@ def render_ulira(results: dict[str, Any]) -> str:
         f"{cfg['candidates']} candidates, {results['forgotten_per_shadow']:.1f} forgotten per "
         f"shadow; per-example variance: {'pooled' if cfg['global_variance'] else 'per example'}",
         f"- machine: {m['cpu_count']} CPU cores, {m['torch_threads']} torch threads, torch "
-        f"{m['torch']}; wall-clock {results['seconds'] / 60:.1f} min (cached trainings count 0)",
+        f"{m['torch']}; compute {results['seconds'] / 60:.1f} min over all runs "
+        "(cached trainings count once)",
         "",
         "U-LiRA: accuracy and AUC (%) of the per-example likelihood-ratio attack telling the "
         "unlearned target from its retrained reference; **50 is ideal** (indistinguishable), "
