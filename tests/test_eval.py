@@ -185,26 +185,28 @@ def test_loss_auc_extremes() -> None:
 
 
 def test_tpr_at_1pct_fpr_constructed() -> None:
-    # FPR strictly below 1 % (LiRA): among 100 non-members no false positive is allowed
-    # (1/100 is not < 1 %); among 200 one is (1/200 = 0.5 %), two are not (2/200 = 1 %).
+    # FPR strictly below 1 % (LiRA): among 101 non-members one false positive is allowed
+    # (1/101 < 1 %); among 200 one is (1/200 = 0.5 %), two are not (2/200 = 1 %). With 100 or
+    # fewer not even one fits, and the figure would be the TPR at FPR 0: not defined (NaN).
     # 30 members below every unseen loss, 20 at 1.5, 50 above every unseen loss.
     forget = np.r_[np.full(30, 0.5), np.full(20, 1.5), np.full(50, 500.0)]
-    # 100 non-members with losses 1..100: only "loss < 1" is allowed; it catches 30 of 100.
-    assert loss_threshold_mia(forget, np.arange(1.0, 101.0)).tpr_at_1fpr == pytest.approx(0.3)
+    # 101 non-members with losses 1..101: "loss <= 1.5" has one false positive: 50 of 100.
+    assert loss_threshold_mia(forget, np.arange(1.0, 102.0)).tpr_at_1fpr == pytest.approx(0.5)
     # 200 non-members 1..200: "loss <= 1.5" has one false positive (loss 1): 50 of 100.
     unseen = np.arange(1.0, 201.0)
     assert loss_threshold_mia(forget, unseen).tpr_at_1fpr == pytest.approx(0.5)
     # A tie: 20 members share loss 2.0 with a non-member, so "loss <= 2" has two false positives
-    # (losses 1 and 2), FPR exactly 1 %, not below: the best rule stays "loss <= 1", 30 of 100.
+    # (losses 1 and 2), FPR exactly 1 %, not below: the best rule stays "loss < 1", 30 of 100.
     tied = np.r_[np.full(30, 0.5), np.full(20, 2.0), np.full(50, 500.0)]
     assert loss_threshold_mia(tied, unseen).tpr_at_1fpr == pytest.approx(0.3)
-    # 99 non-members (< 1 / 1 %): only "call nothing" is below 1 %, the rate is not defined.
+    # 100 and 99 non-members: no false positive fits strictly below 1 %: not defined.
+    assert math.isnan(loss_threshold_mia(forget, np.arange(1.0, 101.0)).tpr_at_1fpr)
     assert math.isnan(loss_threshold_mia(forget, np.arange(1.0, 100.0)).tpr_at_1fpr)
     # Scores (higher = member) 3, 1 against 2, 0. Below FPR 1: "score >= 1" has FPR ½, TPR 1.
-    # Below FPR ½: only "score >= 3" (FPR 0), TPR ½.
+    # Below FPR ½ with 2 non-members no false positive fits: not defined.
     members, nonmembers = np.array([3.0, 1.0]), np.array([2.0, 0.0])
     assert tpr_at_fpr(members, nonmembers, max_fpr=1.0) == 1.0
-    assert tpr_at_fpr(members, nonmembers, max_fpr=0.5) == 0.5
+    assert math.isnan(tpr_at_fpr(members, nonmembers, max_fpr=0.5))
     with pytest.raises(ValueError, match="max_fpr"):
         tpr_at_fpr(members, nonmembers, max_fpr=0.0)
 

@@ -61,42 +61,72 @@ def test_a_perfect_unlearner_scores_fifty() -> None:
     assert result["pairs"] == int(member.sum())  # every (target, forgotten example) once
 
 
-def test_the_target_never_enters_its_own_fit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every shadow's values are tagged with its index; the fit for target t must not see any
-    value of shadow t, neither in "in" nor in "out"."""
-    member = membership(EXAMPLES, SHADOWS, seed=0)
+def _tagged_records() -> list[dict]:
+    """Every shadow's values tagged with its index: value // 1000 is the shadow."""
     records = _records(0.0, -0.5)
     for k, record in enumerate(records):
         for row in record["rows"].values():
             row["confs"] = [1000.0 * k + j for j in range(EXAMPLES)]
-    module = sys.modules["dampen.proofs.ulira"]
-    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    return records
+
+
+def _check_fits(fits: list[tuple[np.ndarray, ...]], member: np.ndarray) -> None:
+    """The fit for target t must see no value of shadow t, and fit "in" and "out" on the
+    same shadows: the others that had the example in their forget set."""
+    assert len(fits) == SHADOWS
+    for t, (ins, outs, in_mask, out_mask) in enumerate(fits):
+        shadows = set((ins[:, 0] // 1000).astype(int)) | set((outs[:, 0] // 1000).astype(int))
+        assert t not in shadows and len(shadows) == SHADOWS - 1
+        assert (in_mask == out_mask).all()
+        assert (in_mask == member.T[np.arange(SHADOWS) != t]).all()
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[np.ndarray, ...]]:
+    seen: list[tuple[np.ndarray, ...]] = []
 
     def spy(in_confs: Any, out_confs: Any, in_mask: Any, out_mask: Any, **kw: Any) -> GaussianFit:
         seen.append((np.asarray(in_confs), np.asarray(out_confs), in_mask, out_mask))
         return fit_gaussians(in_confs, out_confs, in_mask, out_mask, **kw)
 
-    monkeypatch.setattr(module, "fit_gaussians", spy)
-    attack(records, member, "method")
-    assert len(seen) == SHADOWS
-    for t, (ins, outs, in_mask, out_mask) in enumerate(seen):
-        shadows_in_fit = set((ins[:, 0] // 1000).astype(int)) | set(
-            (outs[:, 0] // 1000).astype(int)
-        )
-        assert t not in shadows_in_fit and len(shadows_in_fit) == SHADOWS - 1
-        # "in" and "out" come from the same shadows: those that had the example to forget.
-        assert (in_mask == out_mask).all()
-        assert (in_mask == member.T[np.arange(SHADOWS) != t]).all()
+    monkeypatch.setattr(sys.modules["dampen.proofs.ulira"], "fit_gaussians", spy)
+    return seen
 
 
-def test_leaking_the_target_into_its_fit_would_be_caught() -> None:
-    """The guard above can fail: an attack that fits on all shadows lets the target's own
-    values in (a deliberately wrong fit, to show the spy's check would see it)."""
+def test_the_target_never_enters_its_own_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     member = membership(EXAMPLES, SHADOWS, seed=0)
-    confs = np.array([[1000.0 * k + j for j in range(EXAMPLES)] for k in range(SHADOWS)])
-    leaky = fit_gaussians(confs, confs, member.T, member.T)  # no shadow left out
-    assert leaky.count_in.max() == int(member.sum(axis=1).max())  # all shadows counted
-    assert set((confs[:, 0] // 1000).astype(int)) == set(range(SHADOWS))
+    seen = _spy(monkeypatch)
+    attack(_tagged_records(), member, "method")
+    _check_fits(seen, member)
+
+
+def test_leaking_the_target_into_its_fit_would_be_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check above can fail: with a leave-one-out that leaves nobody out (the mask that
+    selects "the other shadows" made all-true), the target's own values reach its fit."""
+    member = membership(EXAMPLES, SHADOWS, seed=0)
+    seen = _spy(monkeypatch)
+    module = sys.modules["dampen.proofs.ulira"]
+    real_arange = np.arange
+
+    class LeakyNumpy:
+        """numpy, except that ``arange(K) != t`` selects every shadow."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(np, name)
+
+        @staticmethod
+        def arange(*args: Any, **kwargs: Any) -> Any:
+            class Everyone(np.ndarray):
+                def __ne__(self, other: object) -> Any:  # type: ignore[override]
+                    return np.ones(self.shape, dtype=bool)
+
+            return real_arange(*args, **kwargs).view(Everyone)
+
+    monkeypatch.setattr(module, "np", LeakyNumpy())
+    attack(_tagged_records(), member, "method")
+    with pytest.raises(AssertionError):
+        _check_fits(seen, member)
 
 
 def test_fit_by_hand() -> None:
@@ -109,3 +139,23 @@ def test_fit_by_hand() -> None:
     assert fit.mean_out.tolist() == [1.0, 6.0]
     assert fit.std_in[0] == pytest.approx(np.sqrt(2.0))  # (1-2)² + (3-2)² over n-1 = 1
     assert fit.std_out[1] == pytest.approx(2.0)  # (4-6)² + 0 + (8-6)² over 2
+
+
+def test_distances_to_retrain_by_hand() -> None:
+    """|row − retrain| per shadow, then the mean; a value stored as null (NaN) is skipped."""
+    from dampen.proofs.ulira import _mean_distances
+
+    records = [
+        {"rows": {"m": {"metrics": {"mia": 0.2}}, "retrain": {"metrics": {"mia": 0.5}}}},
+        {"rows": {"m": {"metrics": {"mia": 0.9}}, "retrain": {"metrics": {"mia": 0.4}}}},
+        {"rows": {"m": {"metrics": {"mia": None}}, "retrain": {"metrics": {"mia": 0.4}}}},
+    ]
+    assert _mean_distances(records, ["m"])["m"]["mia"] == pytest.approx((0.3 + 0.5) / 2)
+
+
+def test_bench_gap_fields_by_hand() -> None:
+    from dampen.bench.report import _metric
+
+    cell = {"metrics": {"mia": 0.02, "retrained_mia": 0.23, "zrf": 0.5}}
+    assert _metric(cell, ["gap:mia"]) == pytest.approx(0.21)
+    assert _metric(cell, ["gap:zrf"]) is None  # no retrained value: nothing to compare

@@ -27,7 +27,7 @@ A denser rule family (``grid=False``: every achievable threshold and interval, e
 the observed values) finds a larger ε in 16 % of 500 random cases of 16 models each, by up to
 0.98; it is kept only to show that difference. Rates are counted exactly (no float32 rounding),
 and an example whose every rule is discarded gets ε = 0 (the organisers' code stops with an
-assertion).
+assertion), except two distinct point masses, which get the cap however close they are.
 
 Points: ε falls in a bucket of width 1/2; bucket ``k`` (``ε ∈ [k/2, (k+1)/2)``) earns
 ``2^-k`` points, for buckets up to ``ceil(ln(N − 1))``; beyond that an example earns nothing.

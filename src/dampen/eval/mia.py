@@ -22,7 +22,7 @@ class LossMIA(NamedTuple):
     """Probability that a random member has a lower loss than a random non-member (ties 1/2)."""
     tpr_at_1fpr: float
     """Largest fraction of members caught while calling fewer than 1 % of non-members members
-    (NaN, "not defined", with fewer than 100 non-members)."""
+    (NaN, "not defined", with 100 non-members or fewer)."""
 
 
 def _scores(x: ArrayLike, name: str) -> np.ndarray:
@@ -68,8 +68,9 @@ def tpr_at_fpr(member_scores: ArrayLike, nonmember_scores: ArrayLike, max_fpr: f
     that calls nothing a member (TPR 0), so no interpolation between ROC points is done.
 
     Returns:
-        The TPR, or NaN when the rate is not defined: with fewer than ``1 / max_fpr``
-        non-members the only rule below ``max_fpr`` is to call nothing a member.
+        The TPR, or NaN when the rate is not defined: with at most ``1 / max_fpr``
+        non-members not one false positive fits strictly below ``max_fpr``, and the figure
+        would be the TPR at FPR 0 instead.
 
     Raises:
         ValueError: if ``max_fpr`` is outside ``(0, 1]`` or the scores are invalid.
@@ -78,7 +79,7 @@ def tpr_at_fpr(member_scores: ArrayLike, nonmember_scores: ArrayLike, max_fpr: f
         raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
     pos = np.sort(_scores(member_scores, "member_scores"))
     neg = np.sort(_scores(nonmember_scores, "nonmember_scores"))
-    if neg.size * max_fpr < 1.0 - _FPR_SLACK:
+    if neg.size * max_fpr <= 1.0 + _FPR_SLACK:
         return float("nan")
     thresholds = np.unique(np.concatenate([pos, neg]))
     tp = pos.size - np.searchsorted(pos, thresholds, side="left")

@@ -263,7 +263,9 @@ def run_ulira(
             record = _shadow_record(config, k, member, pool, data, previous, say)
             record["setup"] = setup
             write_json(path, record)
-            records.append(record)
+            # As stored (±inf and NaN become null), so that a fresh run and a resumed one
+            # report the same means.
+            records.append(json.loads(path.read_text()))
         attack_started = perf_counter()
         pool_member = member[pool.numpy()]  # [m, K]
         rows = [REFERENCE, *(m.label for m in config.methods)]
