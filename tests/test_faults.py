@@ -661,19 +661,26 @@ def test_the_cli_refuses_a_stale_importance_and_names_the_flag(user: Path) -> No
     assert r.exit_code == 0, r.output
 
 
-def test_update_importance_belongs_to_the_written_weights(user: Path) -> None:
+def _forget_and_update(user: Path, *extra: str) -> torch.nn.Module:
+    """Run ``forget --out w2 --update-importance i2``; return the model with the new weights."""
+    from safetensors.torch import load_file
+
     r = _forget(
         user,
         "--out",
         str(user / "w2.safetensors"),
         "--update-importance",
         str(user / "i2.safetensors"),
+        *extra,
     )
     assert r.exit_code == 0, r.output
-    from safetensors.torch import load_file
-
     model = make_model(seed=1)
     model.load_state_dict(load_file(str(user / "w2.safetensors")))
+    return model
+
+
+def test_update_importance_belongs_to_the_written_weights(user: Path) -> None:
+    model = _forget_and_update(user)
     imp = dampen.Importance.load(user / "i2.safetensors", model=model)  # no flag needed
     assert imp.samples == 24 - 8
     assert imp.fingerprint == dampen.Fingerprint.of(model)
@@ -688,17 +695,7 @@ def test_allowed_changed_weights_do_not_launder_a_stale_file(user: Path) -> None
     state = load_file(str(w))
     state["head.bias"] = state["head.bias"] + 0.01  # "trained further"
     save_file(state, w)
-    r = _forget(
-        user,
-        "--out",
-        str(user / "w2.safetensors"),
-        "--update-importance",
-        str(user / "i2.safetensors"),
-        "--allow-changed-weights",
-    )
-    assert r.exit_code == 0, r.output
-    model = make_model(seed=1)
-    model.load_state_dict(load_file(str(user / "w2.safetensors")))
+    model = _forget_and_update(user, "--allow-changed-weights")
     with pytest.raises(ValueError, match="different weights"):
         dampen.Importance.load(user / "i2.safetensors", model=model)
 

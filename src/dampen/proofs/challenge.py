@@ -45,6 +45,8 @@ from dampen.eval.challenge import challenge_score
 from dampen.proofs.common import (
     DIGITS_CNN,
     EVAL_BATCH,
+    FMNIST_MEMORISED,
+    FMNIST_MEMORISED_TEXT,
     FMNIST_MLP,
     ProofConfig,
     cached_importance,
@@ -287,11 +289,8 @@ def challenge_fmnist() -> ChallengeConfig:
     60 epochs), 100 random forget samples, 16 + 16 (+ 16 for the reference row) models."""
     return ChallengeConfig(
         name="challenge-fmnist",
-        description=(
-            "Fashion-MNIST (4,000 train / 2,000 test), MLP 784-256-128-10 trained 60 epochs "
-            "without augmentation (it memorises), 100 random forget samples"
-        ),
-        data=DataSpec("fashion-mnist", limit=4000, test_limit=2000),
+        description=f"{FMNIST_MEMORISED_TEXT} (it memorises), 100 random forget samples",
+        data=FMNIST_MEMORISED,
         model=FMNIST_MLP,
         methods=random_forgetting_rows(heldout=200),
         deterministic=("ssd (α=10)",),

@@ -87,6 +87,15 @@ FMNIST_MLP = ModelSpec("mlp", "mlp", train={"epochs": 60, "augment": False, "lr"
 2,000 Fashion-MNIST samples (99.4-99.6 % train accuracy, 83 % test), about 5 s per training on
 one thread. (The recipe's lr 0.1 diverged to chance on 1 of 42 trainings.)"""
 
+FMNIST_MEMORISED = DataSpec("fashion-mnist", limit=4000, test_limit=2000)
+"""The Fashion-MNIST subset that :data:`FMNIST_MLP` memorises (4,000 train / 2,000 test)."""
+
+FMNIST_MEMORISED_TEXT = (
+    "Fashion-MNIST (4,000 train / 2,000 test), MLP 784-256-128-10 trained 60 epochs without "
+    "augmentation"
+)
+"""How the presets on :data:`FMNIST_MEMORISED` describe their setting."""
+
 
 def random_forgetting_rows(heldout: int) -> tuple[MethodSpec, ...]:
     """The rows of the per-example checks: the SSD family (paper α, ASSD, auto with ``heldout``

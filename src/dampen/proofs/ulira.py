@@ -50,6 +50,8 @@ from dampen.core.files import atomic_write_text
 from dampen.eval.ulira import fit_gaussians, likelihood_ratio, ulira_attack
 from dampen.proofs.common import (
     DIGITS_CNN,
+    FMNIST_MEMORISED,
+    FMNIST_MEMORISED_TEXT,
     FMNIST_MLP,
     ProofConfig,
     cached_importance,
@@ -482,11 +484,8 @@ def ulira_fmnist() -> ULiRAConfig:
     """
     return ULiRAConfig(
         name="ulira-fmnist",
-        description=(
-            "Fashion-MNIST (4,000 train / 2,000 test), MLP 784-256-128-10 trained 60 epochs "
-            "without augmentation on random halves: it memorises its 2,000 samples"
-        ),
-        data=DataSpec("fashion-mnist", limit=4000, test_limit=2000),
+        description=f"{FMNIST_MEMORISED_TEXT} on random halves: it memorises its 2,000 samples",
+        data=FMNIST_MEMORISED,
         model=FMNIST_MLP,
         methods=random_forgetting_rows(heldout=200),
         shadows=64,
