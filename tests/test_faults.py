@@ -758,3 +758,17 @@ def test_buffers_are_part_of_the_fingerprint(trained: tuple) -> None:
     moved.eval()
     with pytest.raises(ValueError, match="different weights"):
         imp.check_model(moved)
+
+
+def test_temp_files_of_other_hosts_and_odd_names_are_left_alone(tmp_path: Path) -> None:
+    """Only this host's temp files of dead processes are removed: a pid from another machine
+    (a shared folder) means nothing here, and an overlong pid must not break the write."""
+    from dampen.core.files import _HOST
+
+    other_host = tmp_path / f".out.bin.{_HOST}x.1.abc.tmp"
+    huge_pid = tmp_path / f".out.bin.{_HOST}.99999999999999999999.abc.tmp"
+    for p in (other_host, huge_pid):
+        p.write_text("someone else's")
+    atomic_write(tmp_path / "out.bin", lambda tmp: Path(tmp).write_text("done"))
+    assert other_host.exists() and huge_pid.exists()
+    assert (tmp_path / "out.bin").read_text() == "done"
