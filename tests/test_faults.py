@@ -772,3 +772,44 @@ def test_temp_files_of_other_hosts_and_odd_names_are_left_alone(tmp_path: Path) 
     atomic_write(tmp_path / "out.bin", lambda tmp: Path(tmp).write_text("done"))
     assert other_host.exists() and huge_pid.exists()
     assert (tmp_path / "out.bin").read_text() == "done"
+
+
+def test_a_second_interrupt_during_the_restore_does_not_stop_it(
+    trained: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the request, then Ctrl-C again while the weights are being put back."""
+    model, x, y = trained
+    imp = dampen.importance(model, loader(x, y, 8))
+    ssd = sys.modules["dampen.methods.ssd"]
+    api = sys.modules["dampen.api"]
+    real_dampen, real_restore = ssd.dampen_model_, api._restore_
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        real_dampen(*args, **kwargs)
+        raise KeyboardInterrupt("first")
+
+    copies = [0]
+    real_copy = torch.Tensor.copy_
+
+    def second_interrupt(self: torch.Tensor, src: torch.Tensor, *a: Any, **k: Any) -> Any:
+        copies[0] += 1
+        if copies[0] == 3:  # part-way through putting the weights back
+            raise KeyboardInterrupt("second")
+        return real_copy(self, src, *a, **k)
+
+    def restore_under_fire(m: torch.nn.Module, saved: list) -> None:
+        monkeypatch.setattr(torch.Tensor, "copy_", second_interrupt)
+        try:
+            real_restore(m, saved)
+        finally:
+            monkeypatch.setattr(torch.Tensor, "copy_", real_copy)
+
+    monkeypatch.setattr(ssd, "dampen_model_", interrupted)
+    monkeypatch.setattr(api, "_restore_", restore_under_fire)
+    mine = copy.deepcopy(model)
+    before = state_copy(mine)
+    with pytest.raises(KeyboardInterrupt, match="first"):
+        dampen.unlearn(
+            mine, loader(x[y == 2], y[y == 2], 8), importance=imp, alpha=5.0, inplace=True
+        )
+    assert copies[0] > 3 and same_state(mine, before)

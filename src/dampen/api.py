@@ -188,9 +188,16 @@ def _snapshot(model: nn.Module) -> list[torch.Tensor]:
 
 
 def _restore_(model: nn.Module, saved: list[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for t, s in zip((*model.parameters(), *model.buffers()), saved, strict=True):
-            t.copy_(s)
+    """Put the snapshot back. A second Ctrl-C (or SIGTERM) during the restore does not stop it
+    halfway: the restore starts over and the first interrupt is the one that propagates."""
+    while True:
+        try:
+            with torch.no_grad():
+                for t, s in zip((*model.parameters(), *model.buffers()), saved, strict=True):
+                    t.copy_(s)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            continue
 
 
 def _copy_state_(dst: nn.Module, src: nn.Module) -> None:
