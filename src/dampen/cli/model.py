@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 import dampen
+from dampen.bench.config import SSD_FAMILY
 from dampen.cli.userspec import build_model, load_weights_, parse_option, resolve, weights_writer
 from dampen.core.files import atomic_writes, check_distinct, check_writable
 from dampen.importances.distributed import init_from_env, rank_and_world
@@ -19,10 +20,6 @@ from dampen.importances.distributed import init_from_env, rank_and_world
 
 def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e))
-
-
-SSD_FAMILY = ("ssd", "lfssd", "assd", "alf")
-"""The methods that read a stored importance and hand back the forget set's."""
 
 
 def _check_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:

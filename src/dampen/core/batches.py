@@ -117,16 +117,29 @@ def checked_forward(forward: ForwardFn | None) -> ForwardFn | None:
     return run
 
 
+def is_unlabeled(batch: Any) -> bool:
+    """Whether a standard batch carries no labels: a bare tensor or a 1-tuple ``(x,)``."""
+    return isinstance(batch, Tensor) or (isinstance(batch, (list, tuple)) and len(batch) < 2)
+
+
+def check_label_range(targets: Tensor, classes: int) -> None:
+    """Raise ``ValueError`` when integer labels fall outside ``0..classes-1``."""
+    if targets.is_floating_point() or targets.numel() == 0:
+        return
+    lo, hi = int(targets.min()), int(targets.max())
+    if lo < 0 or hi >= classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"label {bad} is outside the model's {classes} outputs (0..{classes - 1})")
+
+
 def has_labels(model: nn.Module, batches: Batches, forward: ForwardFn | None) -> bool:
-    """Whether the batches carry labels, read from the first batch of a re-iterable: a bare
-    tensor or a 1-tuple ``(x,)`` has none; with ``forward`` its targets must not be None."""
+    """Whether the batches carry labels, read from the first batch of a re-iterable
+    (:func:`is_unlabeled`); with ``forward`` its targets must not be None."""
     for batch in batches:
         if forward is not None:
             with torch.no_grad():
                 return forward(model, batch)[1] is not None
-        return not (
-            isinstance(batch, Tensor) or (isinstance(batch, (list, tuple)) and len(batch) < 2)
-        )
+        return not is_unlabeled(batch)
     return True
 
 

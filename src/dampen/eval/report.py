@@ -19,7 +19,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dampen.core.batches import ForwardFn, checked_forward, class_targets, default_forward
+from dampen.core.batches import (
+    ForwardFn,
+    check_label_range,
+    checked_forward,
+    class_targets,
+    default_forward,
+)
 from dampen.core.progress import progress_bar
 from dampen.eval.functional import accuracy, activation_distance, entropy, js_divergence
 from dampen.eval.mia import loss_threshold_mia, paper_mia
@@ -248,13 +254,7 @@ def _check_outputs(logits: Any, targets: Any) -> None:
         raise ValueError(
             f"forward returned {logits.shape[0]} rows of logits but {targets.shape[0]} targets"
         )
-    if targets.numel():
-        lo, hi, classes = int(targets.min()), int(targets.max()), int(logits.shape[1])
-        if lo < 0 or hi >= classes:
-            raise ValueError(
-                f"label {lo if lo < 0 else hi} is outside the model's {classes} outputs "
-                f"(0..{classes - 1})"
-            )
+    check_label_range(targets, int(logits.shape[1]))
 
 
 def _collect_many(

@@ -22,7 +22,15 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from dampen.core.batches import Batches, ForwardFn, default_forward, logits_only, split_batch
+from dampen.core.batches import (
+    Batches,
+    ForwardFn,
+    check_label_range,
+    default_forward,
+    is_unlabeled,
+    logits_only,
+    split_batch,
+)
 from dampen.core.progress import progress_bar
 from dampen.importances.per_sample_layers import LayerwisePerSample, supports
 
@@ -90,16 +98,6 @@ def check_targets(logits: Tensor, targets: Tensor) -> None:
             )
         return
     check_label_range(targets, int(logits.shape[1]))
-
-
-def check_label_range(targets: Tensor, classes: int) -> None:
-    """Raise ``ValueError`` when integer labels fall outside ``0..classes-1``."""
-    if targets.is_floating_point() or targets.numel() == 0:
-        return
-    lo, hi = int(targets.min()), int(targets.max())
-    if lo < 0 or hi >= classes:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"label {bad} is outside the model's {classes} outputs (0..{classes - 1})")
 
 
 def accumulate(
@@ -212,9 +210,7 @@ def _layerwise_pass(
 
 def _plain_labels(batch: Any, forward: ForwardFn | None) -> Tensor | None:
     """The integer labels of a standard batch without running the model (None if unknown)."""
-    if forward is not None or isinstance(batch, Tensor):
-        return None
-    if isinstance(batch, (list, tuple)) and len(batch) < 2:
+    if forward is not None or is_unlabeled(batch):
         return None
     try:
         labels = split_batch(batch)[1]

@@ -39,10 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dampen.core.batches import Batches, ForwardFn, default_forward
+from dampen.core.batches import Batches, ForwardFn, check_label_range, default_forward
 from dampen.core.state import preserved
 from dampen.functional import dampen_model_, selection_mask
-from dampen.importances.estimators import check_label_range
 from dampen.importances.store import Importance
 
 

@@ -308,14 +308,8 @@ def run_ulira(
 
 
 def _mean_metrics(records: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for label in labels:
-        names = records[0]["rows"][label]["metrics"].keys()
-        out[label] = {
-            name: float(np.nanmean([_num(r["rows"][label]["metrics"][name]) for r in records]))
-            for name in names
-        }
-    return out
+    """Per row and metric, the mean over shadows."""
+    return _shadow_means(records, labels, _metric)
 
 
 def _mean_distances(
@@ -323,24 +317,29 @@ def _mean_distances(
 ) -> dict[str, dict[str, float]]:
     """Per row and metric, the mean over shadows of ``|row − the shadow's retrained model|``:
     0 is ideal, whichever side of retraining a row falls on."""
+    return _shadow_means(
+        records,
+        labels,
+        lambda r, label, name: abs(_metric(r, label, name) - _metric(r, "retrain", name)),
+    )
+
+
+def _shadow_means(
+    records: list[dict[str, Any]],
+    labels: list[str],
+    value: Callable[[dict[str, Any], str, str], float],
+) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for label in labels:
         names = records[0]["rows"][label]["metrics"].keys()
         out[label] = {
-            name: float(
-                np.nanmean(
-                    [
-                        abs(
-                            _num(r["rows"][label]["metrics"][name])
-                            - _num(r["rows"]["retrain"]["metrics"][name])
-                        )
-                        for r in records
-                    ]
-                )
-            )
-            for name in names
+            name: float(np.nanmean([value(r, label, name) for r in records])) for name in names
         }
     return out
+
+
+def _metric(record: dict[str, Any], label: str, name: str) -> float:
+    return _num(record["rows"][label]["metrics"][name])
 
 
 def _num(value: float | None) -> float:
