@@ -82,10 +82,7 @@ def stale_temp_files(target: Path) -> list[Path]:
 
 
 def _temp_beside(target: Path) -> str:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for old in stale_temp_files(target):
-        with contextlib.suppress(OSError):
-            old.unlink()
+    """A new empty temporary file in ``target``'s folder, named after it and this process."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_prefix(target), suffix=".tmp")
     os.close(fd)
     return tmp
@@ -95,8 +92,9 @@ def atomic_writes(writes: Sequence[tuple[str | os.PathLike[str], Callable[[str],
     """Several files, all or none.
 
     Every temporary file is written before the first rename. If writing fails, every target is
-    as it was. If a rename fails (or a signal lands between two renames), the targets already
-    replaced get their old content back from a hard link made before the renames.
+    as it was. With several files, if a rename fails (or a signal lands between two renames),
+    the targets already replaced get their old content back from a hard link made before the
+    renames; a single file needs none, as its one rename is atomic.
     """
     temps: list[tuple[str, Path]] = []
     backups: list[tuple[Path, str | None]] = []  # (target, link to its old content or None)
@@ -104,11 +102,15 @@ def atomic_writes(writes: Sequence[tuple[str | os.PathLike[str], Callable[[str],
     try:
         for path, write in writes:
             target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for old in stale_temp_files(target):
+                with contextlib.suppress(OSError):
+                    old.unlink()
             tmp = _temp_beside(target)
             temps.append((tmp, target))
             write(tmp)
             os.chmod(tmp, _mode_for(target))
-        for _, target in temps:
+        for _, target in temps if len(temps) > 1 else ():
             backup = None
             if target.exists():
                 backup = _temp_beside(target)

@@ -156,9 +156,10 @@ def importance_of_train(
                 f"the importance was computed with estimator {imp.estimator!r}; "
                 f"this method needs {estimator!r}"
             )
-        if not imp.is_finite():
-            raise ValueError("the importance of the training data holds NaN or inf")
-        imp.validate()
+        try:
+            imp.validate()  # finite, non-negative, shapes as recorded
+        except ValueError as e:
+            raise ValueError(f"the importance of the training data: {e}") from None
         imp.check_model(model, check_values=request.check_values)
         return imp, "stored"
     if request.train is None:
