@@ -168,17 +168,11 @@ def _double_rates(
     ps, ns = np.sort(pos), np.sort(neg)
     if grid:
         lefts, rights = double_thresholds(pos, neg)
-        return _within(ns, lefts, rights) / ns.size, 1.0 - _within(ps, lefts, rights) / ps.size
-    v = np.unique(np.concatenate([pos, neg]))
-    # Samples at most v[j] minus samples below v[i] = samples in [v[i], v[j]].
-    p_le = np.searchsorted(ps, v, side="right")
-    p_lt = np.searchsorted(ps, v, side="left")
-    n_le = np.searchsorted(ns, v, side="right")
-    n_lt = np.searchsorted(ns, v, side="left")
-    upper = np.triu(np.ones((v.size, v.size), dtype=bool))
-    tp = (p_le[None, :] - p_lt[:, None])[upper]
-    fp = (n_le[None, :] - n_lt[:, None])[upper]
-    return fp / ns.size, 1.0 - tp / ps.size
+    else:  # every interval [v_i, v_j], i <= j, of the observed values
+        v = np.unique(np.concatenate([pos, neg]))
+        i, j = np.triu_indices(v.size)
+        lefts, rights = v[i], v[j]
+    return _within(ns, lefts, rights) / ns.size, 1.0 - _within(ps, lefts, rights) / ps.size
 
 
 def example_epsilon(
