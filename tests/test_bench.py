@@ -117,7 +117,9 @@ def test_vit_alpha_differs_per_scenario_kind() -> None:
     assert ssd.options_for("vit", "sub_class")["alpha"] == 25.0
     assert ssd.options_for("vit", "random")["alpha"] == 10.0
     assert ssd.options_for("resnet18", "sub_class")["alpha"] == 10.0
-    assert preset("fmnist-baselines").rows()[-1] == "salun"
+    baselines = preset("fmnist-baselines")
+    assert baselines.rows()[-1] == "jit"
+    assert all(m.grid for m in baselines.methods if m.group == "baselines")
 
 
 def test_cifar_preset_fails_clearly_without_data(tmp_path: Path) -> None:
@@ -300,7 +302,7 @@ def test_quick_plan_runs_every_method_and_unsir_on_classes_only() -> None:
     ran = {c.method.method for c in cells if c.method is not None}
     assert ran | {"retrain"} == set(methods())  # retrain: the cached reference row
     assert {c.kind for c in cells if c.row == "unsir"} == {"full_class"}
-    assert len({c.key for c in cells}) == len(cells) == 86
+    assert len({c.key for c in cells}) == len(cells) == 92  # 2 seeds x (3 x 15 + unsir)
     with pytest.raises(ValueError, match="kinds"):
         config_from_dict({**base_values(), "methods": [{"method": "ssd", "kinds": ["all"]}]})
 

@@ -34,6 +34,7 @@ FAST: dict[str, dict[str, Any]] = {
     "scrub": {"epochs": 1, "max_steps": 1},
     "salun": {"epochs": 1},
     "unsir": {"noise_steps": 3, "noise_copies": 2},
+    "jit": {"samples": 3},
 }
 
 # Options for the forgetting check on the toy task: 600 samples of a tiny MLP make far fewer
@@ -51,6 +52,7 @@ FORGET: dict[str, dict[str, Any]] = {
     "bad_teacher": {"lr": 0.01, "epochs": 3},
     "scrub": {"lr": 0.01},
     "unsir": {"impair_lr": 0.01, "repair_lr": 0.001, "impair_epochs": 3},
+    "jit": {"lr": 0.01, "sigma": 0.5},
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from dampen.bench.tuning import BUDGET_OPTION, budget_fields, check_grid
 from dampen.recipe import TrainConfig
 
 SSD_FAMILY: Mapping[str, str] = {"ssd": "batch_sq", "assd": "batch_sq", "lfssd": "lf", "alf": "lf"}
@@ -81,6 +82,9 @@ class DataSpec:
         limit: keep a seeded random subset of this many training samples.
         test_limit: the same for the test split.
         seed: seed of the subsets (and of the digits split).
+        validation: set aside this many unseen samples as a validation split for tuning
+            (:mod:`dampen.bench.tuning`): drawn from the test samples that ``test_limit``
+            leaves out, or, without ``test_limit``, taken out of the test split.
     """
 
     name: str
@@ -88,6 +92,7 @@ class DataSpec:
     limit: int | None = None
     test_limit: int | None = None
     seed: int = 0
+    validation: int | None = None
 
     def __post_init__(self) -> None:
         from dampen.data import dataset_names
@@ -101,6 +106,7 @@ class DataSpec:
             raise _fail("data.root", f"must be a path string or null, got {self.root!r}")
         _positive_int(self.limit, "data.limit", allow_none=True)
         _positive_int(self.test_limit, "data.test_limit", allow_none=True)
+        _positive_int(self.validation, "data.validation", allow_none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise _fail("data.seed", f"must be a non-negative int, got {self.seed!r}")
 
@@ -240,6 +246,11 @@ class MethodSpec:
         heldout: how many unseen test samples to hand the method as ``heldout=`` (for
             ``alpha="auto"``): of the retained classes in class scenarios, of any class in
             random ones; drawn with the cell's seed. 0: none.
+        grid: ``{option: [value, ...]}``: tune the method on the data's validation split
+            (:mod:`dampen.bench.tuning`), once per model and scenario on the first seed; the
+            chosen point overrides ``options`` for every seed. ``options`` (and the grid) may
+            hold ``budget``: a share of the original training's optimiser steps that sets the
+            method's step budget.
     """
 
     method: str
@@ -250,6 +261,7 @@ class MethodSpec:
     group: str = "main"
     kinds: tuple[str, ...] = SCENARIO_KINDS
     heldout: int = 0
+    grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from dampen.api import methods
@@ -285,6 +297,15 @@ class MethodSpec:
         object.__setattr__(self, "kinds", kinds)
         if "model_factory" in self.options or "teacher_factory" in self.options:
             raise _fail(f"{where}.options", "factories cannot be given in a bench config")
+        grid = check_grid(_mapping(self.grid, f"{where}.grid"), f"{where}.grid")
+        if grid and self.method == "retrain":
+            raise _fail(f"{where}.grid", "retrain is not tuned")
+        object.__setattr__(self, "grid", grid)
+        if BUDGET_OPTION in {*self.options, *grid}:
+            try:
+                budget_fields(self.method)
+            except ValueError as exc:
+                raise _fail(f"{where}.options", str(exc)) from exc
 
     def options_for(self, model: str, kind: str) -> dict[str, Any]:
         """The options for one model label and scenario kind."""
@@ -377,6 +398,14 @@ class BenchConfig:
             torch.device(_name(self.device, "device"))
         except RuntimeError as exc:
             raise _fail("device", f"{self.device!r} is not a torch device ({exc})") from exc
+        if any(m.grid for m in self.methods):
+            for scenario in self.scenarios:
+                if self.data_for(scenario).validation is None:
+                    raise _fail(
+                        "data.validation",
+                        f"methods with a grid are tuned on a validation split: set "
+                        f"validation for the data of {scenario.label!r}",
+                    )
         labels = {m.label for m in self.models}
         for method in self.methods:
             for o in method.overrides:

@@ -270,6 +270,43 @@ def class_sweep(results: Mapping[str, Any], model: str) -> str:
     return "\n".join(lines)
 
 
+def _point_text(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in point.items())
+
+
+def tuning_table(results: Mapping[str, Any]) -> str:
+    """One row per tuned method, model and scenario: the grid, the chosen point and its
+    validation figures (see :mod:`dampen.bench.tuning`); empty without tuning."""
+    entries = results.get("tuning") or {}
+    if not entries:
+        return ""
+    lines = [
+        "| model | scenario | row | grid | chosen | score | retain-val (orig → chosen) "
+        "| forget term | steps | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, entry in entries.items():
+        model, scenario, row = key.split("|", 2)
+        grid = "; ".join(f"{k}: {', '.join(str(v) for v in vs)}" for k, vs in entry["grid"].items())
+        failed = sum(1 for p in entry["points"] if "error" in p)
+        if failed:
+            grid += f" ({failed} failed)"
+        chosen = entry.get("chosen")
+        if chosen is None:
+            lines.append(f"| {model} | {scenario} | {row} | {grid} | none finished | | | | | |")
+            continue
+        best = entry["points"][chosen]
+        orig = entry["original"]["retain_val"]
+        seconds = best.get("seconds")
+        lines.append(
+            f"| {model} | {scenario} | {row} | {grid} | {_point_text(best['point'])} "
+            f"| {best['score']:.3f} | {100 * orig:.1f} → {100 * best['retain_val']:.1f} "
+            f"| {best['forget_term']:.3f} | {best.get('steps', '')} "
+            f"| {'' if seconds is None else f'{seconds:.1f}'} |"
+        )
+    return "\n".join(lines)
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
     """The whole ``results.md`` text."""
     lines = _header(results)
@@ -315,6 +352,22 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             lines.append(f"- failed: `{c['key']}`: {c['error']}")
         if failed:
             lines.append("")
+    tuning = tuning_table(results)
+    if tuning:
+        lines += [
+            "## Tuning (validation split, first seed)",
+            "",
+            "Each tuned row ran at every grid point on the first seed's original model; the "
+            "point with the lowest score on the validation split (never the test split) serves "
+            "every seed. Score = forget term + drop in retain-validation accuracy. Forget term: "
+            "full-class, accuracy on validation samples of the forgotten class; sub-class, "
+            "|Df accuracy − accuracy on validation samples of the forgotten class|; random, "
+            "|mean true-class probability on Df − on validation samples|. budget = share of the "
+            "original training's optimiser steps. Every point: `tuning.json`.",
+            "",
+            tuning,
+            "",
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 

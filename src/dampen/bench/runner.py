@@ -34,6 +34,15 @@ from dampen._version import __version__
 from dampen.api import importance as compute_importance
 from dampen.api import unlearn
 from dampen.bench.config import SSD_FAMILY, BenchConfig, DataSpec, MethodSpec, ScenarioSpec
+from dampen.bench.tuning import (
+    ValidationSplits,
+    choose,
+    grid_points,
+    original_steps,
+    resolve_budget,
+    score,
+    validation_figures,
+)
 from dampen.core.files import atomic_write_text
 from dampen.data import load_dataset
 from dampen.data.base import DataSplits, LabelledData, loader, subsample
@@ -46,6 +55,11 @@ RESULTS_FORMAT = 1
 """Version of the ``results.json`` layout; part of every cell digest."""
 
 RESULTS_FILE = "results.json"
+
+TUNING_FORMAT = 1
+"""Version of the ``tuning.json`` layout; part of every grid point's digest."""
+
+TUNING_FILE = "tuning.json"
 
 
 @dataclass(frozen=True)
@@ -82,8 +96,25 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def plan(config: BenchConfig) -> list[Cell]:
-    """Every cell of ``config``, grouped by model, seed and scenario."""
+def _data_payload(spec: DataSpec) -> dict[str, Any]:
+    out = dataclasses.asdict(spec)
+    if out.get("validation") is None:  # keeps the digests of configs without validation
+        out.pop("validation", None)
+    return out
+
+
+def tuned_key(model: str, scenario: str, row: str) -> str:
+    """``model|scenario|row``: where a tuned method's chosen options are filed."""
+    return f"{model}|{scenario}|{row}"
+
+
+def plan(config: BenchConfig, tuned: Mapping[str, Mapping[str, Any]] | None = None) -> list[Cell]:
+    """Every cell of ``config``, grouped by model, seed and scenario.
+
+    ``tuned`` maps :func:`tuned_key` to the options a tuned method runs with (they replace
+    its configured options).
+    """
+    tuned = tuned or {}
     cells: list[Cell] = []
     methods = {m.label: m for m in config.methods}
     for model in config.models:
@@ -94,9 +125,12 @@ def plan(config: BenchConfig) -> list[Cell]:
                     if spec is not None and scenario.kind not in spec.kinds:
                         continue
                     options = spec.options_for(model.label, scenario.kind) if spec else {}
+                    if spec is not None and spec.grid:
+                        key = tuned_key(model.label, scenario.label, row)
+                        options = dict(sorted(tuned.get(key, options).items()))
                     payload = {
                         "format": RESULTS_FORMAT,
-                        "data": dataclasses.asdict(config.data_for(scenario)),
+                        "data": _data_payload(config.data_for(scenario)),
                         "model": dataclasses.asdict(model),
                         "scenario": dataclasses.asdict(scenario),
                         "seed": seed,
@@ -164,6 +198,17 @@ def write_json(path: Path, value: Any, *, indent: int | None = None) -> None:
     atomic_write_text(path, json.dumps(finite_json(value), indent=indent, allow_nan=False))
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        warnings.warn(f"ignoring unreadable {path}: {exc}", stacklevel=2)
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def read_results(path: Path) -> dict[str, Any] | None:
     """The results stored at ``path``, or ``None`` when there are none (or they are broken)."""
     if not path.is_file():
@@ -183,6 +228,53 @@ def read_results(path: Path) -> dict[str, Any] | None:
 
 
 def load_data(spec: DataSpec) -> DataSplits:
+    """Load the data set of ``spec``, without its validation samples (see
+    :func:`load_with_validation`)."""
+    return load_with_validation(spec)[0]
+
+
+def load_with_validation(spec: DataSpec) -> tuple[DataSplits, LabelledData | None]:
+    """The splits of ``spec`` and its validation split (``None`` unless ``spec.validation``).
+
+    With ``test_limit``, the validation samples are drawn (seeded) from the test samples the
+    limit leaves out, so the training and test splits are exactly those without validation;
+    otherwise they are taken out of the test split.
+
+    Raises:
+        ValueError: if there are fewer spare test samples than ``validation``.
+    """
+    data = _load_splits(spec)
+    if spec.validation is None:
+        return data, None
+    rng = np.random.default_rng(20_000 + spec.seed)
+    if spec.test_limit is not None:
+        full = _load_splits(dataclasses.replace(spec, test_limit=None)).test
+        kept = subsample(full.y.numpy(), spec.test_limit, spec.seed + 1, "data.test_limit")
+        if not torch.equal(full.y[torch.from_numpy(kept)], data.test.y):
+            raise RuntimeError("the test subset could not be reproduced to set validation aside")
+        spare = np.setdiff1d(np.arange(len(full)), kept)
+        source, rest = full, None
+    else:
+        spare = np.arange(len(data.test))
+        source, rest = data.test, spare
+    if spec.validation > len(spare):
+        raise ValueError(
+            f"data.validation={spec.validation} but only {len(spare)} unseen test samples are "
+            f"left for it in {data.name}"
+        )
+    chosen = np.sort(rng.choice(spare, size=spec.validation, replace=False))
+    pick = torch.from_numpy(chosen)
+    validation = LabelledData(
+        source.x[pick], source.y[pick], source.classes, f"{source.name}[validation]"
+    )
+    if rest is not None:  # the validation samples leave the test split
+        keep = torch.from_numpy(np.setdiff1d(rest, chosen))
+        test = LabelledData(data.test.x[keep], data.test.y[keep], data.classes, data.test.name)
+        data = DataSplits(data.train, test, superclasses=data.superclasses)
+    return data, validation
+
+
+def _load_splits(spec: DataSpec) -> DataSplits:
     """Load the data set of ``spec`` (digits get ``limit``/``test_limit`` applied here)."""
     if spec.name != "digits":
         return load_dataset(
@@ -232,6 +324,8 @@ class BenchRunner:
         progress: show progress bars (cells, and training epochs inside a cell).
         command: the command line to record in the results.
         log: where to print one line per event (``None``: silent).
+        tune: tune the methods that have a grid first (``tuning.json``, resumable); without
+            it they run with their configured options.
     """
 
     def __init__(
@@ -241,14 +335,17 @@ class BenchRunner:
         progress: bool = False,
         command: str | None = None,
         log: Callable[[str], None] | None = None,
+        tune: bool = True,
     ) -> None:
         self.config = config
+        self.tune_methods = tune
         self.progress = progress
         self.command = command or " ".join(sys.argv)
         self.log = log or (lambda _message: None)
         self.out_dir = Path(config.out_dir)
         self.cache_dir = config.cache_path
         self._data: dict[DataSpec, DataSplits] = {}
+        self._validation: dict[DataSpec, LabelledData | None] = {}
         self._models: dict[str, tuple[nn.Module, float | None]] = {}
         self._importances: dict[str, tuple[Importance, float | None]] = {}
 
@@ -269,8 +366,13 @@ class BenchRunner:
 
     def _run(self) -> dict[str, Any]:
         started = perf_counter()
-        cells = plan(self.config)
+        tuned = self.tune() if self.tune_methods else {}
+        cells = plan(self.config, tuned)
         results = self._start(cells)
+        if self.tune_methods and any(m.grid for m in self.config.methods):
+            stored = _read_json(self.tuning_path) or {}
+            keys = _tuned_keys(self.config)
+            results["tuning"] = {k: v for k, v in stored.get("entries", {}).items() if k in keys}
         done = {c["key"] for c in results["cells"] if "error" not in c}
         todo = [c for c in cells if c.key not in done]
         self.log(
@@ -352,7 +454,7 @@ class BenchRunner:
 
     def _load(self, spec: DataSpec) -> DataSplits:
         if spec not in self._data:
-            self._data[spec] = load_data(spec)
+            self._data[spec], self._validation[spec] = load_with_validation(spec)
         return self._data[spec]
 
     def _trained(
@@ -418,6 +520,155 @@ class BenchRunner:
             self._models.clear()
         if len(self._importances) > 8:
             self._importances.clear()
+
+    # ----------------------------------------------------------------- tuning
+
+    @property
+    def tuning_path(self) -> Path:
+        """``out_dir/tuning.json``: every grid point run so far and the chosen ones."""
+        return self.out_dir / TUNING_FILE
+
+    def tune(self) -> dict[str, dict[str, Any]]:
+        """Tune every method with a grid (resuming from ``tuning.json``).
+
+        Returns:
+            The chosen options by :func:`tuned_key`.
+        """
+        specs = [m for m in self.config.methods if m.grid]
+        if not specs:
+            return {}
+        stored = _read_json(self.tuning_path)
+        entries: dict[str, Any] = {}
+        if stored is not None and stored.get("format") == TUNING_FORMAT:
+            entries = dict(stored.get("entries", {}))
+        seed = self.config.seeds[0]
+        chosen: dict[str, dict[str, Any]] = {}
+        for model_spec in self.config.models:
+            for scenario_spec in self.config.scenarios:
+                todo = [m for m in specs if scenario_spec.kind in m.kinds]
+                if todo:
+                    self._tune_scenario(model_spec.label, scenario_spec, todo, seed, entries)
+                for spec in todo:
+                    key = tuned_key(model_spec.label, scenario_spec.label, spec.label)
+                    entry = entries[key]
+                    if entry.get("chosen") is None:
+                        errors = "; ".join(sorted({str(p.get("error")) for p in entry["points"]}))
+                        raise ValueError(
+                            f"tuning {key}: every grid point failed ({errors}); "
+                            f"see {self.tuning_path}"
+                        )
+                    chosen[key] = entry["points"][entry["chosen"]]["options"]
+        return chosen
+
+    def _save_tuning(self, entries: Mapping[str, Any]) -> None:
+        write_json(
+            self.tuning_path,
+            {"format": TUNING_FORMAT, "name": self.config.name, "entries": entries},
+            indent=1,
+        )
+
+    def _tune_scenario(
+        self,
+        model_label: str,
+        scenario_spec: ScenarioSpec,
+        specs: list[MethodSpec],
+        seed: int,
+        entries: dict[str, Any],
+    ) -> None:
+        data_spec = self.config.data_for(scenario_spec)
+        data = self._load(data_spec)
+        validation = self._validation[data_spec]
+        if validation is None:
+            raise ValueError(f"tuning needs data.validation for {scenario_spec.label!r}")
+        scenario = make_scenario(data, scenario_spec, seed)
+        original, _ = self._trained(model_label, scenario.data, None, seed)
+        model_spec = next(m for m in self.config.models if m.label == model_label)
+        model_key = cache_key(model_spec.train_config(), scenario.data, None, seed)
+        held = make_scenario(
+            DataSplits(data.train, validation, superclasses=data.superclasses), scenario_spec, seed
+        )
+        bs = self.config.eval_batch_size
+        val = held.data.test
+        splits = ValidationSplits(
+            kind=scenario.kind,
+            retain=loader(val, held.retain_test, batch_size=bs),
+            forget=None
+            if scenario.kind == "random"
+            else loader(val, held.forget_test, batch_size=bs),
+            forget_train=loader(scenario.data.train, scenario.forget, batch_size=bs),
+        )
+        if scenario.kind != "random" and len(held.forget_test) == 0:
+            raise ValueError(
+                f"the validation split has no sample of the forgotten class of "
+                f"{scenario_spec.label!r}: raise data.validation"
+            )
+        reference = validation_figures(original, splits)
+        forget = loader(scenario.data.train, scenario.forget, batch_size=self.config.batch_size)
+        for spec in specs:
+            key = tuned_key(model_label, scenario_spec.label, spec.label)
+            base = spec.options_for(model_label, scenario.kind)
+            previous = {p["digest"]: p for p in entries.get(key, {}).get("points", [])}
+            points: list[dict[str, Any]] = []
+            for point in grid_points(spec.grid):
+                options = dict(sorted({**base, **point}.items()))
+                digest = _digest(
+                    {
+                        "format": TUNING_FORMAT,
+                        "data": _data_payload(data_spec),
+                        "model": model_key,
+                        "scenario": dataclasses.asdict(scenario_spec),
+                        "seed": seed,
+                        "batch_size": self.config.batch_size,
+                        "method": spec.method,
+                        "heldout": spec.heldout,
+                        "options": options,
+                    }
+                )
+                if digest in previous and "error" not in previous[digest]:
+                    points.append(previous[digest])
+                    continue
+                record: dict[str, Any] = {"point": point, "options": options, "digest": digest}
+                cell = Cell(
+                    model_label,
+                    scenario_spec.label,
+                    scenario.kind,
+                    seed,
+                    spec.label,
+                    spec,
+                    options,
+                    digest,
+                )
+                try:
+                    model, stats = self._unlearn(cell, spec, original, model_key, scenario, forget)
+                    figures = validation_figures(model, splits)
+                    record.update(figures)
+                    record["score"] = score(figures, reference["retain_val"])
+                    record["steps"] = stats.get("steps")
+                    record["seconds"] = stats.get("seconds")
+                except Exception as exc:  # a diverging grid point must not end the tuning
+                    record["error"] = f"{type(exc).__name__}: {exc}"
+                points.append(record)
+                entries[key] = {
+                    "method": spec.method,
+                    "grid": spec.grid,
+                    "original": reference,
+                    "points": points,
+                    "chosen": None,
+                }
+                self._save_tuning(entries)
+                self.log(f"tuned {key} {point}: {record.get('score', record.get('error'))}")
+            try:
+                best: int | None = choose(points)
+            except ValueError:
+                best = None
+            entries[key] = {
+                "method": spec.method,
+                "grid": spec.grid,
+                "original": reference,
+                "points": points,
+                "chosen": best,
+            }
+            self._save_tuning(entries)
 
     # ----------------------------------------------------------------- one group of cells
 
@@ -510,8 +761,12 @@ class BenchRunner:
         """Run one method on a copy of ``original``; the model and the figures to record."""
         train = scenario.data.train
         bs = self.config.batch_size
-        kwargs: dict[str, Any] = dict(cell.options)
+        recipe = next(m for m in self.config.models if m.label == cell.model).train_config()
+        train_steps = original_steps(recipe.epochs, recipe.batch_size, len(train))
+        kwargs, budget_steps = resolve_budget(spec.method, cell.options, train_steps)
         extra: dict[str, Any] = {"importance": None, "importance_seconds": None}
+        if budget_steps is not None:
+            extra.update(budget_steps=budget_steps, original_steps=train_steps)
         if spec.method in SSD_FAMILY:
             estimator = spec.estimator(cell.options) or "batch_sq"
             if spec.importance == "stored":
@@ -535,10 +790,20 @@ class BenchRunner:
         extra["seconds"] = float(seconds.get("total", wall))
         extra["wall_seconds"] = wall
         extra["seconds_breakdown"] = {k: float(v) for k, v in seconds.items()}
-        for name in ("alpha", "selected", "selected_fraction", "auto"):
+        for name in ("alpha", "selected", "selected_fraction", "auto", "steps"):
             if name in stats:
                 extra[name] = stats[name]
         return result.model, extra
+
+
+def _tuned_keys(config: BenchConfig) -> set[str]:
+    return {
+        tuned_key(model.label, scenario.label, spec.label)
+        for model in config.models
+        for scenario in config.scenarios
+        for spec in config.methods
+        if spec.grid and scenario.kind in spec.kinds
+    }
 
 
 def _groups(cells: list[Cell]) -> Iterator[list[Cell]]:
@@ -563,8 +828,11 @@ def run_bench(
     progress: bool = False,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
+    tune: bool = True,
 ) -> dict[str, Any]:
     """Run ``config`` (resuming from its ``results.json``) and write the report and plots.
+
+    ``tune``: tune the methods that have a grid first (see :class:`BenchRunner`).
 
     Returns:
         The results, as written to ``out_dir/results.json``.
@@ -572,7 +840,7 @@ def run_bench(
     from dampen.bench.plots import write_plots
     from dampen.bench.report import write_markdown
 
-    results = BenchRunner(config, progress=progress, command=command, log=log).run()
+    results = BenchRunner(config, progress=progress, command=command, log=log, tune=tune).run()
     out = Path(config.out_dir)
     write_markdown(results, out / "results.md")
     write_plots(results, out)

@@ -118,6 +118,13 @@ def demo(forget_class: int, seed: int, epochs: int, out_dir: Path | None) -> Non
     is_flag=True,
     help="Rewrite results.md and the plots from results.json without running anything.",
 )
+@click.option(
+    "--tune/--no-tune",
+    default=True,
+    show_default=True,
+    help="Tune the methods that have a grid on the validation split first (cached in "
+    "OUT/tuning.json); --no-tune runs them with their configured options.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
 def bench(
     preset_name: str | None,
@@ -129,17 +136,19 @@ def bench(
     threads: int | None,
     device: str | None,
     report_only: bool,
+    tune: bool,
     progress: bool,
 ) -> None:
     """Benchmark methods × scenarios × seeds; resumable; writes results.json/.md and plots.
 
     Finished cells are kept in OUT/results.json and skipped when the command runs again;
-    trained models and importances are cached in OUT/cache.
+    trained models and importances are cached in OUT/cache. Methods with a tuning grid are
+    first tuned on the validation split (OUT/tuning.json, also resumable).
 
     \b
     Examples:
       dampen bench --preset quick --out runs/quick
-      dampen bench --preset fmnist --with-baselines
+      dampen bench --preset fmnist-baselines
       dampen bench --config my_bench.json --out runs/mine
     """
     from dampen.bench.config import load_config
@@ -198,10 +207,11 @@ def bench(
         ["dampen bench"]
         + [f"{flag} {value}" for flag, value in given.items() if value is not None]
         + (["--with-baselines"] if with_baselines else [])
+        + ([] if tune else ["--no-tune"])
     )
     click.echo(f"dampen bench: {config.name} -> {out}")
     try:
-        run_bench(config, progress=progress, command=command, log=click.echo)
+        run_bench(config, progress=progress, command=command, log=click.echo, tune=tune)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {out / RESULTS_FILE}, {out / 'results.md'} and PNG plots in {out}")

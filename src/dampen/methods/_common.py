@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from dampen.core.batches import Batches, ForwardFn, default_forward
-from dampen.methods.training import TrainLog
+from dampen.methods.training import Budget, TrainLog
 from dampen.registry import Request
 
 OPTIMIZERS = ("sgd", "adam")
@@ -55,6 +55,21 @@ def check_fraction(name: str, value: Any, *, upper_open: bool = False) -> None:
     if value <= 0 or value > 1 or (upper_open and value == 1):
         bound = "< 1" if upper_open else "<= 1"
         raise ValueError(f"{name} must be > 0 and {bound}; got {value}")
+
+
+def check_budget(steps: Any, epochs: Any) -> None:
+    """Check a training budget: ``steps`` an int >= 1, ``epochs`` None or an int >= 1."""
+    check_int("steps", steps)
+    if epochs is not None:
+        check_int("epochs", epochs)
+
+
+def budget_of(config: Any) -> Budget:
+    """``{"epochs": n}`` when a config sets ``epochs``, else ``{"steps": config.steps}``:
+    the keyword budget for :func:`dampen.methods.training.train_`."""
+    if config.epochs is not None:
+        return {"epochs": int(config.epochs)}
+    return {"steps": int(config.steps)}
 
 
 def check_optimizer(

@@ -15,8 +15,9 @@ from torch.nn import functional as F
 
 from dampen.methods._common import (
     Clock,
+    budget_of,
+    check_budget,
     check_fraction,
-    check_int,
     check_optimizer,
     check_positive,
     forward_of,
@@ -36,10 +37,12 @@ from dampen.registry import Request, register
 
 @dataclass(frozen=True)
 class BadTeacherConfig:
-    """Bad-teacher distillation (SSD paper's settings: 1 epoch, Adam lr 1e-4, 30 % of Dr, T=1).
+    """Bad-teacher distillation (SSD paper: Adam lr 1e-4, 30 % of Dr, T = 1, for 1 CIFAR epoch,
+    about 230 steps; here 200 steps by default).
 
     Attributes:
-        epochs: passes over the sampled Dr batches plus Df.
+        steps: optimiser steps over the mixed batches (SPEC §4 "Fair budgets").
+        epochs: when set, passes over the sampled Dr batches plus Df instead of ``steps``.
         optimizer: ``"adam"`` or ``"sgd"``.
         lr: learning rate.
         momentum: SGD momentum (unused by Adam).
@@ -50,7 +53,8 @@ class BadTeacherConfig:
             re-initialises a copy of the model layer by layer.
     """
 
-    epochs: int = 1
+    steps: int = 200
+    epochs: int | None = None
     optimizer: str = "adam"
     lr: float = 1e-4
     momentum: float = 0.9
@@ -60,7 +64,7 @@ class BadTeacherConfig:
     teacher_factory: ModelFactory | None = None
 
     def __post_init__(self) -> None:
-        check_int("epochs", self.epochs)
+        check_budget(self.steps, self.epochs)
         check_optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
         check_fraction("retain_fraction", self.retain_fraction)
         check_positive("temperature", self.temperature)
@@ -109,7 +113,7 @@ def run_bad_teacher_(
         log = train_(
             model,
             stream,
-            epochs=config.epochs,
+            **budget_of(config),
             optimizer=optimizer,
             step_loss=loss,
             progress=request.progress,

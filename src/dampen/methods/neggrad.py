@@ -1,11 +1,14 @@
 """``neggrad``: gradient ascent on the forget set; NegGrad+ mixes in descent on the retain set.
 
-NegGrad+ (Kurmanji et al., NeurIPS 2023) minimises ``β·CE(Dr) − (1 − β)·CE(Df)``, pairing
-every retain batch with the next forget batch (the forget set is cycled).
+NegGrad+ (Kurmanji et al., NeurIPS 2023), the default, minimises ``β·CE(Dr) − (1 − β)·CE(Df)``,
+pairing every retain batch with the next forget batch (the forget set is cycled). Ascent has no
+natural end, so training stops early once a whole pass over the forget batches is classified
+no better than ``stop_accuracy``.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +17,10 @@ from torch.nn import functional as F
 
 from dampen.methods._common import (
     Clock,
+    budget_of,
+    check_budget,
     check_fraction,
-    check_int,
+    check_non_negative,
     check_optimizer,
     forward_of,
     optimizer_for,
@@ -29,35 +34,82 @@ from dampen.registry import Request, register
 
 @dataclass(frozen=True)
 class NegGradConfig:
-    """Gradient ascent on Df, or NegGrad+ with ``plus=True``.
+    """NegGrad+ (default) or plain gradient ascent on Df (``plus=False``).
 
-    There is no single published default; these follow the usual ResNet18/CIFAR settings.
-    Plain ascent is unbounded: keep ``epochs``/``lr`` small or use NegGrad+.
+    There is no single published default; the rate follows the usual ResNet18/CIFAR settings,
+    the budget is in steps (SPEC §4 "Fair budgets").
 
     Attributes:
-        epochs: passes over Df (plain) or over Dr (NegGrad+).
+        steps: optimiser steps (one retain and one forget batch each for NegGrad+).
+        epochs: when set, passes over Dr (NegGrad+) or Df (plain) instead of ``steps``.
         optimizer: ``"sgd"`` or ``"adam"``.
         lr: learning rate.
         momentum: SGD momentum.
         weight_decay: weight decay.
         plus: NegGrad+: descend on Dr while ascending on Df (needs ``retain=``).
         beta: NegGrad+ weight of the retain loss; the forget loss gets ``1 − beta``.
+        stop_accuracy: stop once the forget batches of the latest pass over Df (as seen in
+            training) are classified with at most this accuracy; None never stops early.
     """
 
-    epochs: int = 5
+    steps: int = 200
+    epochs: int | None = None
     optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    plus: bool = False
-    beta: float = 0.999
+    plus: bool = True
+    beta: float = 0.95
+    stop_accuracy: float | None = 0.0
 
     def __post_init__(self) -> None:
-        check_int("epochs", self.epochs)
+        check_budget(self.steps, self.epochs)
         check_optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
         if not isinstance(self.plus, bool):
             raise TypeError(f"plus must be a bool; got {type(self.plus).__name__}")
         check_fraction("beta", self.beta, upper_open=True)
+        if self.stop_accuracy is not None:
+            check_non_negative("stop_accuracy", self.stop_accuracy)
+            if self.stop_accuracy > 1:
+                raise ValueError(f"stop_accuracy must be <= 1; got {self.stop_accuracy}")
+
+
+class ForgetAccuracyStop:
+    """Accuracy on the forget batches of the latest pass over Df, as training sees them.
+
+    ``record`` is called with each forget batch's logits and targets; ``__call__`` is True
+    once a full pass (``batches_per_pass`` batches) has been seen and its accuracy is at most
+    ``threshold``.
+    """
+
+    def __init__(self, threshold: float | None, batches_per_pass: int) -> None:
+        self.threshold = threshold
+        self.window: deque[tuple[int, int]] = deque(maxlen=max(1, batches_per_pass))
+        self.stopped_at: float | None = None
+
+    def record(self, logits: Tensor, targets: Tensor) -> None:
+        if self.threshold is None:
+            return
+        correct = int((logits.detach().argmax(dim=-1) == targets).sum())
+        self.window.append((correct, int(targets.numel())))
+
+    def __call__(self) -> bool:
+        if self.threshold is None or len(self.window) < (self.window.maxlen or 1):
+            return False
+        correct = sum(c for c, _ in self.window)
+        total = sum(n for _, n in self.window)
+        accuracy = correct / max(total, 1)
+        if accuracy <= self.threshold:
+            self.stopped_at = accuracy
+            return True
+        return False
+
+
+def _length(batches: Any) -> int:
+    try:
+        return len(batches)
+    except TypeError:
+        return 1
 
 
 @register("neggrad", NegGradConfig)
@@ -67,15 +119,18 @@ def run_neggrad_(model: nn.Module, request: Request, config: NegGradConfig) -> d
     forward = forward_of(request)
     retain = require_retain(request, "neggrad (plus=True)") if config.plus else None
     require_forget(request)
+    stop = ForgetAccuracyStop(config.stop_accuracy, _length(request.forget))
 
     def ascent(model: nn.Module, batch: Any) -> Tensor:
         logits, targets = forward(model, batch)
+        stop.record(logits, targets)
         return -F.cross_entropy(logits.float(), targets)
 
     def ascent_plus(model: nn.Module, pair: tuple[Any, Any]) -> Tensor:
         retain_batch, forget_batch = pair
         logits_r, targets_r = forward(model, retain_batch)
         logits_f, targets_f = forward(model, forget_batch)
+        stop.record(logits_f, targets_f)
         return config.beta * F.cross_entropy(logits_r.float(), targets_r) - (
             1 - config.beta
         ) * F.cross_entropy(logits_f.float(), targets_f)
@@ -92,16 +147,18 @@ def run_neggrad_(model: nn.Module, request: Request, config: NegGradConfig) -> d
         log = train_(
             model,
             stream,
-            epochs=config.epochs,
+            **budget_of(config),
             optimizer=optimizer,
             step_loss=loss,
             progress=request.progress,
             desc=desc,
+            stop=stop,
         )
     return {
         "method": "neggrad",
         "plus": config.plus,
         "steps": log.steps,
+        "stopped_early": stop.stopped_at is not None,
         "epoch_losses": list(log.epoch_losses),
         "seconds": clock.seconds(),
     }

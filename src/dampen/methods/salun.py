@@ -22,8 +22,9 @@ from dampen.core.progress import progress_bar
 from dampen.core.state import preserved
 from dampen.methods._common import (
     Clock,
+    budget_of,
+    check_budget,
     check_fraction,
-    check_int,
     check_optimizer,
     forward_of,
     optimizer_for,
@@ -37,11 +38,13 @@ from dampen.registry import Request, register
 
 @dataclass(frozen=True)
 class SalUnConfig:
-    """SalUn (authors' CIFAR-10 example: 10 epochs, SGD lr 0.013, threshold 0.5).
+    """SalUn (authors' CIFAR-10 example: SGD lr 0.013, threshold 0.5, for 10 epochs, about
+    7,800 steps; here 200 steps by default).
 
     Attributes:
         threshold: share of all trainable weights that is salient (and may change).
-        epochs: passes over Dr ∪ Df.
+        steps: optimiser steps over the mixed batches (SPEC §4 "Fair budgets").
+        epochs: when set, passes over Dr ∪ Df instead of ``steps``.
         optimizer: ``"sgd"`` or ``"adam"``.
         lr: learning rate.
         momentum: SGD momentum.
@@ -49,7 +52,8 @@ class SalUnConfig:
     """
 
     threshold: float = 0.5
-    epochs: int = 10
+    steps: int = 200
+    epochs: int | None = None
     optimizer: str = "sgd"
     lr: float = 0.013
     momentum: float = 0.9
@@ -57,7 +61,7 @@ class SalUnConfig:
 
     def __post_init__(self) -> None:
         check_fraction("threshold", self.threshold)
-        check_int("epochs", self.epochs)
+        check_budget(self.steps, self.epochs)
         check_optimizer(self.optimizer, self.lr, self.momentum, self.weight_decay)
 
 
@@ -134,7 +138,7 @@ def run_salun_(model: nn.Module, request: Request, config: SalUnConfig) -> dict[
                 forward=forward,
                 generator=generator,
                 optimizer=optimizer,
-                epochs=config.epochs,
+                budget=budget_of(config),
                 desc="salun",
             )
     finally:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,13 @@ def cross_entropy_loss(forward: ForwardFn = default_forward) -> StepLoss:
     return loss
 
 
+class Budget(TypedDict, total=False):
+    """How long :func:`train_` trains: ``{"epochs": n}`` or ``{"steps": n}``."""
+
+    epochs: int
+    steps: int
+
+
 @dataclass(frozen=True)
 class TrainLog:
     """Mean loss per epoch and the number of optimisation steps taken."""
@@ -39,46 +47,69 @@ def train_(
     model: nn.Module,
     batches: Iterable[Any],
     *,
-    epochs: int,
+    epochs: int | None = None,
+    steps: int | None = None,
     optimizer: torch.optim.Optimizer,
     scheduler: Any | None = None,
     step_loss: StepLoss | None = None,
     progress: bool = False,
     desc: str = "train",
+    stop: Callable[[], bool] | None = None,
 ) -> TrainLog:
-    """Train ``model`` in place for ``epochs`` passes over ``batches``.
+    """Train ``model`` in place for ``epochs`` passes over ``batches``, or for exactly
+    ``steps`` optimisation steps (as many passes as that takes, the last one cut short).
 
-    ``scheduler`` (if any) steps once per epoch. The model is left in train mode only while
+    ``scheduler`` (if any) steps once per pass. ``stop`` (if any) is asked after every step
+    and ends training when it returns True. The model is left in train mode only while
     training; its previous mode is restored at the end.
 
     Raises:
-        ValueError: if ``epochs`` is negative or the loss becomes NaN/inf.
+        ValueError: unless exactly one of ``epochs`` / ``steps`` is given and ``>= 0``, if
+            ``steps`` is positive but ``batches`` yields nothing, or if the loss becomes
+            NaN/inf.
     """
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if (epochs is None) == (steps is None):
+        raise ValueError("pass exactly one of epochs= and steps=")
+    budget = epochs if steps is None else steps
+    if budget is None or budget < 0:
+        raise ValueError(f"{'epochs' if steps is None else 'steps'} must be >= 0, got {budget}")
     loss_fn = step_loss or cross_entropy_loss()
     was_training = model.training
     model.train()
     losses: list[float] = []
-    steps = 0
+    steps_done = 0
+    passes = epochs if epochs is not None else math.inf
+
+    def finished() -> bool:
+        return (steps is not None and steps_done >= steps) or (stop is not None and stop())
+
     try:
-        for epoch in range(epochs):
+        epoch = 0
+        while epoch < passes and not (steps is not None and steps_done >= steps):
             total, n = 0.0, 0
-            bar = progress_bar(batches, enabled=progress, desc=f"{desc} {epoch + 1}/{epochs}")
+            where = f"{epoch + 1}/{epochs}" if epochs is not None else f"{steps_done}/{steps} steps"
+            bar = progress_bar(batches, enabled=progress, desc=f"{desc} {where}")
             for batch in bar:
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model, batch)
                 if not torch.isfinite(loss):
-                    raise ValueError(f"{desc}: the loss became {loss.item()} at step {steps}")
+                    raise ValueError(f"{desc}: the loss became {loss.item()} at step {steps_done}")
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach())
                 n += 1
-                steps += 1
+                steps_done += 1
+                if finished():
+                    break
+            if n == 0 and steps is not None:
+                raise ValueError(f"{desc}: the batches are empty; cannot take {steps} steps")
             if scheduler is not None:
                 scheduler.step()
             losses.append(total / max(n, 1))
+            epoch += 1
+            if stop is not None and stop():
+                break
     finally:
         model.train(was_training)
         optimizer.zero_grad(set_to_none=True)
-    return TrainLog(tuple(losses), steps)
+    return TrainLog(tuple(losses), steps_done)

@@ -9,7 +9,7 @@ their forget class; the repair phase trains on the retain batches alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -29,14 +29,15 @@ from dampen.methods._common import (
     seeded_generator,
 )
 from dampen.methods._streams import Tagged
-from dampen.methods.training import StepLoss, train_
+from dampen.methods.training import Budget, StepLoss, train_
 from dampen.registry import Request, register
 
 
 @dataclass(frozen=True)
 class UNSIRConfig:
     """UNSIR with the SSD paper's settings (noise batch 32, 25 Adam steps at lr 0.1 with L2
-    weight 0.1, 80 noise copies; impair and repair 1 epoch each, Adam lr 1e-4).
+    weight 0.1, 80 noise copies; impair and repair Adam lr 1e-4), except for the budget: 100
+    steps per phase instead of one CIFAR epoch each (SPEC §4 "Fair budgets").
 
     Attributes:
         noise_batch_size: noise samples learnt per forget class.
@@ -44,8 +45,10 @@ class UNSIRConfig:
         noise_lr: Adam learning rate of the noise.
         noise_weight: weight of the mean squared L2 norm penalty on the noise.
         noise_copies: copies of each class's noise batch mixed into an impair epoch.
-        impair_epochs: epochs over retain + noise batches.
-        repair_epochs: epochs over retain batches.
+        impair_steps: optimiser steps over retain + noise batches.
+        repair_steps: optimiser steps over retain batches (0: no repair).
+        impair_epochs: when set, passes over retain + noise batches instead of ``impair_steps``.
+        repair_epochs: when set, passes over retain batches instead of ``repair_steps``.
         optimizer: ``"adam"`` or ``"sgd"`` for impair and repair.
         impair_lr: learning rate of the impair phase.
         repair_lr: learning rate of the repair phase.
@@ -58,13 +61,18 @@ class UNSIRConfig:
     noise_lr: float = 0.1
     noise_weight: float = 0.1
     noise_copies: int = 80
-    impair_epochs: int = 1
-    repair_epochs: int = 1
+    impair_steps: int = 100
+    repair_steps: int = 100
+    impair_epochs: int | None = None
+    repair_epochs: int | None = None
     optimizer: str = "adam"
     impair_lr: float = 1e-4
     repair_lr: float = 1e-4
     momentum: float = 0.9
     weight_decay: float = 0.0
+
+    BUDGET_FIELDS: ClassVar[tuple[str, ...]] = ("impair_steps", "repair_steps")
+    """The fields a benchmark's budget sets (every other baseline: ``steps``)."""
 
     def __post_init__(self) -> None:
         check_int("noise_batch_size", self.noise_batch_size)
@@ -72,12 +80,23 @@ class UNSIRConfig:
         check_positive("noise_lr", self.noise_lr)
         check_non_negative("noise_weight", self.noise_weight)
         check_int("noise_copies", self.noise_copies)
-        check_int("impair_epochs", self.impair_epochs)
-        check_int("repair_epochs", self.repair_epochs, minimum=0)
+        check_int("impair_steps", self.impair_steps)
+        check_int("repair_steps", self.repair_steps, minimum=0)
+        if self.impair_epochs is not None:
+            check_int("impair_epochs", self.impair_epochs)
+        if self.repair_epochs is not None:
+            check_int("repair_epochs", self.repair_epochs, minimum=0)
         check_optimizer(
             self.optimizer, self.impair_lr, self.momentum, self.weight_decay, lr_name="impair_lr"
         )
         check_positive("repair_lr", self.repair_lr)
+
+    def budget(self, phase: str) -> Budget:
+        """The ``train_`` budget of ``phase`` (``"impair"`` or ``"repair"``)."""
+        epochs = getattr(self, f"{phase}_epochs")
+        if epochs is not None:
+            return {"epochs": epochs}
+        return {"steps": getattr(self, f"{phase}_steps")}
 
 
 class _Noise(nn.Module):
@@ -185,7 +204,7 @@ def run_unsir_(model: nn.Module, request: Request, config: UNSIRConfig) -> dict[
         impair = train_(
             model,
             Tagged([("retain", retain), ("noise", noise_batches * config.noise_copies)], generator),
-            epochs=config.impair_epochs,
+            **config.budget("impair"),
             optimizer=optimizer_for(model, config, lr=config.impair_lr),
             step_loss=impair_loss,
             progress=request.progress,
@@ -195,7 +214,7 @@ def run_unsir_(model: nn.Module, request: Request, config: UNSIRConfig) -> dict[
         repair = train_(
             model,
             retain,
-            epochs=config.repair_epochs,
+            **config.budget("repair"),
             optimizer=optimizer_for(model, config, lr=config.repair_lr),
             step_loss=retain_loss,
             progress=request.progress,
