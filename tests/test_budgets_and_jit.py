@@ -547,3 +547,22 @@ def test_jit_refuses_integer_inputs_clearly() -> None:
     tokens = torch.randint(0, 10, (4, 2))
     with pytest.raises(TypeError, match="floating-point.*torch.int64"):
         dampen.unlearn(model, [(tokens, torch.zeros(4, dtype=torch.long))], method="jit")
+
+
+def test_paired_cycles_the_other_stream_across_passes() -> None:
+    """Any len(other) consecutive partners are one whole pass over ``other``."""
+    from dampen.methods._streams import Paired
+
+    paired = Paired([10, 11, 12, 13], [0, 1, 2], other_name="forget set")
+    partners = [p for _ in range(3) for _, p in paired]
+    assert partners == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2]
+    for start in range(len(partners) - 2):
+        assert sorted(partners[start : start + 3]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="forget set is empty"):
+        list(Paired([1], [], other_name="forget set"))
+
+
+def test_the_stop_rule_is_off_without_a_forget_length() -> None:
+    stop = ForgetAccuracyStop(0.0, None)
+    stop.record(torch.tensor([[0.0, 1.0]]), torch.tensor([0]))
+    assert not stop()

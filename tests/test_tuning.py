@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from dampen.bench import config_from_dict, load_config, plan
 from dampen.bench import runner as bench_runner
-from dampen.bench.config import DataSpec
+from dampen.bench.config import DataSpec, MethodSpec
 from dampen.bench.report import render_markdown, tuning_table
 from dampen.bench.runner import load_data, load_with_validation, make_scenario, tuned_key
 from dampen.bench.tuning import (
@@ -28,6 +28,7 @@ from dampen.bench.tuning import (
     resolve_budget,
     score,
     validation_figures,
+    with_point,
 )
 from dampen.cli import main
 from dampen.recipe import cache_key, cached_train
@@ -100,8 +101,7 @@ def test_resolve_budget() -> None:
     assert resolve_budget("finetune", {"budget": 0.34}, 10) == ({"steps": 3}, 3)
     assert resolve_budget("finetune", {"budget": 0.01}, 10) == ({"steps": 1}, 1)  # at least 1
     assert resolve_budget("finetune", {"budget": 1}, 345) == ({"steps": 345}, 345)
-    # A budget replaces a configured step count.
-    assert resolve_budget("finetune", {"steps": 99, "budget": 0.5}, 10) == ({"steps": 5}, 5)
+    # A budget and a configured step count are two budgets: refused (see below).
     assert resolve_budget("unsir", {"budget": 0.2}, 50) == (
         {"impair_steps": 10, "repair_steps": 10},
         10,
@@ -416,7 +416,7 @@ def test_tuned_bench_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyP
     original = entry["original"]
     for p in points:
         assert "error" not in p
-        assert p["options"] == {"budget": 0.1, "lr": p["point"]["lr"], "steps": 2}
+        assert p["options"] == {"budget": 0.1, "lr": p["point"]["lr"]}  # replaces steps
         assert p["steps"] == 1  # 10% of the original's 2 epochs × 5 batches
         drop = max(0.0, original["retain_val"] - p["retain_val"])
         assert p["score"] == pytest.approx(p["forget_term"] + drop)
@@ -471,3 +471,33 @@ def test_tuned_bench_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "## Tuning" not in (out / "results.md").read_text()
     assert json.loads((out / "tuning.json").read_text()) == tuning
     assert "--no-tune" in results["command"]
+
+
+def test_budget_refuses_a_second_budget_in_the_same_options() -> None:
+    with pytest.raises(ValueError, match="budget and epochs"):
+        resolve_budget("finetune", {"budget": 0.1, "epochs": 2}, 1000)
+    with pytest.raises(ValueError, match="budget and steps"):
+        resolve_budget("amnesiac", {"budget": 0.1, "steps": 5}, 1000)
+    with pytest.raises(ValueError, match="budget and impair_epochs"):
+        resolve_budget("unsir", {"budget": 0.1, "impair_epochs": 1}, 1000)
+    options, steps = resolve_budget("finetune", {"budget": 0.1, "epochs": None}, 1000)
+    assert (options["steps"], steps) == (100, 100)
+
+
+def test_a_grid_names_options_of_its_method_and_takes_no_heldout() -> None:
+    with pytest.raises(ValueError, match=r"\['lrr'\] are not options of 'finetune'"):
+        MethodSpec("finetune", grid={"lrr": [0.1]})
+    with pytest.raises(ValueError, match="heldout"):
+        MethodSpec("ssd", grid={"alpha": [1.0, 10.0]}, heldout=10)
+    assert MethodSpec("jit", grid={"sigma": [0.1], "lr": [1e-3]}).grid == {
+        "lr": (1e-3,),
+        "sigma": (0.1,),
+    }
+
+
+def test_a_grid_budget_replaces_the_configured_budget() -> None:
+    base = {"steps": 2, "epochs": 3, "lr": 0.5}
+    assert with_point("finetune", base, {"budget": 0.1, "lr": 0.1}) == {"budget": 0.1, "lr": 0.1}
+    assert with_point("finetune", base, {"lr": 0.1}) == {"epochs": 3, "lr": 0.1, "steps": 2}
+    unsir = {"impair_steps": 5, "repair_epochs": 1, "impair_lr": 1e-3}
+    assert with_point("unsir", unsir, {"budget": 0.2}) == {"budget": 0.2, "impair_lr": 1e-3}

@@ -18,6 +18,7 @@ import torch
 
 from dampen.bench.tuning import BUDGET_OPTION, budget_fields, check_grid
 from dampen.recipe import TrainConfig
+from dampen.registry import get
 
 SSD_FAMILY: Mapping[str, str] = {"ssd": "batch_sq", "assd": "batch_sq", "lfssd": "lf", "alf": "lf"}
 """SSD-family methods and the default estimator of their importance."""
@@ -300,6 +301,12 @@ class MethodSpec:
         grid = check_grid(_mapping(self.grid, f"{where}.grid"), f"{where}.grid")
         if grid and self.method == "retrain":
             raise _fail(f"{where}.grid", "retrain is not tuned")
+        if grid and self.heldout:
+            raise _fail(f"{where}.grid", "a tuned method cannot also take heldout= test samples")
+        fields = set(getattr(get(self.method).config_cls, "__dataclass_fields__", {}))
+        unknown = sorted(k for k in grid if k != BUDGET_OPTION and k not in fields)
+        if unknown:
+            raise _fail(f"{where}.grid", f"{unknown} are not options of {self.method!r}")
         object.__setattr__(self, "grid", grid)
         if BUDGET_OPTION in {*self.options, *grid}:
             try:
@@ -398,14 +405,14 @@ class BenchConfig:
             torch.device(_name(self.device, "device"))
         except RuntimeError as exc:
             raise _fail("device", f"{self.device!r} is not a torch device ({exc})") from exc
-        if any(m.grid for m in self.methods):
-            for scenario in self.scenarios:
-                if self.data_for(scenario).validation is None:
-                    raise _fail(
-                        "data.validation",
-                        f"methods with a grid are tuned on a validation split: set "
-                        f"validation for the data of {scenario.label!r}",
-                    )
+        for scenario in self.scenarios:
+            tuned = any(m.grid and scenario.kind in m.kinds for m in self.methods)
+            if tuned and self.data_for(scenario).validation is None:
+                raise _fail(
+                    "data.validation",
+                    f"methods with a grid are tuned on a validation split: set "
+                    f"validation for the data of {scenario.label!r}",
+                )
         labels = {m.label for m in self.models}
         for method in self.methods:
             for o in method.overrides:

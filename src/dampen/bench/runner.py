@@ -42,6 +42,7 @@ from dampen.bench.tuning import (
     resolve_budget,
     score,
     validation_figures,
+    with_point,
 )
 from dampen.core.files import atomic_write_text
 from dampen.data import load_dataset
@@ -366,6 +367,11 @@ class BenchRunner:
 
     def _run(self) -> dict[str, Any]:
         started = perf_counter()
+        for spec in self.config.scenarios:  # fail early on missing data or a bad class name
+            make_scenario(self._load(self.config.data_for(spec)), spec, self.config.seeds[0])
+        device = torch.device(self.config.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.config.device!r} but torch sees no CUDA GPU here")
         tuned = self.tune() if self.tune_methods else {}
         cells = plan(self.config, tuned)
         results = self._start(cells)
@@ -379,11 +385,6 @@ class BenchRunner:
             f"{len(cells)} cells: {len(cells) - len(todo)} already done, {len(todo)} to run; "
             f"results in {self.results_path}"
         )
-        for spec in self.config.scenarios:  # fail early on missing data or a bad class name
-            make_scenario(self._load(self.config.data_for(spec)), spec, self.config.seeds[0])
-        device = torch.device(self.config.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={self.config.device!r} but torch sees no CUDA GPU here")
         run_record: dict[str, Any] = {
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": 0.0,
@@ -610,7 +611,7 @@ class BenchRunner:
             previous = {p["digest"]: p for p in entries.get(key, {}).get("points", [])}
             points: list[dict[str, Any]] = []
             for point in grid_points(spec.grid):
-                options = dict(sorted({**base, **point}.items()))
+                options = with_point(spec.method, base, point)
                 digest = _digest(
                     {
                         "format": TUNING_FORMAT,

@@ -8,7 +8,8 @@ retain-validation accuracy (original minus unlearned, if positive):
 * full-class: the accuracy on validation samples of the forgotten class (a retrained model
   gets them wrong);
 * sub-class: ``|accuracy on Df − accuracy on validation samples of the forgotten fine class|``
-  (a retrained model treats Df like unseen samples of that class);
+  (a retrained model treats Df like unseen samples of that class; note that erasing the fine
+  class altogether scores as well as keeping it at its unseen level);
 * random: ``|mean true-class probability on Df − the same on the validation samples|``, the
   gap a membership attack reads; Df's accuracy is never looked at.
 
@@ -62,18 +63,39 @@ def resolve_budget(
     fields, and the steps it gives (``None`` when there is no budget option).
 
     Raises:
-        ValueError: if the budget is not in (0, 1] or the method has no step budget.
+        ValueError: if the budget is not in (0, 1], the method has no step budget, or the
+            options also set steps or epochs.
     """
     out = dict(options)
     if BUDGET_OPTION not in out:
         return out, None
+    fields = budget_fields(method)
+    clashes = [k for k in _budget_keys(method) if out.get(k) is not None]
+    if clashes:
+        raise ValueError(f"budget and {clashes[0]} both set the budget of {method!r}: give one")
     share = out.pop(BUDGET_OPTION)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
         raise ValueError(f"budget must be a share of the original training in (0, 1]: {share!r}")
     steps = max(1, round(share * train_steps))
-    for name in budget_fields(method):
+    for name in fields:
         out[name] = steps
     return out, steps
+
+
+def _budget_keys(method: str) -> tuple[str, ...]:
+    fields = budget_fields(method)
+    return (*fields, "epochs", *(f.replace("_steps", "_epochs") for f in fields))
+
+
+def with_point(method: str, base: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
+    """A grid point over a method's configured options; a point's ``budget`` replaces any
+    step or epoch budget the options set."""
+    out = dict(base)
+    if BUDGET_OPTION in point:
+        for key in _budget_keys(method):
+            out.pop(key, None)
+    out.update(point)
+    return dict(sorted(out.items()))
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -90,7 +112,7 @@ class ValidationSplits:
         kind: the scenario kind.
         retain: validation samples of the retained classes (all of them for random).
         forget: validation samples of the forgotten class (``None`` for random).
-        forget_train: the forget set Df (sub-class and random only).
+        forget_train: the forget set Df (read in sub-class and random scenarios).
     """
 
     kind: str

@@ -102,7 +102,9 @@ class Subsampled:
 
 
 class Paired:
-    """Every batch of ``main`` together with the next batch of ``other`` (cycled).
+    """Every batch of ``main`` together with the next batch of ``other``, cycled: ``other``
+    goes on where it stopped when a new pass over ``main`` begins, so any ``len(other)``
+    consecutive partners are one whole pass over ``other``.
 
     Raises:
         ValueError: on iteration, if ``other`` yields no batch.
@@ -112,6 +114,7 @@ class Paired:
         self.main = main
         self.other = other
         self.other_name = other_name
+        self._partners: Iterator[Any] | None = None
 
     def __len__(self) -> int:
         n = _length(self.main)
@@ -120,12 +123,11 @@ class Paired:
         return n
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        it = iter(self.other)
         for batch in self.main:
-            partner = next(it, _END)
+            partner = _END if self._partners is None else next(self._partners, _END)
             if partner is _END:
-                it = iter(self.other)
-                partner = next(it, _END)
+                self._partners = iter(self.other)
+                partner = next(self._partners, _END)
                 if partner is _END:
                     raise ValueError(f"the {self.other_name} is empty")
             yield batch, partner

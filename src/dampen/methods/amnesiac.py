@@ -30,7 +30,7 @@ from dampen.registry import Request, register
 
 @dataclass(frozen=True)
 class AmnesiacConfig:
-    """Amnesiac unlearning (SSD paper: Adam lr 1e-4 for 3 CIFAR epochs, about 2,100 steps;
+    """Amnesiac unlearning (SSD paper: Adam lr 1e-4 for 3 CIFAR epochs, about 2,350 steps;
     here 200 steps by default).
 
     Every forget sample gets a uniformly drawn label other than its own, drawn anew each

@@ -49,7 +49,10 @@ class NegGradConfig:
         plus: NegGrad+: descend on Dr while ascending on Df (needs ``retain=``).
         beta: NegGrad+ weight of the retain loss; the forget loss gets ``1 − beta``.
         stop_accuracy: stop once the forget batches of the latest pass over Df (as seen in
-            training) are classified with at most this accuracy; None never stops early.
+            training) are classified with at most this accuracy; None never stops early (nor
+            does a forget set without ``len()``). The default 0 is the end point of class
+            forgetting; for random samples, where a retrained model keeps Df at test accuracy,
+            pass None.
     """
 
     steps: int = 200
@@ -82,9 +85,9 @@ class ForgetAccuracyStop:
     ``threshold``.
     """
 
-    def __init__(self, threshold: float | None, batches_per_pass: int) -> None:
-        self.threshold = threshold
-        self.window: deque[tuple[int, int]] = deque(maxlen=max(1, batches_per_pass))
+    def __init__(self, threshold: float | None, batches_per_pass: int | None) -> None:
+        self.threshold = threshold if batches_per_pass else None
+        self.window: deque[tuple[int, int]] = deque(maxlen=max(1, batches_per_pass or 1))
         self.stopped_at: float | None = None
 
     def record(self, logits: Tensor, targets: Tensor) -> None:
@@ -105,11 +108,11 @@ class ForgetAccuracyStop:
         return False
 
 
-def _length(batches: Any) -> int:
+def _length(batches: Any) -> int | None:
     try:
         return len(batches)
     except TypeError:
-        return 1
+        return None
 
 
 @register("neggrad", NegGradConfig)
