@@ -349,6 +349,14 @@ def tuning_entry(chosen: int | None) -> dict[str, Any]:
                 "seconds": 1.25,
             },
             {"point": {"lr": 0.1, "budget": 0.1}, "error": "ValueError: diverged"},
+            {
+                "point": {"lr": 0.5, "budget": 0.1},
+                "score": 0.5,
+                "retain_val": 0.5,
+                "forget_term": 0.05,
+                "steps": 3,
+                "seconds": 2.0,
+            },
         ],
         "chosen": chosen,
     }
@@ -368,7 +376,7 @@ def test_tuning_table_by_hand() -> None:
     assert len(lines) == 4
     assert lines[2] == (
         "| cnn | full_class/3 | finetune | lr: 0.01, 0.1; budget: 0.1 (1 failed) "
-        "| lr 0.01, budget 0.1 | 0.250 | 95.0 → 90.0 | 0.200 | 3 | 1.2 |"
+        "| lr 0.01, budget 0.1 | 0.250 | 95.0 → 90.0 | 0.200 | 3 | 1.2 | 3 |"
     )
     assert lines[3].startswith("| cnn | random/10 | finetune |") and "none finished" in lines[3]
     md = render_markdown(

@@ -282,8 +282,8 @@ def tuning_table(results: Mapping[str, Any]) -> str:
         return ""
     lines = [
         "| model | scenario | row | grid | chosen | score | retain-val (orig → chosen) "
-        "| forget term | steps | s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| forget term | steps | s | tuning s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, entry in entries.items():
         model, scenario, row = key.split("|", 2)
@@ -293,8 +293,9 @@ def tuning_table(results: Mapping[str, Any]) -> str:
             grid += f" ({failed} failed)"
         chosen = entry.get("chosen")
         if chosen is None:
-            lines.append(f"| {model} | {scenario} | {row} | {grid} | none finished | | | | | |")
+            lines.append(f"| {model} | {scenario} | {row} | {grid} | none finished | | | | | | |")
             continue
+        spent = sum(float(p.get("seconds") or 0.0) for p in entry["points"])
         best = entry["points"][chosen]
         orig = entry["original"]["retain_val"]
         seconds = best.get("seconds")
@@ -302,7 +303,7 @@ def tuning_table(results: Mapping[str, Any]) -> str:
             f"| {model} | {scenario} | {row} | {grid} | {_point_text(best['point'])} "
             f"| {best['score']:.3f} | {100 * orig:.1f} → {100 * best['retain_val']:.1f} "
             f"| {best['forget_term']:.3f} | {best.get('steps', '')} "
-            f"| {'' if seconds is None else f'{seconds:.1f}'} |"
+            f"| {'' if seconds is None else f'{seconds:.1f}'} | {spent:.0f} |"
         )
     return "\n".join(lines)
 
@@ -363,7 +364,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             "full-class, accuracy on validation samples of the forgotten class; sub-class, "
             "|Df accuracy − accuracy on validation samples of the forgotten class|; random, "
             "|mean true-class probability on Df − on validation samples|. budget = share of the "
-            "original training's optimiser steps. Every point: `tuning.json`.",
+            "original training's optimiser steps; s: the chosen point's seconds; tuning s: "
+            "all points' seconds together (the methods alone, evaluations excluded), to set "
+            "against the retrain row. Every point: `tuning.json`.",
             "",
             tuning,
             "",
