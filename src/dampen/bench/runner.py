@@ -377,8 +377,8 @@ class BenchRunner:
         results = self._start(cells)
         if self.tune_methods and any(m.grid for m in self.config.methods):
             stored = _read_json(self.tuning_path) or {}
-            keys = _tuned_keys(self.config)
-            results["tuning"] = {k: v for k, v in stored.get("entries", {}).items() if k in keys}
+            entries = stored.get("entries", {})
+            results["tuning"] = {k: entries[k] for k in _tuned_keys(self.config) if k in entries}
         done = {c["key"] for c in results["cells"] if "error" not in c}
         todo = [c for c in cells if c.key not in done]
         self.log(
@@ -797,14 +797,15 @@ class BenchRunner:
         return result.model, extra
 
 
-def _tuned_keys(config: BenchConfig) -> set[str]:
-    return {
+def _tuned_keys(config: BenchConfig) -> list[str]:
+    """The :func:`tuned_key` of every tuned row, in the config's order."""
+    return [
         tuned_key(model.label, scenario.label, spec.label)
         for model in config.models
         for scenario in config.scenarios
         for spec in config.methods
         if spec.grid and scenario.kind in spec.kinds
-    }
+    ]
 
 
 def _groups(cells: list[Cell]) -> Iterator[list[Cell]]:
