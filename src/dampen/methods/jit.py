@@ -28,8 +28,6 @@ import torch
 from torch import Tensor, nn
 
 from dampen.core.batches import split_batch
-from dampen.core.progress import progress_bar
-from dampen.core.state import preserved
 from dampen.methods._common import (
     Clock,
     check_int,
@@ -39,7 +37,9 @@ from dampen.methods._common import (
     optimizer_for,
     require_forget,
     seeded_generator,
+    train_stats,
 )
+from dampen.methods.training import train_
 from dampen.registry import Request, register
 
 
@@ -134,36 +134,26 @@ def run_jit_(model: nn.Module, request: Request, config: JiTConfig) -> dict[str,
     require_forget(request)
     generator = seeded_generator(request.seed)
     optimizer = optimizer_for(model, config)
-    losses: list[float] = []
-    steps = 0
-    with clock.phase("train"), preserved(model, grad_all=False):  # eval mode
-        for epoch in range(config.epochs):
-            total, n = 0.0, 0
-            bar = progress_bar(
-                request.forget, enabled=request.progress, desc=f"jit {epoch + 1}/{config.epochs}"
-            )
-            for batch in bar:
-                optimizer.zero_grad(set_to_none=True)
-                loss = lipschitz_loss(
-                    model,
-                    batch,
-                    forward=forward,
-                    sigma=config.sigma,
-                    samples=config.samples,
-                    generator=generator,
-                )
-                if not torch.isfinite(loss):
-                    raise ValueError(f"jit: the loss became {loss.item()} at step {steps}")
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach())
-                n += 1
-                steps += 1
-            losses.append(total / max(n, 1))
-        optimizer.zero_grad(set_to_none=True)
-    return {
-        "method": "jit",
-        "steps": steps,
-        "epoch_losses": losses,
-        "seconds": clock.seconds(),
-    }
+
+    def loss(model: nn.Module, batch: Any) -> Tensor:
+        return lipschitz_loss(
+            model,
+            batch,
+            forward=forward,
+            sigma=config.sigma,
+            samples=config.samples,
+            generator=generator,
+        )
+
+    with clock.phase("train"):
+        log = train_(
+            model,
+            request.forget,
+            epochs=config.epochs,
+            optimizer=optimizer,
+            step_loss=loss,
+            progress=request.progress,
+            desc="jit",
+            eval_mode=True,
+        )
+    return train_stats("jit", log, clock)

@@ -55,13 +55,15 @@ def train_(
     progress: bool = False,
     desc: str = "train",
     stop: Callable[[], bool] | None = None,
+    eval_mode: bool = False,
 ) -> TrainLog:
     """Train ``model`` in place for ``epochs`` passes over ``batches``, or for exactly
     ``steps`` optimisation steps (as many passes as that takes, the last one cut short).
 
     ``scheduler`` (if any) steps once per pass. ``stop`` (if any) is asked after every step
-    and ends training when it returns True. The model is left in train mode only while
-    training; its previous mode is restored at the end.
+    and ends training when it returns True. The model is in train mode while training (in
+    eval mode with ``eval_mode``, so BatchNorm statistics and dropout stay as they are); its
+    previous mode is restored at the end.
 
     Raises:
         ValueError: unless exactly one of ``epochs`` / ``steps`` is given and ``>= 0``, if
@@ -75,7 +77,7 @@ def train_(
         raise ValueError(f"{'epochs' if steps is None else 'steps'} must be >= 0, got {budget}")
     loss_fn = step_loss or cross_entropy_loss()
     was_training = model.training
-    model.train()
+    model.train(not eval_mode)
     losses: list[float] = []
     steps_done = 0
     passes = epochs if epochs is not None else math.inf
