@@ -509,3 +509,31 @@ def test_a_grid_budget_replaces_the_configured_budget() -> None:
     assert with_point("finetune", base, {"lr": 0.1}) == {"epochs": 3, "lr": 0.1, "steps": 2}
     unsir = {"impair_steps": 5, "repair_epochs": 1, "impair_lr": 1e-3}
     assert with_point("unsir", unsir, {"budget": 0.2}) == {"budget": 0.2, "impair_lr": 1e-3}
+
+
+def test_a_failed_grid_point_is_kept_and_not_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A point is deterministic: its failure is stored like a score and reused on resume."""
+    real = bench_runner.unlearn
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("lr") == 0.01:
+            raise ValueError("diverged on purpose")
+        return real(*args, **kwargs)
+
+    calls = Counter(failing)
+    monkeypatch.setattr(bench_runner, "unlearn", calls)
+    out = tmp_path / "run"
+    config_path = write_config(tmp_path / "tuned.json", tuned_tiny(out))
+    args = ["bench", "--config", str(config_path), "--threads", "1", "--no-progress"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    entry = json.loads((out / "tuning.json").read_text())["entries"]["cnn|full_class/3|finetune"]
+    assert [("error" in p) for p in entry["points"]] == [True, False]
+    assert entry["chosen"] == 1
+    before = calls.calls
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0, second.output
+    assert calls.calls == before  # neither point, nor any cell, ran again
+    assert "tuned " not in second.output

@@ -555,8 +555,9 @@ class BenchRunner:
                     if entry.get("chosen") is None:
                         errors = "; ".join(sorted({str(p.get("error")) for p in entry["points"]}))
                         raise ValueError(
-                            f"tuning {key}: every grid point failed ({errors}); "
-                            f"see {self.tuning_path}"
+                            f"tuning {key}: every grid point failed ({errors}); see "
+                            f"{self.tuning_path} (its stored points are reused: delete the file "
+                            "to run them again)"
                         )
                     chosen[key] = entry["points"][entry["chosen"]]["options"]
         return chosen
@@ -625,7 +626,7 @@ class BenchRunner:
                         "options": options,
                     }
                 )
-                if digest in previous and "error" not in previous[digest]:
+                if digest in previous:  # a point is deterministic: its failure too
                     points.append(previous[digest])
                     continue
                 record: dict[str, Any] = {"point": point, "options": options, "digest": digest}
