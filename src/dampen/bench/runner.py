@@ -373,6 +373,11 @@ class BenchRunner:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.config.device!r} but torch sees no CUDA GPU here")
         tuned = self.tune() if self.tune_methods else {}
+        if not self.tune_methods and any(m.grid for m in self.config.methods):
+            self.log(
+                "--no-tune: the rows with a grid run with their configured options; cells of a "
+                "tuned run of those rows are replaced"
+            )
         cells = plan(self.config, tuned)
         results = self._start(cells)
         if self.tune_methods and any(m.grid for m in self.config.methods):
