@@ -472,7 +472,7 @@ def test_tuned_bench_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyP
     result = CliRunner().invoke(main, [*args, "--no-tune"])
     assert result.exit_code == 0, result.output
     assert unlearn.calls == 1 and "tuned " not in result.output
-    assert "cells of a tuned run of those rows are replaced" in result.output
+    assert "run with their configured options and replace" in result.output
     results = json.loads((out / "results.json").read_text())
     cell = next(c for c in results["cells"] if c["row"] == "finetune")
     assert cell["options"] == {"steps": 2} and cell["steps"] == 2

@@ -375,8 +375,8 @@ class BenchRunner:
         tuned = self.tune() if self.tune_methods else {}
         if not self.tune_methods and any(m.grid for m in self.config.methods):
             self.log(
-                "--no-tune: the rows with a grid run with their configured options; cells of a "
-                "tuned run of those rows are replaced"
+                "--no-tune: the rows with a grid run with their configured options and replace "
+                "the cells an earlier tuning gave those rows"
             )
         cells = plan(self.config, tuned)
         results = self._start(cells)
