@@ -50,7 +50,7 @@ from dampen.data.base import DataSplits, LabelledData, loader, subsample
 from dampen.data.scenarios import Scenario, full_class, random_samples, sub_class
 from dampen.eval import evaluate
 from dampen.importances.store import Importance
-from dampen.recipe import cache_key, cached_train, init_model
+from dampen.recipe import TrainConfig, cache_key, cached_train, init_model
 
 RESULTS_FORMAT = 1
 """Version of the ``results.json`` layout; part of every cell digest."""
@@ -200,6 +200,7 @@ def write_json(path: Path, value: Any, *, indent: int | None = None) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object stored at ``path``; ``None`` when it is missing or unreadable."""
     if not path.is_file():
         return None
     try:
@@ -214,12 +215,8 @@ def read_results(path: Path) -> dict[str, Any] | None:
     """The results stored at ``path``, or ``None`` when there are none (or they are broken)."""
     if not path.is_file():
         return None
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        warnings.warn(f"ignoring unreadable {path}: {exc}", stacklevel=2)
-        return None
-    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
+    results = _read_json(path)
+    if results is None or results.get("format") != RESULTS_FORMAT:
         warnings.warn(f"ignoring {path}: not a dampen results file", stacklevel=2)
         return None
     return results
@@ -372,15 +369,16 @@ class BenchRunner:
         device = torch.device(self.config.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.config.device!r} but torch sees no CUDA GPU here")
+        has_grid = any(m.grid for m in self.config.methods)
         tuned = self.tune() if self.tune_methods else {}
-        if not self.tune_methods and any(m.grid for m in self.config.methods):
+        if not self.tune_methods and has_grid:
             self.log(
                 "--no-tune: the rows with a grid run with their configured options and replace "
                 "the cells an earlier tuning gave those rows"
             )
         cells = plan(self.config, tuned)
         results = self._start(cells)
-        if self.tune_methods and any(m.grid for m in self.config.methods):
+        if self.tune_methods and has_grid:
             stored = _read_json(self.tuning_path) or {}
             entries = stored.get("entries", {})
             results["tuning"] = {k: entries[k] for k in _tuned_keys(self.config) if k in entries}
@@ -463,12 +461,15 @@ class BenchRunner:
             self._data[spec], self._validation[spec] = load_with_validation(spec)
         return self._data[spec]
 
+    def _recipe(self, model_label: str) -> TrainConfig:
+        """The training recipe of the model labelled ``model_label``."""
+        return next(m for m in self.config.models if m.label == model_label).train_config()
+
     def _trained(
         self, model_label: str, data: DataSplits, indices: Any, seed: int
     ) -> tuple[nn.Module, float | None]:
         """A model trained with the recipe (cached on disk) and its training seconds."""
-        model_spec = next(m for m in self.config.models if m.label == model_label)
-        recipe = model_spec.train_config()
+        recipe = self._recipe(model_label)
         key = cache_key(recipe, data, indices, seed)
         if key in self._models:
             return self._models[key]
@@ -589,8 +590,7 @@ class BenchRunner:
             raise ValueError(f"tuning needs data.validation for {scenario_spec.label!r}")
         scenario = make_scenario(data, scenario_spec, seed)
         original, _ = self._trained(model_label, scenario.data, None, seed)
-        model_spec = next(m for m in self.config.models if m.label == model_label)
-        model_key = cache_key(model_spec.train_config(), scenario.data, None, seed)
+        model_key = cache_key(self._recipe(model_label), scenario.data, None, seed)
         held = make_scenario(
             DataSplits(data.train, validation, superclasses=data.superclasses), scenario_spec, seed
         )
@@ -655,26 +655,10 @@ class BenchRunner:
                 except Exception as exc:  # a diverging grid point must not end the tuning
                     record["error"] = f"{type(exc).__name__}: {exc}"
                 points.append(record)
-                entries[key] = {
-                    "method": spec.method,
-                    "grid": spec.grid,
-                    "original": reference,
-                    "points": points,
-                    "chosen": None,
-                }
+                entries[key] = _tuning_entry(spec, reference, points, final=False)
                 self._save_tuning(entries)
                 self.log(f"tuned {key} {point}: {record.get('score', record.get('error'))}")
-            try:
-                best: int | None = choose(points)
-            except ValueError:
-                best = None
-            entries[key] = {
-                "method": spec.method,
-                "grid": spec.grid,
-                "original": reference,
-                "points": points,
-                "chosen": best,
-            }
+            entries[key] = _tuning_entry(spec, reference, points, final=True)
             self._save_tuning(entries)
 
     # ----------------------------------------------------------------- one group of cells
@@ -686,11 +670,11 @@ class BenchRunner:
         data, train = scenario.data, scenario.data.train
         original, original_seconds = self._trained(first.model, data, None, first.seed)
         retrained, retrain_seconds = self._trained(first.model, data, scenario.retain, first.seed)
-        model_spec = next(m for m in self.config.models if m.label == first.model)
-        model_key = cache_key(model_spec.train_config(), data, None, first.seed)
+        recipe = self._recipe(first.model)
+        model_key = cache_key(recipe, data, None, first.seed)
         # ZRF's "incompetent" model: the same architecture, freshly initialised (seeded).
         incompetent = init_model(
-            model_spec.train_config(), data, seed=first.seed + 10_000, device=self.config.device
+            recipe, data, seed=first.seed + 10_000, device=self.config.device
         ).eval()
         splits = self._splits(scenario, first.seed)
         bs = self.config.batch_size
@@ -768,7 +752,7 @@ class BenchRunner:
         """Run one method on a copy of ``original``; the model and the figures to record."""
         train = scenario.data.train
         bs = self.config.batch_size
-        recipe = next(m for m in self.config.models if m.label == cell.model).train_config()
+        recipe = self._recipe(cell.model)
         train_steps = original_steps(recipe.epochs, recipe.batch_size, len(train))
         kwargs, budget_steps = resolve_budget(spec.method, cell.options, train_steps)
         extra: dict[str, Any] = {"importance": None, "importance_seconds": None}
@@ -801,6 +785,24 @@ class BenchRunner:
             if name in stats:
                 extra[name] = stats[name]
         return result.model, extra
+
+
+def _tuning_entry(
+    spec: MethodSpec, reference: Mapping[str, float], points: list[dict[str, Any]], *, final: bool
+) -> dict[str, Any]:
+    """A row's record in ``tuning.json``; ``chosen`` (the best point's index, ``None`` while
+    the grid is unfinished or when no point finished) is set once ``final``."""
+    best: int | None = None
+    if final:
+        with contextlib.suppress(ValueError):  # no point finished
+            best = choose(points)
+    return {
+        "method": spec.method,
+        "grid": spec.grid,
+        "original": reference,
+        "points": points,
+        "chosen": best,
+    }
 
 
 def _tuned_keys(config: BenchConfig) -> list[str]:

@@ -28,6 +28,7 @@ from typing import Any
 
 from torch import nn
 
+from dampen.eval.functional import accuracy
 from dampen.eval.report import Outputs, collect_outputs
 from dampen.registry import get
 
@@ -70,20 +71,27 @@ def resolve_budget(
     if BUDGET_OPTION not in out:
         return out, None
     fields = budget_fields(method)
-    clashes = [k for k in _budget_keys(method) if out.get(k) is not None]
+    clashes = [k for k in _budget_keys(fields) if out.get(k) is not None]
     if clashes:
         raise ValueError(f"budget and {clashes[0]} both set the budget of {method!r}: give one")
     share = out.pop(BUDGET_OPTION)
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-        raise ValueError(f"budget must be a share of the original training in (0, 1]: {share!r}")
+    check_share(share, BUDGET_OPTION)
     steps = max(1, round(share * train_steps))
     for name in fields:
         out[name] = steps
     return out, steps
 
 
-def _budget_keys(method: str) -> tuple[str, ...]:
-    fields = budget_fields(method)
+def check_share(value: Any, where: str) -> None:
+    """Raise unless ``value`` is a share of the original training's steps in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(
+            f"{where} must be a share of the original training's steps in (0, 1]; got {value!r}"
+        )
+
+
+def _budget_keys(fields: tuple[str, ...]) -> tuple[str, ...]:
+    """Every option that sets a budget given the method's step ``fields``."""
     return (*fields, "epochs", *(f.replace("_steps", "_epochs") for f in fields))
 
 
@@ -92,7 +100,7 @@ def with_point(method: str, base: Mapping[str, Any], point: Mapping[str, Any]) -
     step or epoch budget the options set."""
     out = dict(base)
     if BUDGET_OPTION in point:
-        for key in _budget_keys(method):
+        for key in _budget_keys(budget_fields(method)):
             out.pop(key, None)
     out.update(point)
     return dict(sorted(out.items()))
@@ -121,8 +129,8 @@ class ValidationSplits:
     forget_train: Iterable[Any] | None
 
 
-def _accuracy(out: Outputs) -> float:
-    return float((out.logits.argmax(dim=1) == out.targets).double().mean())
+def _acc(out: Outputs) -> float:
+    return accuracy(out.logits, out.targets)
 
 
 def _true_probability(out: Outputs) -> float:
@@ -132,17 +140,17 @@ def _true_probability(out: Outputs) -> float:
 def validation_figures(model: nn.Module, splits: ValidationSplits) -> dict[str, float]:
     """Retain-validation accuracy and the scenario's forget term (see the module docstring)."""
     retain = collect_outputs(model, splits.retain)
-    figures = {"retain_val": _accuracy(retain)}
+    figures = {"retain_val": _acc(retain)}
     if splits.kind == "full_class":
         if splits.forget is None:
             raise ValueError("full-class tuning needs validation samples of the forgotten class")
-        figures["forget_val"] = _accuracy(collect_outputs(model, splits.forget))
+        figures["forget_val"] = _acc(collect_outputs(model, splits.forget))
         figures["forget_term"] = figures["forget_val"]
     elif splits.kind == "sub_class":
         if splits.forget is None or splits.forget_train is None:
             raise ValueError("sub-class tuning needs validation samples of the forgotten class")
-        figures["forget_val"] = _accuracy(collect_outputs(model, splits.forget))
-        forget_train = _accuracy(collect_outputs(model, splits.forget_train))
+        figures["forget_val"] = _acc(collect_outputs(model, splits.forget))
+        forget_train = _acc(collect_outputs(model, splits.forget_train))
         figures["forget_term"] = abs(forget_train - figures["forget_val"])
     else:
         if splits.forget_train is None:
@@ -190,11 +198,7 @@ def check_grid(grid: Any, where: str) -> dict[str, tuple[Any, ...]]:
             raise ValueError(f"{where}[{key!r}]: must be a non-empty list of values")
         if key == BUDGET_OPTION:
             for v in values:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-                    raise ValueError(
-                        f"{where}[{key!r}]: a budget is a share of the original training's "
-                        f"steps in (0, 1]; got {v!r}"
-                    )
+                check_share(v, f"{where}[{key!r}]")
         out[str(key)] = tuple(values)
     return out
 

@@ -64,12 +64,15 @@ def check_budget(steps: Any, epochs: Any) -> None:
         check_int("epochs", epochs)
 
 
-def budget_of(config: Any) -> Budget:
+def budget_of(config: Any, phase: str | None = None) -> Budget:
     """``{"epochs": n}`` when a config sets ``epochs``, else ``{"steps": config.steps}``:
-    the keyword budget for :func:`dampen.methods.training.train_`."""
-    if config.epochs is not None:
-        return {"epochs": int(config.epochs)}
-    return {"steps": int(config.steps)}
+    the keyword budget for :func:`dampen.methods.training.train_`. With ``phase`` the fields
+    are ``<phase>_epochs`` and ``<phase>_steps``."""
+    prefix = f"{phase}_" if phase else ""
+    epochs = getattr(config, f"{prefix}epochs")
+    if epochs is not None:
+        return {"epochs": int(epochs)}
+    return {"steps": int(getattr(config, f"{prefix}steps"))}
 
 
 def check_optimizer(

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 
-def _length(batches: Iterable[Any]) -> int | None:
+def length_of(batches: Iterable[Any]) -> int | None:
+    """``len(batches)``, or ``None`` for a stream without a length."""
     try:
         return len(batches)  # type: ignore[arg-type]
     except TypeError:
@@ -35,7 +36,7 @@ class Tagged:
         self.generator = generator
 
     def __len__(self) -> int:
-        lengths = [_length(s) for _, s in self.streams]
+        lengths = [length_of(s) for _, s in self.streams]
         if any(n is None for n in lengths):
             raise TypeError("a stream has no length")
         return sum(n for n in lengths if n is not None)
@@ -43,7 +44,7 @@ class Tagged:
     def __iter__(self) -> Iterator[tuple[str, Any]]:
         iters = [iter(s) for _, s in self.streams]
         tags = [t for t, _ in self.streams]
-        lengths = [_length(s) for _, s in self.streams]
+        lengths = [length_of(s) for _, s in self.streams]
         if all(n is not None for n in lengths):
             order = torch.cat(
                 [torch.full((n or 0,), i, dtype=torch.long) for i, n in enumerate(lengths)]
@@ -83,13 +84,13 @@ class Subsampled:
         return min(n, max(1, round(self.fraction * n)))
 
     def __len__(self) -> int:
-        n = _length(self.batches)
+        n = length_of(self.batches)
         if n is None:
             raise TypeError("the stream has no length")
         return self._kept(n)
 
     def __iter__(self) -> Iterator[Any]:
-        n = _length(self.batches)
+        n = length_of(self.batches)
         if n is not None:
             keep = set(torch.randperm(n, generator=self.generator)[: self._kept(n)].tolist())
             for i, batch in enumerate(self.batches):
@@ -117,7 +118,7 @@ class Paired:
         self._partners: Iterator[Any] | None = None
 
     def __len__(self) -> int:
-        n = _length(self.main)
+        n = length_of(self.main)
         if n is None:
             raise TypeError("the stream has no length")
         return n

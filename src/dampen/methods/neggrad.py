@@ -27,7 +27,7 @@ from dampen.methods._common import (
     require_forget,
     require_retain,
 )
-from dampen.methods._streams import Paired
+from dampen.methods._streams import Paired, length_of
 from dampen.methods.training import StepLoss, train_
 from dampen.registry import Request, register
 
@@ -108,13 +108,6 @@ class ForgetAccuracyStop:
         return False
 
 
-def _length(batches: Any) -> int | None:
-    try:
-        return len(batches)
-    except TypeError:
-        return None
-
-
 @register("neggrad", NegGradConfig)
 def run_neggrad_(model: nn.Module, request: Request, config: NegGradConfig) -> dict[str, Any]:
     """Ascend the cross-entropy of Df (and, with ``plus``, descend that of Dr)."""
@@ -122,7 +115,7 @@ def run_neggrad_(model: nn.Module, request: Request, config: NegGradConfig) -> d
     forward = forward_of(request)
     retain = require_retain(request, "neggrad (plus=True)") if config.plus else None
     require_forget(request)
-    stop = ForgetAccuracyStop(config.stop_accuracy, _length(request.forget))
+    stop = ForgetAccuracyStop(config.stop_accuracy, length_of(request.forget))
 
     def ascent(model: nn.Module, batch: Any) -> Tensor:
         logits, targets = forward(model, batch)

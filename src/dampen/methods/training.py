@@ -87,7 +87,8 @@ def train_(
 
     try:
         epoch = 0
-        while epoch < passes and not (steps is not None and steps_done >= steps):
+        done = steps == 0
+        while epoch < passes and not done:
             total, n = 0.0, 0
             where = f"{epoch + 1}/{epochs}" if epochs is not None else f"{steps_done}/{steps} steps"
             bar = progress_bar(batches, enabled=progress, desc=f"{desc} {where}")
@@ -101,7 +102,8 @@ def train_(
                 total += float(loss.detach())
                 n += 1
                 steps_done += 1
-                if finished():
+                done = finished()
+                if done:
                     break
             if n == 0 and steps is not None:
                 raise ValueError(f"{desc}: the batches are empty; cannot take {steps} steps")
@@ -109,8 +111,6 @@ def train_(
                 scheduler.step()
             losses.append(total / max(n, 1))
             epoch += 1
-            if stop is not None and stop():
-                break
     finally:
         model.train(was_training)
         optimizer.zero_grad(set_to_none=True)

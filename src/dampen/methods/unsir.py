@@ -19,6 +19,7 @@ from dampen.core.batches import ForwardFn, logits_only, model_device, split_batc
 from dampen.core.state import preserved
 from dampen.methods._common import (
     Clock,
+    budget_of,
     check_int,
     check_non_negative,
     check_optimizer,
@@ -93,10 +94,7 @@ class UNSIRConfig:
 
     def budget(self, phase: str) -> Budget:
         """The ``train_`` budget of ``phase`` (``"impair"`` or ``"repair"``)."""
-        epochs = getattr(self, f"{phase}_epochs")
-        if epochs is not None:
-            return {"epochs": epochs}
-        return {"steps": getattr(self, f"{phase}_steps")}
+        return budget_of(self, phase)
 
 
 class _Noise(nn.Module):
