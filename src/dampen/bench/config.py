@@ -26,8 +26,18 @@ SSD_FAMILY: Mapping[str, str] = {"ssd": "batch_sq", "assd": "batch_sq", "lfssd":
 REFERENCE_ROWS: tuple[str, ...] = ("original", "retrain")
 """Rows every benchmark has: the model before unlearning and the one retrained without Df."""
 
-SCENARIO_KINDS: tuple[str, ...] = ("full_class", "sub_class", "random")
+CLEAN_ROW = "clean"
+"""The reference row of corrective scenarios: the model trained on the data before it was
+corrupted (no trigger, true labels)."""
+
+SCENARIO_KINDS: tuple[str, ...] = ("full_class", "sub_class", "random", "poison", "label_errors")
 """Kinds of forgetting scenario (SPEC §3)."""
+
+CORRECTIVE_KINDS: tuple[str, ...] = ("poison", "label_errors")
+"""Scenario kinds whose forget set is corrupted data to correct (they add the ``clean`` row)."""
+
+_TARGET_FIELD = {"full_class": "cls", "sub_class": "fine_class", "random": "count"}
+_CORRECTIVE_FIELDS = ("share", "identified", "identified_count", "confuse")
 
 GROUPS: tuple[str, ...] = ("main", "baselines")
 """Method groups: the SSD family and friends, and the baselines."""
@@ -158,13 +168,20 @@ class ScenarioSpec:
     """A forgetting scenario (SPEC §3).
 
     Attributes:
-        kind: ``"full_class"``, ``"sub_class"`` or ``"random"``.
+        kind: one of :data:`SCENARIO_KINDS`.
         cls: the class to forget (full-class), by name or index.
         fine_class: the fine class to forget (sub-class), by name or index.
         count: samples to forget (random); drawn with the cell's seed.
         superclasses: ``{superclass: [class, ...]}`` for sub-class scenarios on data that
             defines none (e.g. digits).
         dataset: a data set for this scenario only (default: the config's ``data``).
+        share: corrective kinds: the poisoned (``poison``) or mislabelled (``label_errors``)
+            share, drawn with the cell's seed (see :mod:`dampen.data.corrupted`).
+        identified: corrective kinds: the share of the corrupted samples the owner identified
+            (Df), in (0, 1];
+        identified_count: or their number (e.g. 1).
+        confuse: ``label_errors``: two classes whose labels are swapped on ``share`` of their
+            samples (interclass confusion); without it labels are flipped at random.
     """
 
     kind: str
@@ -173,43 +190,95 @@ class ScenarioSpec:
     count: int | None = None
     superclasses: Mapping[str, Sequence[str]] | None = None
     dataset: DataSpec | None = None
+    share: float | None = None
+    identified: float | None = None
+    identified_count: int | None = None
+    confuse: Sequence[str | int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SCENARIO_KINDS:
             raise _fail("scenarios[].kind", f"{self.kind!r} is not one of {SCENARIO_KINDS}")
-        needed = {"full_class": "cls", "sub_class": "fine_class", "random": "count"}[self.kind]
-        for name in ("cls", "fine_class", "count"):
+        where = f"scenarios[{self.kind}]"
+        if self.kind in CORRECTIVE_KINDS:
+            self._check_corrective(where)
+        else:
+            self._check_forgetting(where)
+        if self.dataset is not None and not isinstance(self.dataset, DataSpec):
+            raise _fail(f"{where}.dataset", "must be a DataSpec")
+
+    def _check_forgetting(self, where: str) -> None:
+        needed = _TARGET_FIELD[self.kind]
+        for name in ("cls", "fine_class", "count", *_CORRECTIVE_FIELDS):
             value = getattr(self, name)
             if name == needed and value is None:
-                raise _fail(f"scenarios[{self.kind}].{name}", f"is required for {self.kind}")
+                raise _fail(f"{where}.{name}", f"is required for {self.kind}")
             if name != needed and value is not None:
-                raise _fail(f"scenarios[{self.kind}].{name}", f"does not apply to {self.kind}")
+                raise _fail(f"{where}.{name}", f"does not apply to {self.kind}")
         target = getattr(self, needed)
         if needed == "count":
-            _positive_int(target, f"scenarios[{self.kind}].count")
+            _positive_int(target, f"{where}.count")
         elif isinstance(target, bool) or not isinstance(target, (str, int)):
-            raise _fail(f"scenarios[{self.kind}].{needed}", f"must be a name or index: {target!r}")
+            raise _fail(f"{where}.{needed}", f"must be a name or index: {target!r}")
         if self.superclasses is not None:
             if self.kind != "sub_class":
-                raise _fail(f"scenarios[{self.kind}].superclasses", "applies to sub_class only")
-            groups = _mapping(self.superclasses, "scenarios[sub_class].superclasses")
+                raise _fail(f"{where}.superclasses", "applies to sub_class only")
+            groups = _mapping(self.superclasses, f"{where}.superclasses")
             for key, members in groups.items():
                 if isinstance(members, str) or not isinstance(members, Sequence):
-                    raise _fail(
-                        f"scenarios[sub_class].superclasses[{key!r}]", "must be a list of classes"
-                    )
+                    raise _fail(f"{where}.superclasses[{key!r}]", "must be a list of classes")
             object.__setattr__(
                 self, "superclasses", {k: tuple(str(m) for m in v) for k, v in groups.items()}
             )
-        if self.dataset is not None and not isinstance(self.dataset, DataSpec):
-            raise _fail(f"scenarios[{self.kind}].dataset", "must be a DataSpec")
+
+    def _check_corrective(self, where: str) -> None:
+        for name in ("cls", "fine_class", "count", "superclasses"):
+            if getattr(self, name) is not None:
+                raise _fail(f"{where}.{name}", f"does not apply to {self.kind}")
+        for name in ("share", "identified"):
+            value = getattr(self, name)
+            if value is None and name == "identified":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _fail(f"{where}.{name}", f"must be a number in (0, 1], got {value!r}")
+            if not 0.0 < float(value) <= 1.0:
+                raise _fail(f"{where}.{name}", f"must lie in (0, 1], got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if (self.identified is None) == (self.identified_count is None):
+            raise _fail(f"{where}.identified", "give exactly one of identified, identified_count")
+        _positive_int(self.identified_count, f"{where}.identified_count", allow_none=True)
+        if self.confuse is not None:
+            if self.kind != "label_errors":
+                raise _fail(f"{where}.confuse", "applies to label_errors only")
+            pair = _list(self.confuse, f"{where}.confuse")
+            if len(pair) != 2 or any(
+                isinstance(c, bool) or not isinstance(c, (str, int)) for c in pair
+            ):
+                raise _fail(f"{where}.confuse", f"must name two classes, got {self.confuse!r}")
+            object.__setattr__(self, "confuse", tuple(pair))
 
     @property
     def label(self) -> str:
-        """A short name, e.g. ``"full_class/3"`` or ``"random/100"``."""
-        target = {"full_class": self.cls, "sub_class": self.fine_class, "random": self.count}
+        """A short name, e.g. ``"full_class/3"``, ``"random/100"`` or ``"poison/1%/id10%"``."""
         prefix = f"{self.dataset.name}:" if self.dataset is not None else ""
-        return f"{prefix}{self.kind}/{target[self.kind]}"
+        if self.kind in CORRECTIVE_KINDS:
+            assert self.share is not None
+            found = (
+                f"id{self.identified_count}"
+                if self.identified_count is not None
+                else f"id{100 * (self.identified or 0):g}%"
+            )
+            how = "" if self.confuse is None else "/" + "-".join(str(c) for c in self.confuse)
+            return f"{prefix}{self.kind}{how}/{100 * self.share:g}%/{found}"
+        return f"{prefix}{self.kind}/{getattr(self, _TARGET_FIELD[self.kind])}"
+
+    def payload(self) -> dict[str, Any]:
+        """The fields that identify the scenario in digests (unset corrective fields left out,
+        so the digests of the other kinds are those of earlier versions)."""
+        out = dataclasses.asdict(self)
+        for name in _CORRECTIVE_FIELDS:
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
 
 
 @dataclass(frozen=True)
@@ -273,7 +342,7 @@ class MethodSpec:
         if not self.label:
             object.__setattr__(self, "label", self.method)
         where = f"methods[{self.label!r}]"
-        if self.label in REFERENCE_ROWS and self.label != self.method:
+        if self.label in (*REFERENCE_ROWS, CLEAN_ROW) and self.label != self.method:
             raise _fail(f"{where}.label", f"{self.label!r} is reserved for the reference row")
         object.__setattr__(self, "options", _mapping(self.options, f"{where}.options"))
         overrides = tuple(
@@ -430,7 +499,8 @@ class BenchConfig:
     def rows(self) -> tuple[str, ...]:
         """Every row label: the references, then the methods in order."""
         extra = tuple(m.label for m in self.methods if m.label not in REFERENCE_ROWS)
-        return (*REFERENCE_ROWS, *extra)
+        clean = (CLEAN_ROW,) if any(s.kind in CORRECTIVE_KINDS for s in self.scenarios) else ()
+        return (*REFERENCE_ROWS, *clean, *extra)
 
     def data_for(self, scenario: ScenarioSpec) -> DataSpec:
         """The data set of ``scenario``."""

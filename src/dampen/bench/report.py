@@ -39,6 +39,21 @@ DISTANCE_COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
 a method that looks *more* forgotten than a model that never saw the data is as far off as one
 that looks less forgotten."""
 
+CORRECTIVE_COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("healed", ("corrective:healed",), True),
+    ("ASR", ("corrective:attack_success",), True),
+    ("confused", ("corrective:confused_acc",), True),
+    ("test", ("test_acc",), True),
+    ("drop", ("corrective:test_drop",), True),
+    ("Df", ("forget_acc",), True),
+)
+"""Corrective scenarios: the share of the poison's damage undone, the attack success rate, the
+accuracy on the confused classes (label errors), the clean test accuracy and its drop from
+the original (corrupted) model, and Df's accuracy on the labels it was trained with."""
+
+CORRECTIVE = "corrective:"
+"""Prefix of a field read from a cell's ``corrective`` figures instead of its metrics."""
+
 GAP = "gap:"
 """Prefix of a derived field: ``gap:name`` is ``|metrics[name] − metrics[retrained_name]|``."""
 
@@ -90,7 +105,11 @@ def _ordered(values: Iterable[str]) -> list[str]:
 def _metric(cell: Mapping[str, Any], names: Sequence[str]) -> float | None:
     metrics = cell.get("metrics") or {}
     for name in names:
-        if name.startswith(GAP):
+        if name.startswith(CORRECTIVE):
+            value = (cell.get("corrective") or {}).get(name[len(CORRECTIVE) :])
+            if value is not None:
+                return float(value)
+        elif name.startswith(GAP):
             base = name[len(GAP) :]
             value, target = metrics.get(base), metrics.get(f"retrained_{base}")
             if value is not None and target is not None:
@@ -98,6 +117,11 @@ def _metric(cell: Mapping[str, Any], names: Sequence[str]) -> float | None:
         elif metrics.get(name) is not None:
             return float(metrics[name])
     return None
+
+
+def corrective_only(results: Mapping[str, Any]) -> dict[str, Any]:
+    """``results`` with the cells of corrective scenarios only."""
+    return {**results, "cells": [c for c in _cells(results) if c.get("corrective")]}
 
 
 def model_table(
@@ -121,7 +145,7 @@ def model_table(
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     previous_group = None
     for row in rows:
-        group = "reference" if row in ("original", "retrain") else groups.get(row, "main")
+        group = "reference" if row in ("original", "retrain", "clean") else groups.get(row, "main")
         if previous_group is not None and group != previous_group and group == "baselines":
             lines.append("| *baselines* |" + " |" * (len(head) - 1))
         previous_group = group
@@ -333,6 +357,20 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 "as much as one that looks less forgotten.",
                 "",
                 model_table(results, model, DISTANCE_COLUMNS, seconds=False),
+                "",
+            ]
+        if any(c.get("corrective") for c in _cells(results) if c.get("model") == model):
+            lines += [
+                "Corrective scenarios, in %: healed = share of the poison's damage to the "
+                "triggered test images' accuracy that is undone, (method − original) / (clean − "
+                'original), Potion\'s "poison healed"; ASR = share of triggered test images of '
+                "the other classes classified as the target; confused = test accuracy on the "
+                "confused classes (label errors); drop = original test accuracy − this one; Df = "
+                "accuracy on the identified samples with the labels they were trained with. "
+                "clean = trained on the data before the corruption; retrain = trained without "
+                "the identified samples (the rest of the corruption stays).",
+                "",
+                model_table(corrective_only(results), model, CORRECTIVE_COLUMNS),
                 "",
             ]
         details = ssd_details(results, model)

@@ -33,7 +33,15 @@ from tqdm.auto import tqdm
 from dampen._version import __version__
 from dampen.api import importance as compute_importance
 from dampen.api import unlearn
-from dampen.bench.config import SSD_FAMILY, BenchConfig, DataSpec, MethodSpec, ScenarioSpec
+from dampen.bench.config import (
+    CLEAN_ROW,
+    CORRECTIVE_KINDS,
+    SSD_FAMILY,
+    BenchConfig,
+    DataSpec,
+    MethodSpec,
+    ScenarioSpec,
+)
 from dampen.bench.tuning import (
     ValidationSplits,
     choose,
@@ -47,8 +55,12 @@ from dampen.bench.tuning import (
 from dampen.core.files import atomic_write_text
 from dampen.data import load_dataset
 from dampen.data.base import DataSplits, LabelledData, loader, subsample
+from dampen.data.corrupted import label_errors, poison
 from dampen.data.scenarios import Scenario, full_class, random_samples, sub_class
 from dampen.eval import evaluate
+from dampen.eval.corrective import attack_figures, healed_share
+from dampen.eval.functional import accuracy
+from dampen.eval.report import collect_outputs
 from dampen.importances.store import Importance
 from dampen.recipe import TrainConfig, cache_key, cached_train, init_model
 
@@ -61,6 +73,9 @@ TUNING_FORMAT = 1
 """Version of the ``tuning.json`` layout; part of every grid point's digest."""
 
 TUNING_FILE = "tuning.json"
+
+CLASS_KINDS = ("full_class", "sub_class")
+"""Scenario kinds that forget a class: they have retain- and forget-class test samples."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +137,11 @@ def plan(config: BenchConfig, tuned: Mapping[str, Mapping[str, Any]] | None = No
         for seed in config.seeds:
             for scenario in config.scenarios:
                 for row in config.rows():
-                    spec = methods.get(row) if row not in ("original", "retrain") else None
+                    if row == CLEAN_ROW and scenario.kind not in CORRECTIVE_KINDS:
+                        continue
+                    spec = (
+                        methods.get(row) if row not in ("original", "retrain", CLEAN_ROW) else None
+                    )
                     if spec is not None and scenario.kind not in spec.kinds:
                         continue
                     options = spec.options_for(model.label, scenario.kind) if spec else {}
@@ -133,7 +152,7 @@ def plan(config: BenchConfig, tuned: Mapping[str, Mapping[str, Any]] | None = No
                         "format": RESULTS_FORMAT,
                         "data": _data_payload(config.data_for(scenario)),
                         "model": dataclasses.asdict(model),
-                        "scenario": dataclasses.asdict(scenario),
+                        "scenario": scenario.payload(),
                         "seed": seed,
                         "batch_size": config.batch_size,
                         "eval": [config.eval_batch_size, config.eval_retain_limit],
@@ -301,7 +320,25 @@ def _load_splits(spec: DataSpec) -> DataSplits:
 
 
 def make_scenario(data: DataSplits, spec: ScenarioSpec, seed: int) -> Scenario:
-    """Build the :class:`Scenario` of ``spec``; random scenarios draw Df with ``seed``."""
+    """Build the :class:`Scenario` of ``spec``; random and corrective scenarios draw Df (and
+    the corruption) with ``seed``."""
+    if spec.kind in CORRECTIVE_KINDS and spec.share is not None:
+        if spec.kind == "poison":
+            return poison(
+                data,
+                spec.share,
+                identified=spec.identified,
+                identified_count=spec.identified_count,
+                seed=seed,
+            )
+        return label_errors(
+            data,
+            spec.share,
+            identified=spec.identified,
+            identified_count=spec.identified_count,
+            seed=seed,
+            confuse=spec.confuse,
+        )
     if spec.kind == "full_class" and spec.cls is not None:
         return full_class(data, spec.cls)
     if spec.kind == "sub_class" and spec.fine_class is not None:
@@ -599,12 +636,12 @@ class BenchRunner:
         splits = ValidationSplits(
             kind=scenario.kind,
             retain=loader(val, held.retain_test, batch_size=bs),
-            forget=None
-            if scenario.kind == "random"
-            else loader(val, held.forget_test, batch_size=bs),
+            forget=loader(val, held.forget_test, batch_size=bs)
+            if scenario.kind in CLASS_KINDS
+            else None,
             forget_train=loader(scenario.data.train, scenario.forget, batch_size=bs),
         )
-        if scenario.kind != "random" and len(held.forget_test) == 0:
+        if scenario.kind in CLASS_KINDS and len(held.forget_test) == 0:
             raise ValueError(
                 f"the validation split has no sample of the forgotten class of "
                 f"{scenario_spec.label!r}: raise data.validation"
@@ -623,7 +660,7 @@ class BenchRunner:
                         "format": TUNING_FORMAT,
                         "data": _data_payload(data_spec),
                         "model": model_key,
-                        "scenario": dataclasses.asdict(scenario_spec),
+                        "scenario": scenario_spec.payload(),
                         "seed": seed,
                         "batch_size": self.config.batch_size,
                         "method": spec.method,
@@ -687,6 +724,7 @@ class BenchRunner:
             "forget_samples": len(scenario.forget),
             "original_train_seconds": original_seconds,
         }
+        corrective = self._corrective(scenario, first.model, first.seed, original)
         for cell in group:
             record: dict[str, Any] = {
                 "key": cell.key,
@@ -698,7 +736,10 @@ class BenchRunner:
                 "options": dict(cell.options),
             }
             try:
-                if cell.method is None:
+                if cell.row == CLEAN_ROW:
+                    assert corrective is not None  # the clean row is planned for them only
+                    model, record["seconds"] = corrective.clean, corrective.clean_seconds
+                elif cell.method is None:
                     model = original if cell.row == "original" else retrained
                     record["seconds"] = None if cell.row == "original" else retrain_seconds
                 else:
@@ -708,10 +749,26 @@ class BenchRunner:
                     record.update(stats)
                 report = evaluate(model, splits, retrained=retrained, incompetent=incompetent)
                 record["metrics"] = report.to_dict()
+                if corrective is not None:
+                    record["corrective"] = corrective.figures(model, report.forget_test_acc)
             except Exception as exc:  # one failing method must not end an hour-long run
                 record["error"] = f"{type(exc).__name__}: {exc}"
                 self.log(f"{cell.key} failed: {record['error']}")
             yield cell, record
+
+    def _corrective(
+        self, scenario: Scenario, model_label: str, seed: int, original: nn.Module
+    ) -> _Corrective | None:
+        """The clean reference of a corrective scenario and the poisoned model's healed
+        accuracy (``None`` for the other scenarios)."""
+        if scenario.clean is None:
+            return None
+        clean, seconds = self._trained(model_label, scenario.clean, None, seed)
+        triggered = None
+        if scenario.attack is not None and scenario.target is not None:
+            triggered = loader(scenario.attack, batch_size=self.config.eval_batch_size)
+        test = loader(scenario.data.test, batch_size=self.config.eval_batch_size)
+        return _Corrective(clean, seconds, triggered, scenario.target, original, test)
 
     def _splits(self, scenario: Scenario, seed: int) -> dict[str, Any]:
         train, test = scenario.data.train, scenario.data.test
@@ -727,15 +784,16 @@ class BenchRunner:
             "forget": loader(train, scenario.forget, batch_size=bs),
             "test": loader(test, scenario.test, batch_size=bs),
         }
-        if scenario.kind != "random":
+        if scenario.kind in CLASS_KINDS:
             splits["retain_test"] = loader(test, scenario.retain_test, batch_size=bs)
-            if len(scenario.forget_test):
-                splits["forget_test"] = loader(test, scenario.forget_test, batch_size=bs)
+        if len(scenario.forget_test):
+            splits["forget_test"] = loader(test, scenario.forget_test, batch_size=bs)
         return splits
 
     def _heldout(self, scenario: Scenario, count: int, seed: int) -> Any:
-        """``count`` unseen test samples for ``heldout=``: retained classes, or any for random."""
-        pool = scenario.test if scenario.kind == "random" else scenario.retain_test
+        """``count`` unseen test samples for ``heldout=``: of the retained classes in class
+        scenarios, else of any class (clean samples in corrective ones)."""
+        pool = scenario.retain_test if scenario.kind in CLASS_KINDS else scenario.test
         g = torch.Generator().manual_seed(seed)
         chosen = pool[torch.randperm(len(pool), generator=g)[:count]].sort().values
         return loader(scenario.data.test, chosen, batch_size=self.config.eval_batch_size)
@@ -785,6 +843,48 @@ class BenchRunner:
             if name in stats:
                 extra[name] = stats[name]
         return result.model, extra
+
+
+class _Corrective:
+    """What a corrective scenario's cells are measured against: the model trained on clean
+    data and, for a backdoor, the triggered test images."""
+
+    def __init__(
+        self,
+        clean: nn.Module,
+        clean_seconds: float | None,
+        triggered: Any,
+        target: int | None,
+        poisoned: nn.Module,
+        test: Any,
+    ) -> None:
+        self.clean, self.clean_seconds = clean, clean_seconds
+        self.test = test
+        self.original_test_acc = _test_accuracy(poisoned, test)
+        self.triggered, self.target = triggered, target
+        self._ends: tuple[float, float] | None = None
+        if triggered is not None and target is not None:
+            before = attack_figures(poisoned, triggered, target)["healed_acc"]
+            after = attack_figures(clean, triggered, target)["healed_acc"]
+            self._ends = (before, after)
+
+    def figures(self, model: nn.Module, forget_test_acc: float | None) -> dict[str, Any]:
+        """Healed accuracy, attack success and healed share (poison), or the accuracy on the
+        confused classes' test samples (label errors)."""
+        out: dict[str, Any] = {
+            "test_drop": self.original_test_acc - _test_accuracy(model, self.test)
+        }
+        if self.triggered is None or self.target is None or self._ends is None:
+            out["confused_acc"] = forget_test_acc
+            return out
+        out.update(attack_figures(model, self.triggered, self.target))
+        out["healed"] = healed_share(out["healed_acc"], *self._ends)
+        return out
+
+
+def _test_accuracy(model: nn.Module, batches: Any) -> float:
+    out = collect_outputs(model, batches)
+    return accuracy(out.logits, out.targets)
 
 
 def _tuning_entry(

@@ -11,7 +11,10 @@ retain-validation accuracy (original minus unlearned, if positive):
   (a retrained model treats Df like unseen samples of that class; note that erasing the fine
   class altogether scores as well as keeping it at its unseen level);
 * random: ``|mean true-class probability on Df − the same on the validation samples|``, the
-  gap a membership attack reads; Df's accuracy is never looked at.
+  gap a membership attack reads; Df's accuracy is never looked at;
+* poison and label errors: the accuracy on Df with the corrupted labels it was trained with
+  (what should stop winning on the identified samples). The trigger and the true labels stay
+  unknown to the tuning, as they are to a model owner.
 
 Ties go to the cheaper point (fewer optimiser steps). A grid may hold ``budget``: a share of
 the original training's optimiser steps, which sets the method's step budget
@@ -152,6 +155,11 @@ def validation_figures(model: nn.Module, splits: ValidationSplits) -> dict[str, 
         figures["forget_val"] = _acc(collect_outputs(model, splits.forget))
         forget_train = _acc(collect_outputs(model, splits.forget_train))
         figures["forget_term"] = abs(forget_train - figures["forget_val"])
+    elif splits.kind in ("poison", "label_errors"):
+        if splits.forget_train is None:
+            raise ValueError("corrective tuning needs the forget set")
+        # Df carries the corrupted labels: what should no longer win on the identified samples.
+        figures["forget_term"] = _acc(collect_outputs(model, splits.forget_train))
     else:
         if splits.forget_train is None:
             raise ValueError("random tuning needs the forget set")

@@ -16,6 +16,7 @@ from dampen.bench.config import SSD_FAMILY
 from dampen.cli.userspec import build_model, load_weights_, parse_option, resolve, weights_writer
 from dampen.core.files import atomic_writes, check_distinct, check_writable
 from dampen.importances.distributed import init_from_env, rank_and_world
+from dampen.methods.auto_alpha import FORGET_KINDS
 
 
 def _fail(e: Exception) -> click.ClickException:
@@ -148,6 +149,13 @@ def importance_cmd(
     help="A method option, e.g. -o alpha=10 (repeatable).",
 )
 @click.option(
+    "--kind",
+    type=click.Choice(FORGET_KINDS),
+    help="What the forget set is, for alpha=auto: a whole class, samples, the identified part "
+    "of a backdoor (poison, with the labels it was trained with) or of wrong labels "
+    "(label_errors); default auto (class or samples, from the labels).",
+)
+@click.option(
     "--out",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
@@ -169,6 +177,7 @@ def forget_cmd(
     update_importance: Path | None,
     method: str,
     options: tuple[str, ...],
+    kind: str | None,
     out: Path,
     allow_changed_weights: bool,
     progress: bool,
@@ -182,6 +191,19 @@ def forget_cmd(
             inputs={"--weights": weights, "--importance": importance_path},
         )
         config = dict(parse_option(o) for o in options)
+        if kind is not None:
+            if "forget_kind" in config and config["forget_kind"] != kind:
+                raise ValueError(
+                    f"--kind {kind} and -o forget_kind={config['forget_kind']} disagree"
+                )
+            if config.get("alpha", "auto") != "auto" or method not in ("ssd", "lfssd"):
+                raise ValueError(
+                    "--kind chooses the target of alpha=auto: it needs --method ssd or lfssd "
+                    f"without a fixed alpha (got --method {method}"
+                    + (f", alpha={config['alpha']}" if "alpha" in config else "")
+                    + ")"
+                )
+            config["forget_kind"] = kind
         if update_importance is not None and method not in SSD_FAMILY:
             raise ValueError(
                 f"--update-importance needs an SSD-family method ({', '.join(SSD_FAMILY)}), "

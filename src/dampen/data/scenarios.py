@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dampen.data.base import DataSplits
+from dampen.data.base import DataSplits, LabelledData
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,7 +23,8 @@ class Scenario:
 
     Attributes:
         name: e.g. ``"cifar100/full_class/rocket"``.
-        kind: ``"full_class"``, ``"sub_class"`` or ``"random"``.
+        kind: ``"full_class"``, ``"sub_class"``, ``"random"``, ``"poison"`` or
+            ``"label_errors"`` (see :mod:`dampen.data.corrupted` for the last two).
         data: the data with the labels the model is trained on (superclasses for sub-class).
         forget: sorted train indices to forget.
         retain: sorted train indices to keep.
@@ -33,6 +34,12 @@ class Scenario:
         label_map: ``label_map[original label] = label in data``.
         forget_class: name of the forgotten (fine) class, ``None`` for random.
         seed: the seed used (random scenarios), else ``None``.
+        clean: corrective scenarios (``"poison"``, ``"label_errors"``): the data before it was
+            corrupted (same samples, true labels, no trigger); ``None`` otherwise.
+        corrupted: corrective scenarios: every corrupted train index (Df is part of it).
+        attack: ``"poison"``: the test images of the other classes with the trigger stamped
+            on, with their true labels.
+        target: ``"poison"``: the label the trigger leads to.
     """
 
     name: str
@@ -46,10 +53,16 @@ class Scenario:
     label_map: tuple[int, ...]
     forget_class: str | None = None
     seed: int | None = None
+    clean: DataSplits | None = None
+    corrupted: Tensor | None = None
+    attack: LabelledData | None = None
+    target: int | None = None
 
     def __post_init__(self) -> None:
-        for field_name in ("forget", "retain", "test", "retain_test", "forget_test"):
+        for field_name in ("forget", "retain", "test", "retain_test", "forget_test", "corrupted"):
             value = getattr(self, field_name)
+            if field_name == "corrupted" and value is None:
+                continue
             if not isinstance(value, Tensor) or value.dtype != torch.int64 or value.dim() != 1:
                 raise TypeError(f"{field_name} must be a 1-d int64 tensor")
 

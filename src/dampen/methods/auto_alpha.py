@@ -13,6 +13,14 @@ Target (``forget_kind``):
   predict it);
 - ``"samples"``: forget accuracy at most the original model's accuracy on the held-out sample
   plus ``tolerance`` (it should look like data the model never trained on);
+- ``"poison"`` and ``"label_errors"`` (corrective): Df is the identified part of a backdoor or
+  of the wrong labels, with the labels the model was trained with; forget accuracy on those
+  labels at most ``tolerance`` (the trigger, or the wrong label, no longer wins on them). The
+  rest of the corruption is still in D: what the identified samples share with it is what
+  the dampening removes. Only the identified samples on which their trained label still wins
+  are used (:mod:`dampen.methods.winning`). One round; ``heldout`` clean samples of any class
+  guard it as in class forgetting, and without them at most
+  :data:`BLIND_CORRECTIVE_SHARE` of the parameters is selected.
 - ``"auto"``: ``"class"`` when the forget set holds every training sample of each of its labels
   (read from the importance's label histogram), else ``"samples"``.
 
@@ -43,6 +51,19 @@ from dampen.core.batches import Batches, ForwardFn, check_label_range, default_f
 from dampen.core.state import preserved
 from dampen.functional import dampen_model_, selection_mask
 from dampen.importances.store import Importance
+
+FORGET_KINDS: tuple[str, ...] = ("auto", "class", "samples", "poison", "label_errors")
+"""Values of ``forget_kind``."""
+
+CORRECTIVE: tuple[str, ...] = ("poison", "label_errors")
+"""Forget kinds that correct corrupted training data."""
+
+BLIND_CORRECTIVE_SHARE = 0.01
+"""The most a corrective request without ``heldout`` may select (of all parameters). Nothing
+then tells healing from harm, and what has to go is small: the backdoors of the Fashion-MNIST
+ResNet18 (1 % poison, 10 to 100 % of it identified) were removed with 0.3-0.5 % of the
+parameters, while with a single identified sample the search went on to 4.5 % and cost 13
+points of clean accuracy (its content class, not the trigger, stood out)."""
 
 
 @dataclass(frozen=True)
@@ -256,18 +277,20 @@ def auto_dampen_(
         counts = searcher.apply(alpha)
         report.update(reason="sample forgetting without heldout=: ASSD's percentile rule used")
         return AutoOutcome(alpha, counts, report)
+    erase = kind == "class" or kind in CORRECTIVE  # the labels of Df should stop winning
     rule = _Rule(
-        target=settings.tolerance
-        if kind == "class"
-        else (original.heldout_acc or 0.0) + settings.tolerance,
+        target=settings.tolerance if erase else (original.heldout_acc or 0.0) + settings.tolerance,
         floor=None
-        if original.heldout_acc is None or kind != "class"
+        if original.heldout_acc is None or not erase
         else original.heldout_acc - settings.max_heldout_drop,
-        keep=original.heldout_acc if kind == "class" else None,
+        keep=original.heldout_acc if erase else None,
     )
     report.update(target_forget_acc=rule.target, original_heldout_acc=original.heldout_acc)
     total = sum(p.numel() for p in model.parameters())
-    budget = max(1, int(settings.max_selected * total))
+    share = settings.max_selected
+    if kind in CORRECTIVE and heldout is None:
+        share = min(share, BLIND_CORRECTIVE_SHARE)
+    budget = max(1, int(share * total))
     union = {n: torch.zeros_like(t, dtype=torch.bool) for n, t in imp_f.items()}
     rounds: list[dict[str, Any]] = []
     searchers = [searcher]
@@ -275,7 +298,10 @@ def auto_dampen_(
     reason = "the forget set already meets the target: nothing dampened"
     # Without a held-out sample of retained data nothing tells a step from a collapse: measured
     # on digits, a second round then forgot a class at the cost of 19 points of Dr.
-    most = settings.rounds if rule.keep is not None else 1
+    # Corrective requests take one round: on the Fashion-MNIST ResNet18 with 1 % poison, all
+    # of it identified, further rounds selected 4.2 % of the parameters instead of 0.3 % and
+    # cost one more point of clean accuracy.
+    most = settings.rounds if rule.keep is not None and kind not in CORRECTIVE else 1
     first = searcher  # its saved weights are the caller's
     single = (original, current, reason)  # round 1's best candidate, set below
     try:

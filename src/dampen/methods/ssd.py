@@ -19,8 +19,16 @@ from dampen.core.batches import has_labels, loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_model_
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
-from dampen.methods.auto_alpha import AutoSettings, accuracy, auto_dampen_, forget_kind
+from dampen.methods.auto_alpha import (
+    CORRECTIVE,
+    FORGET_KINDS,
+    AutoSettings,
+    accuracy,
+    auto_dampen_,
+    forget_kind,
+)
 from dampen.methods.class_batches import ClassBatches
+from dampen.methods.winning import WinningSamples
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 
 
@@ -49,8 +57,10 @@ class _Alpha(_Dampening):
         alpha: selection weighting (a parameter is selected when ``I_Df > α·I_D``), or
             ``"auto"`` (see :mod:`dampen.methods.auto_alpha`). The paper used α=10 for ResNet18.
         lambda_: dampening constant in ``β = min((λ·I_D/I_Df)^exponent, upper)``.
-        forget_kind: for ``"auto"``: ``"class"``, ``"samples"`` or ``"auto"`` (read from
-            the label histograms).
+        forget_kind: for ``"auto"``: ``"class"``, ``"samples"``, ``"poison"``,
+            ``"label_errors"`` or ``"auto"`` (class or samples, read from the label
+            histograms). The corrective kinds take Df with the labels it was trained with
+            and remove what makes those labels win on it.
         tolerance: for ``"auto"``: how far above the target forget accuracy may stay.
         max_selected: for ``"auto"``: the largest share of parameters it may select.
         max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained data: the largest drop
@@ -73,9 +83,10 @@ class _Alpha(_Dampening):
         if self.alpha != "auto":
             _positive("alpha", self.alpha)  # type: ignore[arg-type]
         _positive("lambda_", self.lambda_)
-        if self.forget_kind not in ("auto", "class", "samples"):
+        if self.forget_kind not in FORGET_KINDS:
             raise ValueError(
-                f"forget_kind must be 'auto', 'class' or 'samples'; got {self.forget_kind!r}"
+                f"forget_kind must be one of {', '.join(map(repr, FORGET_KINDS))}; "
+                f"got {self.forget_kind!r}"
             )
         for name in ("tolerance", "max_heldout_drop"):
             value = getattr(self, name)
@@ -270,6 +281,24 @@ def ssd_(
     if any(s.device != device for s in imp_d.sums.values()):
         imp_d = imp_d.to(device)
     settings = auto or AutoSettings()
+    corrective: dict[str, Any] | None = None
+    if alpha == "auto" and settings.forget_kind in CORRECTIVE:
+        size = loader_batch_size(request.forget) or imp_d.batch_size or imp_f.batch_size or 1
+        winners = WinningSamples(model, request.forget, request.forward, size)
+        corrective = {"identified": winners.total, "winning": winners.count}
+        seconds["winning"] = perf_counter() - t
+        if winners.count == 0:
+            return _untouched(
+                model, method, estimator, lambda_, imp_d, imp_f, source, seconds, start, corrective
+            )
+        if winners.count < winners.total:
+            # Dampen for the samples where the trained label wins; the forget importance
+            # handed back (to take Df out of the stored importance) stays that of all of Df.
+            request = replace(request, forget=winners)
+            t = perf_counter()
+            imp_all, imp_f = imp_f, _forget_importance(model, request, estimator, "forget set")
+            seconds["importance_forget"] += perf_counter() - t
+        t = perf_counter()
     if alpha == "auto" and _several_classes(imp_d, imp_f, settings, request):
         stats = _class_by_class_(
             model,
@@ -340,6 +369,45 @@ def ssd_(
     stats["importance"] = source
     if auto_report is not None:
         stats["auto"] = auto_report
+    if corrective is not None:
+        stats["auto"].update(corrective)
+        if corrective["winning"] < corrective["identified"]:
+            stats[FORGET_IMPORTANCE] = imp_all
+    return stats
+
+
+def _untouched(
+    model: nn.Module,
+    method: str,
+    estimator: str,
+    lambda_: float,
+    imp_d: Importance,
+    imp_f: Importance,
+    source: str,
+    seconds: dict[str, float],
+    start: float,
+    corrective: dict[str, Any],
+) -> dict[str, Any]:
+    """The stats of a corrective request on whose samples the trained labels already lose."""
+    seconds["total"] = perf_counter() - start
+    stats = _stats(
+        model,
+        method=method,
+        estimator=estimator,
+        alpha=math.inf,
+        lambda_=lambda_,
+        per_tensor={name: 0 for name in imp_f.sums},
+        imp_d=imp_d,
+        imp_f=imp_f,
+        seconds=seconds,
+    )
+    stats["importance"] = source
+    stats["auto"] = {
+        "kind": "corrective",
+        "reason": "the labels of the forget set already lose on every sample: nothing dampened",
+        "forget_acc": 0.0,
+        **corrective,
+    }
     return stats
 
 

@@ -1,0 +1,616 @@
+"""Corrective scenarios: the corrupted data (``dampen.data.corrupted``), their figures
+(``dampen.eval.corrective``), ``forget_kind="poison"/"label_errors"`` in ``dampen.unlearn`` and
+``dampen forget --kind``. Real digits data and a briefly trained real CNN, no mocks."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+import dampen
+from conftest import loader as tiny_loader
+from conftest import make_data, make_model
+from dampen.cli.model import forget_cmd
+from dampen.data import DataSplits, load_dataset
+from dampen.data.base import loader
+from dampen.data.corrupted import POISON_TARGET, label_errors, patch_size, poison, stamp
+from dampen.data.scenarios import Scenario
+from dampen.eval.corrective import attack_figures, healed_share
+from dampen.methods.auto_alpha import FORGET_KINDS
+from dampen.recipe import recipe_for, train_model
+from dampen.registry import get
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataSplits:
+    return load_dataset("digits")
+
+
+def as_set(indices: Tensor) -> set[int]:
+    return set(indices.tolist())
+
+
+def data_max(data: DataSplits) -> float:
+    return float(torch.maximum(data.train.x.max(), data.test.x.max()))
+
+
+def corner_mask(x: Tensor, size: int) -> Tensor:
+    """True on the trigger's square (bottom-right ``size``×``size`` of every channel)."""
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[..., -size:, -size:] = True
+    return mask
+
+
+def check_partition(s: Scenario, n: int) -> None:
+    """forget and retain: sorted, disjoint, together the whole training set."""
+    for part in (s.forget, s.retain):
+        assert part.dtype == torch.int64
+        assert torch.equal(part, part.sort().values)
+    assert not as_set(s.forget) & as_set(s.retain)
+    assert torch.equal(torch.cat([s.forget, s.retain]).sort().values, torch.arange(n))
+
+
+# --------------------------------------------------------------------------- trigger
+
+
+def test_patch_size_and_stamp() -> None:
+    assert [patch_size(s) for s in (8, 16, 17, 28, 32)] == [2, 2, 3, 3, 3]
+    x = torch.randn(2, 3, 32, 32)
+    before = x.clone()
+    out = stamp(x, 7.0)
+    assert torch.equal(x, before)  # a copy: the input is untouched
+    mask = corner_mask(x, 3)
+    assert bool((out[mask] == 7.0).all()) and int(mask.sum()) == 2 * 3 * 9
+    assert torch.equal(out[~mask], x[~mask])
+    small = stamp(torch.zeros(1, 1, 8, 8), 1.0)
+    assert small.sum() == 4 and bool((small[0, 0, 6:, 6:] == 1).all())
+
+
+# --------------------------------------------------------------------------- poison
+
+
+@pytest.mark.parametrize("share", [0.05, 0.01, 0.0001])
+def test_poison_stamps_and_relabels_exactly_the_poisoned_samples(
+    digits: DataSplits, share: float
+) -> None:
+    s = poison(digits, share, identified=0.3, seed=0)
+    train, old = s.data.train, digits.train
+    n = len(old)
+    assert s.kind == "poison" and s.target == POISON_TARGET == 0
+    assert s.corrupted is not None
+    poisoned = s.corrupted
+    assert len(poisoned) == max(1, round(share * n))
+    assert torch.equal(poisoned, poisoned.sort().values) and len(as_set(poisoned)) == len(poisoned)
+    # never a sample of the target class, now all labelled with it
+    assert bool((old.y[poisoned] != 0).all())
+    assert bool((train.y[poisoned] == 0).all())
+    # the labels change exactly on the poisoned samples
+    assert as_set((train.y != old.y).nonzero().flatten()) == as_set(poisoned)
+    # the trigger: the data maximum on the 2×2 bottom-right square, every other pixel as before
+    value = data_max(digits)
+    mask = corner_mask(old.x[poisoned], 2)
+    assert bool((train.x[poisoned][mask] == value).all())
+    assert torch.equal(train.x[poisoned][~mask], old.x[poisoned][~mask])
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[poisoned] = False
+    assert torch.equal(train.x[rest], old.x[rest]) and torch.equal(train.y[rest], old.y[rest])
+    # the input is untouched and is the clean reference; the test split stays clean
+    assert s.clean is digits
+    fresh = load_dataset("digits")
+    assert torch.equal(digits.train.x, fresh.train.x) and torch.equal(digits.train.y, fresh.train.y)
+    assert s.data.test is digits.test
+    # Df: part of the poison; forget / retain partition the training set
+    assert as_set(s.forget) <= as_set(poisoned)
+    check_partition(s, n)
+    assert torch.equal(s.test, torch.arange(len(digits.test)))
+    assert torch.equal(s.retain_test, s.test) and len(s.forget_test) == 0
+
+
+def test_poison_attack_set(digits: DataSplits) -> None:
+    s = poison(digits, 0.05, identified=0.1, seed=3)
+    assert s.attack is not None
+    others = (digits.test.y != 0).nonzero().flatten()
+    assert len(s.attack) == len(others) < len(digits.test)
+    assert torch.equal(s.attack.y, digits.test.y[others])  # true labels, target class left out
+    assert bool((s.attack.y != 0).all())
+    mask = corner_mask(s.attack.x, 2)
+    assert bool((s.attack.x[mask] == data_max(digits)).all())
+    assert torch.equal(s.attack.x[~mask], digits.test.x[others][~mask])
+    assert s.attack.classes == digits.classes
+
+
+def test_poison_other_target_by_name(digits: DataSplits) -> None:
+    s = poison(digits, 0.05, identified=1.0, seed=0, target="7")
+    assert s.target == 7 and s.corrupted is not None and s.attack is not None
+    assert bool((digits.train.y[s.corrupted] != 7).all())
+    assert bool((s.data.train.y[s.corrupted] == 7).all())
+    assert bool((s.attack.y != 7).all())
+    assert s.data.name != poison(digits, 0.05, identified=1.0, seed=0).data.name  # cache keys
+
+
+def test_identified_parts_are_nested_and_share_one_corruption(digits: DataSplits) -> None:
+    parts = {found: poison(digits, 0.05, identified=found, seed=1) for found in (0.1, 0.3, 1.0)}
+    one = poison(digits, 0.05, identified_count=1, seed=1)
+    first = parts[1.0]
+    assert first.corrupted is not None
+    size = len(first.corrupted)
+    for found, s in parts.items():
+        assert s.corrupted is not None
+        assert torch.equal(s.corrupted, first.corrupted)
+        # one corruption, so one trained model: the same data and the same data name
+        assert s.data.name == first.data.name == one.data.name
+        assert torch.equal(s.data.train.x, first.data.train.x)
+        assert torch.equal(s.data.train.y, first.data.train.y)
+        assert len(s.forget) == math.ceil(found * size)
+        check_partition(s, len(digits.train))
+    assert as_set(one.forget) <= as_set(parts[0.1].forget)
+    assert as_set(parts[0.1].forget) < as_set(parts[0.3].forget) < as_set(parts[1.0].forget)
+    assert torch.equal(parts[1.0].forget, first.corrupted)
+    assert len(one.forget) == 1
+    names = {s.name for s in (*parts.values(), one)}
+    assert len(names) == 4  # the scenarios themselves differ
+    assert one.name.endswith("/id1@1") and parts[0.3].name.endswith("/id30%@1")
+
+
+def test_poison_is_deterministic_per_seed(digits: DataSplits) -> None:
+    a = poison(digits, 0.05, identified=0.3, seed=0)
+    b = poison(digits, 0.05, identified=0.3, seed=0)
+    c = poison(digits, 0.05, identified=0.3, seed=1)
+    assert a.corrupted is not None and b.corrupted is not None and c.corrupted is not None
+    assert torch.equal(a.corrupted, b.corrupted) and torch.equal(a.forget, b.forget)
+    assert torch.equal(a.data.train.x, b.data.train.x) and a.data.name == b.data.name
+    assert not torch.equal(a.corrupted, c.corrupted)
+    # the data's name is what the model cache keys on: it must follow the corruption
+    other_share = poison(digits, 0.1, identified=0.3, seed=0)
+    names = {a.data.name, c.data.name, other_share.data.name, digits.name}
+    assert len(names) == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"share": 0.0, "identified": 0.1}, ValueError, r"share must lie in \(0, 1\]"),
+        ({"share": 1.5, "identified": 0.1}, ValueError, r"share must lie in \(0, 1\]"),
+        ({"share": True, "identified": 0.1}, TypeError, "share must be a number"),
+        ({"share": 1.0, "identified": 0.1}, ValueError, "only 1295 can be used"),
+        ({"share": 0.05}, ValueError, "exactly one of identified"),
+        (
+            {"share": 0.05, "identified": 0.1, "identified_count": 1},
+            ValueError,
+            "exactly one of identified",
+        ),
+        ({"share": 0.05, "identified_count": 73}, ValueError, r"identified_count=73.*\[1, 72\]"),
+        ({"share": 0.05, "identified_count": 0}, ValueError, "identified_count=0"),
+        ({"share": 0.05, "identified": 0.0}, ValueError, r"identified must lie in \(0, 1\]"),
+        ({"share": 0.05, "identified": 1.01}, ValueError, "identified must lie"),
+        ({"share": 0.05, "identified": 0.1, "target": 10}, ValueError, "target"),
+    ],
+)
+def test_poison_errors(
+    digits: DataSplits, kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    share = kwargs.pop("share")
+    with pytest.raises(error, match=match):
+        poison(digits, share, **kwargs)
+
+
+def test_poison_identified_count_may_be_the_whole_poison(digits: DataSplits) -> None:
+    s = poison(digits, 0.05, identified_count=72, seed=0)
+    assert s.corrupted is not None and torch.equal(s.forget, s.corrupted)
+
+
+# --------------------------------------------------------------------------- label errors
+
+
+def test_random_label_errors(digits: DataSplits) -> None:
+    s = label_errors(digits, 0.2, identified=0.3, seed=0)
+    old, new = digits.train, s.data.train
+    n = len(old)
+    assert s.kind == "label_errors" and s.corrupted is not None
+    flipped = s.corrupted
+    assert len(flipped) == round(0.2 * n)
+    assert as_set((new.y != old.y).nonzero().flatten()) == as_set(flipped)  # never kept
+    assert torch.equal(new.x, old.x)  # only labels change
+    # the new label is drawn from the other classes: every offset 1..9 occurs
+    offsets = ((new.y[flipped] - old.y[flipped]) % 10).tolist()
+    assert set(offsets) == set(range(1, 10))
+    assert as_set(s.forget) <= as_set(flipped)
+    assert len(s.forget) == math.ceil(0.3 * len(flipped))
+    check_partition(s, n)
+    assert torch.equal(s.forget_test, torch.arange(len(digits.test)))
+    assert s.attack is None and s.target is None and s.clean is digits
+
+
+def test_interclass_confusion(digits: DataSplits) -> None:
+    s = label_errors(digits, 0.2, identified=1.0, seed=2, confuse=("3", "5"))
+    old, new = digits.train, s.data.train
+    assert s.corrupted is not None
+    pool = ((old.y == 3) | (old.y == 5)).nonzero().flatten()
+    assert len(s.corrupted) == round(0.2 * len(pool))
+    assert as_set(s.corrupted) <= as_set(pool)
+    assert as_set((new.y != old.y).nonzero().flatten()) == as_set(s.corrupted)
+    was = old.y[s.corrupted]
+    assert torch.equal(new.y[s.corrupted], torch.where(was == 3, 5, 3))
+    # both directions occur
+    assert {3, 5} == set(was.tolist())
+    assert torch.equal(s.forget, s.corrupted)
+    expected_test = ((digits.test.y == 3) | (digits.test.y == 5)).nonzero().flatten()
+    assert torch.equal(s.forget_test, expected_test)
+    same = label_errors(digits, 0.2, identified=1.0, seed=2, confuse=(3, 5))
+    assert same.corrupted is not None and torch.equal(same.corrupted, s.corrupted)
+    assert same.data.name == s.data.name
+    # names follow the corruption (cache keys)
+    names = {
+        s.data.name,
+        label_errors(digits, 0.2, identified=1.0, seed=3, confuse=(3, 5)).data.name,
+        label_errors(digits, 0.1, identified=1.0, seed=2, confuse=(3, 5)).data.name,
+        label_errors(digits, 0.2, identified=1.0, seed=2, confuse=(3, 8)).data.name,
+        label_errors(digits, 0.2, identified=1.0, seed=2).data.name,
+        digits.name,
+    }
+    assert len(names) == 6
+
+
+@pytest.mark.parametrize(
+    ("confuse", "match"),
+    [
+        (("3", "3"), "two different classes"),
+        ((3, "3"), "two different classes"),
+        (("3",), "two classes"),
+        (("3", "5", "8"), "two classes"),
+        ("35", "two classes"),
+        (("3", "x"), "confuse='x'"),
+    ],
+)
+def test_label_error_errors(digits: DataSplits, confuse: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        label_errors(digits, 0.1, identified=0.1, confuse=confuse)
+
+
+def test_label_errors_share_and_identified_errors(digits: DataSplits) -> None:
+    with pytest.raises(ValueError, match="share"):
+        label_errors(digits, 0.0, identified=0.1)
+    with pytest.raises(ValueError, match="exactly one"):
+        label_errors(digits, 0.1)
+    pool = int(((digits.train.y == 3) | (digits.train.y == 5)).sum())
+    with pytest.raises(ValueError, match="identified_count"):
+        label_errors(digits, 0.1, identified_count=round(0.1 * pool) + 1, confuse=(3, 5))
+
+
+def test_scenario_checks_corrupted() -> None:
+    idx = torch.arange(3)
+    base: dict[str, Any] = {
+        "name": "x",
+        "kind": "poison",
+        "data": None,
+        "forget": idx,
+        "retain": idx,
+        "test": idx,
+        "retain_test": idx,
+        "forget_test": idx,
+        "label_map": (0,),
+    }
+    with pytest.raises(TypeError, match="corrupted"):
+        Scenario(**base, corrupted=torch.tensor([1.0]))
+    with pytest.raises(TypeError, match="corrupted"):
+        Scenario(**base, corrupted=torch.zeros(2, 2, dtype=torch.int64))
+    assert Scenario(**base).corrupted is None
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@pytest.fixture(scope="module")
+def poisoned_model(digits: DataSplits) -> tuple[Scenario, nn.Module, dampen.Importance]:
+    """The small CNN trained 4 epochs (no crops, so the corner trigger stays put) on digits
+    with 5 % poison, and the importance of its training data."""
+    s = poison(digits, 0.05, identified=0.3, seed=0)
+    model = train_model(recipe_for("digits", epochs=4, crop_padding=0), s.data, seed=0).eval()
+    imp = dampen.importance(model, loader(s.data.train, batch_size=64))
+    return s, model, imp
+
+
+def per_sample_figures(model: nn.Module, x: Tensor, y: Tensor, target: int) -> tuple[float, float]:
+    """Oracle: one image at a time."""
+    model.eval()
+    right = hits = 0
+    with torch.no_grad():
+        for i in range(len(y)):
+            predicted = int(model(x[i : i + 1]).argmax(dim=1))
+            right += predicted == int(y[i])
+            hits += predicted == target
+    return right / len(y), hits / len(y)
+
+
+def test_attack_figures_match_a_per_sample_loop(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance], digits: DataSplits
+) -> None:
+    s, model, _ = poisoned_model
+    assert s.attack is not None
+    model.train()  # attack_figures measures in eval mode and leaves the flag as it was
+    got = attack_figures(model, loader(s.attack, batch_size=37), 0)
+    assert model.training
+    healed, success = per_sample_figures(model, s.attack.x, s.attack.y, 0)
+    assert got["healed_acc"] == pytest.approx(healed, abs=1e-12)
+    assert got["attack_success"] == pytest.approx(success, abs=1e-12)
+    assert got["attack_success"] > 0.5  # the backdoor was learnt
+    # the same model on the clean test images of the other classes: the trigger did it
+    others = digits.test.y != 0
+    clean_healed, clean_success = per_sample_figures(
+        model, digits.test.x[others], digits.test.y[others], 0
+    )
+    assert clean_healed > got["healed_acc"] and clean_success < got["attack_success"]
+    # an untrained model of the same architecture, also against the oracle
+    fresh = dampen.models.build_model("cnn", num_classes=10, in_channels=1, image_size=8).eval()
+    got = attack_figures(fresh, loader(s.attack, batch_size=64), 0)
+    healed, success = per_sample_figures(fresh, s.attack.x, s.attack.y, 0)
+    assert (got["healed_acc"], got["attack_success"]) == pytest.approx((healed, success))
+
+
+def test_attack_figures_refuse_target_labels_and_nothing(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance], digits: DataSplits
+) -> None:
+    _, model, _ = poisoned_model
+    with pytest.raises(ValueError, match="other than the target 0"):
+        attack_figures(model, loader(digits.test, batch_size=64), 0)
+    with pytest.raises(ValueError, match="no images"):
+        attack_figures(model, [], 0)
+
+
+def test_healed_share() -> None:
+    assert healed_share(0.7, 0.5, 0.9) == pytest.approx(0.5)
+    assert healed_share(0.5, 0.5, 0.9) == 0.0
+    assert healed_share(0.9, 0.5, 0.9) == 1.0
+    assert healed_share(0.3, 0.5, 0.9) == pytest.approx(-0.5)  # worse than the poisoned model
+    assert healed_share(1.0, 0.5, 0.9) == pytest.approx(1.25)
+    assert healed_share(0.8, 0.5, 0.5) is None  # no damage to undo
+    assert healed_share(0.8, 0.6, 0.5) is None
+
+
+# --------------------------------------------------------------------------- unlearn
+
+
+def accuracy_on(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float((model(x).argmax(dim=1) == y).double().mean())
+
+
+def test_ssd_forget_kind_poison(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    s, model, imp = poisoned_model
+    assert s.attack is not None
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    forget = loader(s.data.train, s.forget, batch_size=64)
+    heldout = loader(s.data.test, torch.arange(100), batch_size=64)
+    result = dampen.unlearn(
+        model, forget, method="ssd", importance=imp, heldout=heldout, forget_kind="poison"
+    )
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    report = result.stats["auto"]
+    assert report["kind"] == "poison"
+    assert report["original_forget_acc"] == 1.0  # Df with the labels it was trained with
+    assert report["target_forget_acc"] == pytest.approx(0.01)  # the default tolerance
+    x, y = s.data.train.x[s.forget], s.data.train.y[s.forget]
+    forget_acc = accuracy_on(result.model, x, y)
+    assert forget_acc == pytest.approx(report["forget_acc"])
+    if forget_acc <= 0.01:
+        assert report["reason"].startswith("target reached"), report
+    else:
+        assert "not reached" in report["reason"] or "held-out" in report["reason"], report
+    assert result.stats["selected"] > 0
+    # what the identified part shares with the rest of the poison went with it
+    triggered = loader(s.attack, batch_size=512)
+    assert (
+        attack_figures(result.model, triggered, 0)["attack_success"]
+        < attack_figures(model, triggered, 0)["attack_success"]
+    )
+
+    # "label_errors" follows the same rule; "auto" reads Df as samples (another target)
+    same = dampen.unlearn(
+        model, forget, method="ssd", importance=imp, heldout=heldout, forget_kind="label_errors"
+    )
+    assert same.stats["alpha"] == result.stats["alpha"]
+    for k, v in same.model.state_dict().items():
+        assert torch.equal(v, result.model.state_dict()[k]), k
+    auto = dampen.unlearn(model, forget, method="ssd", importance=imp, heldout=heldout)
+    assert auto.stats["auto"]["kind"] == "samples"
+    assert auto.stats["auto"]["target_forget_acc"] > 0.5
+
+
+def test_forget_kind_values(poisoned_model: tuple[Scenario, nn.Module, dampen.Importance]) -> None:
+    assert FORGET_KINDS == ("auto", "class", "samples", "poison", "label_errors")
+    for method in ("ssd", "lfssd"):
+        for kind in FORGET_KINDS:
+            assert get(method).make_config({"forget_kind": kind}).forget_kind == kind
+    s, model, imp = poisoned_model
+    forget = loader(s.data.train, s.forget, batch_size=64)
+    message = r"forget_kind must be one of 'auto', 'class', 'samples', 'poison', 'label_errors'"
+    with pytest.raises(ValueError, match=message + "; got 'backdoor'"):
+        dampen.unlearn(model, forget, method="ssd", importance=imp, forget_kind="backdoor")
+    with pytest.raises(ValueError, match=message):
+        get("lfssd").make_config({"forget_kind": "poisoned"})
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+USER_MODULE = textwrap.dedent(
+    """
+    from conftest import loader, make_data, make_model
+
+    def factory():
+        return make_model(seed=1)
+
+    def forget_batches():
+        x, y = make_data(24)
+        return loader(x[:5], y[:5], 8)
+    """
+)
+
+
+@pytest.fixture
+def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "corrective_user.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = make_model(seed=1)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors"
+    )
+    dampen.importance(model, tiny_loader(*make_data(24), 8)).save(tmp_path / "i.safetensors")
+    return tmp_path
+
+
+def _forget(user: Path, *extra: str) -> Any:
+    args = [
+        "--model",
+        "corrective_user:factory",
+        "--weights",
+        str(user / "w.safetensors"),
+        "--importance",
+        str(user / "i.safetensors"),
+        "--forget",
+        "corrective_user:forget_batches",
+        "--out",
+        str(user / "out.safetensors"),
+        "--no-progress",
+        *extra,
+    ]
+    return CliRunner().invoke(forget_cmd, args, catch_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--kind", "poison", "-o", "forget_kind=class"], "--kind poison and -o forget_kind=class"),
+        (["--kind", "poison", "-o", "alpha=10"], "alpha=10"),
+        (["--kind", "label_errors", "--method", "assd"], "--method assd"),
+        (["--kind", "class", "--method", "alf"], "--method alf"),
+        (["--kind", "samples", "--method", "finetune"], "--method finetune"),
+        (["--kind", "backdoor"], "Invalid value for '--kind'"),
+    ],
+)
+def test_forget_kind_flag_errors(user: Path, extra: list[str], message: str) -> None:
+    r = _forget(user, *extra)
+    assert r.exit_code != 0
+    assert message in r.output, r.output
+    assert not (user / "out.safetensors").exists()
+
+
+def test_forget_kind_flag_sets_the_target(user: Path) -> None:
+    model = make_model(seed=1)
+    x, y = make_data(24)
+    imp = dampen.importance(model, tiny_loader(x, y, 8))
+    want = dampen.unlearn(model, tiny_loader(x[:5], y[:5], 8), importance=imp, forget_kind="poison")
+    assert want.stats["auto"]["kind"] == "poison"
+    plain = dampen.unlearn(model, tiny_loader(x[:5], y[:5], 8), importance=imp)
+    assert plain.stats["auto"]["kind"] == "samples"  # ASSD's rule: other weights
+    assert any(
+        not torch.equal(v, plain.model.state_dict()[k]) for k, v in want.model.state_dict().items()
+    )
+    r = _forget(user)  # without --kind: the default target
+    assert r.exit_code == 0, r.output
+    got = load_file(str(user / "out.safetensors"))
+    assert all(torch.equal(got[k], v) for k, v in plain.model.state_dict().items())
+    for extra in (
+        ["--kind", "poison"],
+        ["--kind", "poison", "-o", "forget_kind=poison", "-o", "alpha=auto"],
+        ["--kind", "poison", "--method", "ssd"],
+    ):
+        (user / "out.safetensors").unlink(missing_ok=True)
+        r = _forget(user, *extra)
+        assert r.exit_code == 0, r.output
+        got = load_file(str(user / "out.safetensors"))
+        for k, v in want.model.state_dict().items():
+            assert torch.equal(got[k], v), (extra, k)
+
+
+# --------------------------------------------------------------------------- winning samples
+
+
+def test_winning_samples_match_a_loop_and_ignore_later_weights(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    from dampen.methods.winning import WinningSamples
+
+    s, model, _ = poisoned_model
+    # Df plus clean samples of other classes labelled 0: the latter lose on the poisoned model
+    clean = torch.nonzero(s.data.train.y != 0).flatten()[:20]
+    x = torch.cat([s.data.train.x[s.forget], s.data.train.x[clean]])
+    y = torch.cat([s.data.train.y[s.forget], torch.zeros(len(clean), dtype=torch.int64)])
+    batches = [(x[i : i + 7], y[i : i + 7]) for i in range(0, len(y), 7)]
+    winners = WinningSamples(model, batches, None, size=5)
+    expected = [i for i in range(len(y)) if int(model(x[i : i + 1]).argmax()) == int(y[i])]
+    assert winners.total == len(y) and winners.count == len(expected)
+    assert 0 < winners.count < len(y)
+    got = list(winners)
+    assert [len(b[1]) for b in got[:-1]] == [5] * (len(got) - 1) and len(winners) == len(got)
+    assert torch.equal(torch.cat([b[0] for b in got]), x[expected])
+    with torch.no_grad():  # the selection was made once: changing the model changes nothing
+        copy = {k: v.clone() for k, v in model.state_dict().items()}
+        next(model.parameters()).mul_(0.0)
+        again = list(winners)
+        model.load_state_dict(copy)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(got, again, strict=True))
+
+
+def test_poison_kind_uses_the_winning_samples_and_returns_all_of_df(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    s, model, imp = poisoned_model
+    clean = torch.nonzero(s.data.train.y != 0).flatten()[:10]
+    x = torch.cat([s.data.train.x[s.forget], s.data.train.x[clean]])
+    y = torch.cat([s.data.train.y[s.forget], torch.zeros(len(clean), dtype=torch.int64)])
+    forget = [(x[i : i + 64], y[i : i + 64]) for i in range(0, len(y), 64)]
+    result = dampen.unlearn(model, forget, method="ssd", importance=imp, forget_kind="poison")
+    report = result.stats["auto"]
+    wins = accuracy_on(model, x, y)
+    assert report["identified"] == len(y)
+    assert report["winning"] == round(wins * len(y)) < len(y)
+    assert report["original_forget_acc"] == 1.0  # measured on the winning samples only
+    # the forget importance handed back covers all of Df (to take it out of the stored one)
+    assert result.forget_importance is not None
+    assert result.forget_importance.samples == len(y)
+
+
+def test_poison_kind_without_a_winning_sample_changes_nothing(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    s, model, imp = poisoned_model
+    clean = torch.nonzero(s.data.train.y == 3).flatten()[:12]  # labelled 0: never wins
+    x, y = s.data.train.x[clean], torch.zeros(len(clean), dtype=torch.int64)
+    assert accuracy_on(model, x, y) == 0.0
+    result = dampen.unlearn(model, [(x, y)], method="ssd", importance=imp, forget_kind="poison")
+    assert result.stats["selected"] == 0 and result.stats["alpha"] == math.inf
+    assert "already lose" in result.stats["auto"]["reason"]
+    for k, v in result.model.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+
+
+def test_poison_kind_without_heldout_stays_within_the_blind_share(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    from dampen.methods.auto_alpha import BLIND_CORRECTIVE_SHARE
+
+    s, model, imp = poisoned_model
+    forget = loader(s.data.train, s.forget, batch_size=64)
+    blind = dampen.unlearn(model, forget, method="ssd", importance=imp, forget_kind="poison")
+    assert blind.stats["selected_fraction"] <= BLIND_CORRECTIVE_SHARE
+    held = dampen.unlearn(
+        model,
+        forget,
+        method="ssd",
+        importance=imp,
+        forget_kind="poison",
+        heldout=loader(s.data.test, torch.arange(100), batch_size=64),
+    )
+    assert len(held.stats["auto"]["rounds"]) <= 1  # corrective requests take one round
