@@ -1,4 +1,5 @@
-"""PNG plots of a benchmark: forget vs retain accuracy, and seconds per method (log scale)."""
+"""PNG plots of a benchmark: forget vs retain accuracy, seconds per method (log scale), and for
+poison scenarios the poison healed against the identified share."""
 
 from __future__ import annotations
 
@@ -125,8 +126,80 @@ def plot_seconds(results: Mapping[str, Any], model: str, path: Path) -> Path:
     return path
 
 
+_POISON = re.compile(r"^(?:.*:)?poison/(?P<share>[0-9.]+)%/id(?P<found>[0-9.]+%?)$")
+
+
+def _poison_cells(results: Mapping[str, Any], model: str) -> list[tuple[str, str, Any]]:
+    """``(poison share, identified, cell)`` for every finished poison cell of ``model``."""
+    out = []
+    for c in _ok_cells(results, model):
+        match = _POISON.match(str(c.get("scenario", "")))
+        if match and c.get("corrective"):
+            found = match["found"]
+            out.append(
+                (f"{match['share']} %", found if found.endswith("%") else f"{found} sample", c)
+            )
+    return out
+
+
+def plot_healed(results: Mapping[str, Any], model: str, path: Path) -> Path | None:
+    """Poison scenarios: the share of the poison healed and the clean-accuracy drop (mean over
+    seeds) against the identified share, one panel per poison share, one line per row.
+    ``None`` (nothing written) without poison cells."""
+    cells = _poison_cells(results, model)
+    if not cells:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    shares = _order([share for share, _, _ in cells])
+    found = _order([f for _, f, _ in cells])
+    rows = [r for r in _order([c["row"] for _, _, c in cells]) if r != "original"]
+    colours = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(
+        2, len(shares), figsize=(4.2 * len(shares) + 2.5, 7.0), squeeze=False, sharex=True
+    )
+    try:
+        for j, share in enumerate(shares):
+            for i, row in enumerate(rows):
+                for k, (field, scale) in enumerate((("healed", 100.0), ("test_drop", 100.0))):
+                    ys = []
+                    for f in found:
+                        here = [
+                            c["corrective"].get(field)
+                            for s, g, c in cells
+                            if s == share and g == f and c["row"] == row
+                        ]
+                        mean = _mean(here)
+                        ys.append(math.nan if mean is None else scale * mean)
+                    axes[k][j].plot(
+                        range(len(found)),
+                        ys,
+                        marker=_MARKERS[i % len(_MARKERS)],
+                        color=colours(i % 20),
+                        label=row if (j, k) == (0, 0) else None,
+                    )
+            axes[0][j].set_title(f"poison {share} of the training set")
+            axes[1][j].set_xticks(range(len(found)), found)
+            axes[1][j].set_xlabel("identified part of the poison")
+            for k in (0, 1):
+                axes[k][j].grid(alpha=0.3)
+        axes[0][0].set_ylabel("poison healed (%)")
+        axes[1][0].set_ylabel("clean test accuracy drop (points)")
+        fig.legend(fontsize=7, loc="center right")
+        fig.suptitle(f"{results.get('name', '')}: {model} (mean over seeds)")
+        fig.tight_layout(rect=(0.0, 0.0, 0.85, 1.0))
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def write_plots(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write ``forget_retain_<model>.png`` and ``seconds_<model>.png`` for every model."""
+    """Write ``forget_retain_<model>.png`` and ``seconds_<model>.png`` for every model, and
+    ``healed_<model>.png`` where there are poison scenarios."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -135,4 +208,7 @@ def write_plots(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
         slug = _slug(model)
         paths.append(plot_forget_retain(results, model, folder / f"forget_retain_{slug}.png"))
         paths.append(plot_seconds(results, model, folder / f"seconds_{slug}.png"))
+        healed = plot_healed(results, model, folder / f"healed_{slug}.png")
+        if healed is not None:
+            paths.append(healed)
     return paths
