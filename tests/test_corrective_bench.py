@@ -512,6 +512,7 @@ def test_tiny_corrective_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     shown = {r.split("|")[1].strip(): r.split("|")[at].strip() for r in table[2:]}
     assert shown["original"] == "0.0" and shown["clean"] == "100.0"
     assert shown["ssd"] == f"{100 * fig['ssd']['healed']:.1f}"
+    assert (out / "healed_cnn.png").stat().st_size > 0  # the poison healed vs identified plot
 
     # A second run recomputes nothing (the tuning reloads the original from the cache).
     unlearn = Counter(bench_runner.unlearn)
