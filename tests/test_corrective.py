@@ -532,6 +532,8 @@ def test_forget_kind_flag_sets_the_target(user: Path) -> None:
         got = load_file(str(user / "out.safetensors"))
         for k, v in want.model.state_dict().items():
             assert torch.equal(got[k], v), (extra, k)
+        assert f"alpha=auto (poison): {want.stats['auto']['reason']}" in r.output
+        assert f"{want.stats['auto']['winning']} of 5 identified samples" in r.output
 
 
 # --------------------------------------------------------------------------- winning samples

@@ -252,3 +252,12 @@ def forget_cmd(
             f"{s.get('selected', 0):,} of {s.get('parameters', 0):,} parameters dampened in "
             f"{s['seconds']['total']:.2f}s; weights written to {out}"
         )
+        auto = s.get("auto")
+        if isinstance(auto, dict) and auto.get("reason"):
+            line = f"alpha=auto ({auto.get('kind')}): {auto['reason']}"
+            if "winning" in auto:
+                line += (
+                    f"; {auto['winning']} of {auto['identified']} identified samples still "
+                    "predicted as their trained label were used"
+                )
+            click.echo(line)
