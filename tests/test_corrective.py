@@ -616,3 +616,64 @@ def test_poison_kind_without_heldout_stays_within_the_blind_share(
         heldout=loader(s.data.test, torch.arange(100), batch_size=64),
     )
     assert len(held.stats["auto"]["rounds"]) <= 1  # corrective requests take one round
+
+
+def test_winning_samples_refuse_entries_they_cannot_filter(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    from dampen.methods.winning import WinningSamples
+
+    s, model, _ = poisoned_model
+    x, y = s.data.train.x[s.forget][:4], s.data.train.y[s.forget][:4]
+
+    def forward(m: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        return m(batch["image"]), batch["target"]
+
+    texts = {"image": x, "target": y, "text": ["a", "b", "c", "d"]}
+    with pytest.raises(TypeError, match="every entry of a forget batch must be a tensor"):
+        WinningSamples(model, [texts], forward, size=2)
+    weights = {"image": x, "target": y, "weights": torch.ones(3)}
+    with pytest.raises(TypeError, match=r"of shape \(3,\)"):
+        WinningSamples(model, [weights], forward, size=2)
+    fine = WinningSamples(model, [{"image": x, "target": y}], forward, size=3)
+    expected = int((model(x).argmax(dim=1) == y).sum())
+    assert fine.count == expected and sum(len(b["target"]) for b in fine) == expected
+    with pytest.raises(ValueError, match="forget set: .*label"):
+        WinningSamples(model, [(x, torch.full((4,), 12))], None, size=2)
+
+
+def test_corrective_kinds_refuse_unlabelled_or_out_of_range_forget_sets(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    s, model, _ = poisoned_model
+    x, y = s.data.train.x[s.forget], s.data.train.y[s.forget]
+    lf = dampen.importance(model, loader(s.data.train, batch_size=64), estimator="lf")
+    with pytest.raises(ValueError, match="needs the forget batches with the labels"):
+        dampen.unlearn(model, [(x,)], method="lfssd", importance=lf, forget_kind="poison")
+    with pytest.raises(ValueError, match="label"):
+        dampen.unlearn(
+            model,
+            [(x, torch.full_like(y, 12))],
+            method="lfssd",
+            importance=lf,
+            forget_kind="poison",
+        )
+
+
+def test_blind_cap_is_reported(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    from dampen.methods.auto_alpha import BLIND_CORRECTIVE_SHARE
+
+    s, model, imp = poisoned_model
+    forget = loader(s.data.train, s.forget, batch_size=64)
+    report = dampen.unlearn(
+        model, forget, method="ssd", importance=imp, forget_kind="poison"
+    ).stats["auto"]
+    assert report["max_selected"] == BLIND_CORRECTIVE_SHARE
+    if "not reached" in report["reason"]:
+        assert "the cap of corrective requests without heldout=" in report["reason"]
+    small = dampen.unlearn(
+        model, forget, method="ssd", importance=imp, forget_kind="poison", max_selected=0.005
+    ).stats["auto"]
+    assert small["max_selected"] == 0.005  # a smaller cap of the caller's stays

@@ -32,7 +32,7 @@ from dampen.bench.presets import (
     TUNING_GRIDS,
     corrective_methods,
 )
-from dampen.bench.report import CORRECTIVE_COLUMNS, model_table, render_markdown
+from dampen.bench.report import CORRECTIVE_COLUMNS, corrective_only, model_table, render_markdown
 from dampen.bench.runner import load_data, make_scenario, tuned_key
 from dampen.bench.tuning import ValidationSplits, score, validation_figures
 from dampen.cli import main
@@ -328,6 +328,7 @@ def test_corrective_table_from_hand_made_results() -> None:
             "key": f"m|{scenario}|0|{row}",
             "model": "m",
             "scenario": scenario,
+            "kind": scenario.split("/")[0],
             "seed": 0,
             "row": row,
             "seconds": 2.0,
@@ -359,8 +360,13 @@ def test_corrective_table_from_hand_made_results() -> None:
     assert "| retrain |" not in table  # no cell
     md = render_markdown(results)
     assert "Corrective scenarios, in %" in md and table in md
-    plain = [{k: v for k, v in c.items() if k != "corrective"} for c in cells]
-    assert "Corrective scenarios" not in render_markdown({**results, "cells": plain})
+    # the table is there for corrective scenarios, not for the others
+    other = [{**c, "kind": "full_class", "scenario": "full_class/3"} for c in cells[:3]]
+    assert "Corrective scenarios" not in render_markdown({**results, "cells": other})
+    # a corrective cell that failed shows as failed, not as "does not apply"
+    failed = [*cells[:2], {**cells[2], "error": "RuntimeError: boom"}]
+    shown = model_table(corrective_only({**results, "cells": failed}), "m", CORRECTIVE_COLUMNS)
+    assert "| ssd | failed |" in shown
 
 
 # --------------------------------------------------------------------------- a real run

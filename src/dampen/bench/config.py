@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from dampen.bench.tuning import BUDGET_OPTION, budget_fields, check_grid
+from dampen.methods.auto_alpha import CORRECTIVE
 from dampen.recipe import TrainConfig
 from dampen.registry import get
 
@@ -30,11 +31,12 @@ CLEAN_ROW = "clean"
 """The reference row of corrective scenarios: the model trained on the data before it was
 corrupted (no trigger, true labels)."""
 
-SCENARIO_KINDS: tuple[str, ...] = ("full_class", "sub_class", "random", "poison", "label_errors")
+SCENARIO_KINDS: tuple[str, ...] = ("full_class", "sub_class", "random", *CORRECTIVE)
 """Kinds of forgetting scenario (SPEC §3)."""
 
-CORRECTIVE_KINDS: tuple[str, ...] = ("poison", "label_errors")
-"""Scenario kinds whose forget set is corrupted data to correct (they add the ``clean`` row)."""
+CORRECTIVE_KINDS: tuple[str, ...] = CORRECTIVE
+"""Scenario kinds whose forget set is corrupted data to correct (they add the ``clean`` row);
+named as ``alpha="auto"``'s corrective ``forget_kind`` values."""
 
 _TARGET_FIELD = {"full_class": "cls", "sub_class": "fine_class", "random": "count"}
 _CORRECTIVE_FIELDS = ("share", "identified", "identified_count", "confuse")
@@ -313,9 +315,10 @@ class MethodSpec:
         group: ``"main"`` or ``"baselines"`` (only for grouping in the report).
         kinds: the scenario kinds the method runs on (default: every kind), e.g. UNSIR's
             ``["full_class"]``: it learns noise that maximises the loss of whole classes.
-        heldout: how many unseen test samples to hand the method as ``heldout=`` (for
-            ``alpha="auto"``): of the retained classes in class scenarios, of any class in
-            random ones; drawn with the cell's seed. 0: none.
+        heldout: how many unseen samples to hand the method as ``heldout=`` (for
+            ``alpha="auto"``): test samples of the retained classes in class scenarios, of
+            any class in random ones; in corrective scenarios samples of the validation split
+            when the data has one (else test samples); drawn with the cell's seed. 0: none.
         grid: ``{option: [value, ...]}``: tune the method on the data's validation split
             (:mod:`dampen.bench.tuning`), once per model and scenario on the first seed; the
             chosen point overrides ``options`` for every seed. ``options`` (and the grid) may

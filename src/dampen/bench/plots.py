@@ -136,9 +136,8 @@ def _poison_cells(results: Mapping[str, Any], model: str) -> list[tuple[str, str
         match = _POISON.match(str(c.get("scenario", "")))
         if match and c.get("corrective"):
             found = match["found"]
-            out.append(
-                (f"{match['share']} %", found if found.endswith("%") else f"{found} sample", c)
-            )
+            count = "" if found.endswith("%") else " sample" if found == "1" else " samples"
+            out.append((f"{match['share']} %", found + count, c))
     return out
 
 

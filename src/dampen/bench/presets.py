@@ -356,9 +356,9 @@ CORRECTIVE_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
     "salun": {"lr": (0.013, 0.03), "budget": (0.1, 0.3)},
     "bad_teacher": {"lr": (1e-4, 3e-3), "budget": (0.1, 0.3)},
 }
-"""The baselines of the corrective presets (those Goel et al. and Potion compared), each on a
-smaller grid than :data:`TUNING_GRIDS` (two of its learning rates, the published one and a
-larger one, × two budgets): the grids run once per scenario, and these presets have twelve."""
+"""The baselines of the corrective presets (those Goel et al. and Potion compared), each on two
+learning rates of :data:`TUNING_GRIDS` (the published one and a larger one; finetune's grid is
+the same) × two budgets: the grids run once per scenario, and ``fmnist-poison`` has twelve."""
 
 
 def corrective_methods(heldout: int) -> tuple[MethodSpec, ...]:

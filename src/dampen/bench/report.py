@@ -8,7 +8,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dampen.bench.config import CLEAN_ROW, CORRECTIVE_KINDS, REFERENCE_ROWS
 from dampen.core.files import atomic_write_text
+
+REFERENCE = (*REFERENCE_ROWS, CLEAN_ROW)
+"""The reference rows (no method): original, retrain and, in corrective scenarios, clean."""
 
 COLUMNS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("Dr", ("retain_acc",), True),
@@ -121,7 +125,7 @@ def _metric(cell: Mapping[str, Any], names: Sequence[str]) -> float | None:
 
 def corrective_only(results: Mapping[str, Any]) -> dict[str, Any]:
     """``results`` with the cells of corrective scenarios only."""
-    return {**results, "cells": [c for c in _cells(results) if c.get("corrective")]}
+    return {**results, "cells": [c for c in _cells(results) if c.get("kind") in CORRECTIVE_KINDS]}
 
 
 def model_table(
@@ -145,7 +149,7 @@ def model_table(
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     previous_group = None
     for row in rows:
-        group = "reference" if row in ("original", "retrain", "clean") else groups.get(row, "main")
+        group = "reference" if row in REFERENCE else groups.get(row, "main")
         if previous_group is not None and group != previous_group and group == "baselines":
             lines.append("| *baselines* |" + " |" * (len(head) - 1))
         previous_group = group
@@ -359,7 +363,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 model_table(results, model, DISTANCE_COLUMNS, seconds=False),
                 "",
             ]
-        if any(c.get("corrective") for c in _cells(results) if c.get("model") == model):
+        if any(
+            c.get("kind") in CORRECTIVE_KINDS for c in _cells(results) if c.get("model") == model
+        ):
             lines += [
                 "Corrective scenarios, in %: healed = share of the poison's damage to the "
                 "triggered test images' accuracy that is undone, (method − original) / (clean − "

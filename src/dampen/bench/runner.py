@@ -36,6 +36,7 @@ from dampen.api import unlearn
 from dampen.bench.config import (
     CLEAN_ROW,
     CORRECTIVE_KINDS,
+    REFERENCE_ROWS,
     SSD_FAMILY,
     BenchConfig,
     DataSpec,
@@ -139,9 +140,7 @@ def plan(config: BenchConfig, tuned: Mapping[str, Mapping[str, Any]] | None = No
                 for row in config.rows():
                     if row == CLEAN_ROW and scenario.kind not in CORRECTIVE_KINDS:
                         continue
-                    spec = (
-                        methods.get(row) if row not in ("original", "retrain", CLEAN_ROW) else None
-                    )
+                    spec = methods.get(row) if row not in (*REFERENCE_ROWS, CLEAN_ROW) else None
                     if spec is not None and scenario.kind not in spec.kinds:
                         continue
                     options = spec.options_for(model.label, scenario.kind) if spec else {}
@@ -162,6 +161,12 @@ def plan(config: BenchConfig, tuned: Mapping[str, Mapping[str, Any]] | None = No
                         "heldout": 0 if spec is None else spec.heldout,
                         "options": options,
                     }
+                    if (
+                        spec is not None
+                        and spec.heldout
+                        and heldout_from_validation(config, scenario)
+                    ):
+                        payload["heldout_from"] = "validation"
                     cells.append(
                         Cell(
                             model.label,
@@ -750,7 +755,9 @@ class BenchRunner:
                 report = evaluate(model, splits, retrained=retrained, incompetent=incompetent)
                 record["metrics"] = report.to_dict()
                 if corrective is not None:
-                    record["corrective"] = corrective.figures(model, report.forget_test_acc)
+                    record["corrective"] = corrective.figures(
+                        model, report.test_acc, report.forget_test_acc
+                    )
             except Exception as exc:  # one failing method must not end an hour-long run
                 record["error"] = f"{type(exc).__name__}: {exc}"
                 self.log(f"{cell.key} failed: {record['error']}")
@@ -790,13 +797,26 @@ class BenchRunner:
             splits["forget_test"] = loader(test, scenario.forget_test, batch_size=bs)
         return splits
 
-    def _heldout(self, scenario: Scenario, count: int, seed: int) -> Any:
-        """``count`` unseen test samples for ``heldout=``: of the retained classes in class
-        scenarios, else of any class (clean samples in corrective ones)."""
-        pool = scenario.retain_test if scenario.kind in CLASS_KINDS else scenario.test
+    def _heldout(self, scenario: Scenario, count: int, seed: int, label: str) -> Any:
+        """``count`` unseen samples for ``heldout=``, drawn with ``seed``: in corrective
+        scenarios from the validation split when there is one (the test split is scored),
+        else test samples of the retained classes (class scenarios) or of any class."""
+        spec = next(s for s in self.config.scenarios if s.label == label)
+        source = scenario.data.test
+        if heldout_from_validation(self.config, spec):
+            validation = self._validation[self.config.data_for(spec)]
+            assert validation is not None  # heldout_from_validation checked it
+            source = validation
+            pool = torch.arange(len(validation))
+        elif scenario.kind in CLASS_KINDS:
+            pool = scenario.retain_test
+        else:
+            pool = scenario.test
+        if count > len(pool):
+            raise ValueError(f"heldout={count} but only {len(pool)} samples can be drawn")
         g = torch.Generator().manual_seed(seed)
         chosen = pool[torch.randperm(len(pool), generator=g)[:count]].sort().values
-        return loader(scenario.data.test, chosen, batch_size=self.config.eval_batch_size)
+        return loader(source, chosen, batch_size=self.config.eval_batch_size)
 
     def _unlearn(
         self,
@@ -830,7 +850,7 @@ class BenchRunner:
                 train, scenario.retain, batch_size=bs, shuffle=True, seed=cell.seed
             )
         if spec.heldout:
-            kwargs["heldout"] = self._heldout(scenario, spec.heldout, cell.seed)
+            kwargs["heldout"] = self._heldout(scenario, spec.heldout, cell.seed, cell.scenario)
         t = perf_counter()
         result = unlearn(original, forget, method=spec.method, seed=cell.seed, **kwargs)
         wall = perf_counter() - t
@@ -859,7 +879,6 @@ class _Corrective:
         test: Any,
     ) -> None:
         self.clean, self.clean_seconds = clean, clean_seconds
-        self.test = test
         self.original_test_acc = _test_accuracy(poisoned, test)
         self.triggered, self.target = triggered, target
         self._ends: tuple[float, float] | None = None
@@ -868,12 +887,13 @@ class _Corrective:
             after = attack_figures(clean, triggered, target)["healed_acc"]
             self._ends = (before, after)
 
-    def figures(self, model: nn.Module, forget_test_acc: float | None) -> dict[str, Any]:
-        """Healed accuracy, attack success and healed share (poison), or the accuracy on the
-        confused classes' test samples (label errors)."""
-        out: dict[str, Any] = {
-            "test_drop": self.original_test_acc - _test_accuracy(model, self.test)
-        }
+    def figures(
+        self, model: nn.Module, test_acc: float, forget_test_acc: float | None
+    ) -> dict[str, Any]:
+        """The drop of ``test_acc`` from the corrupted original's, and the healed accuracy,
+        attack success and healed share (poison) or the accuracy on the confused classes'
+        test samples, ``forget_test_acc`` (label errors)."""
+        out: dict[str, Any] = {"test_drop": self.original_test_acc - test_acc}
         if self.triggered is None or self.target is None or self._ends is None:
             out["confused_acc"] = forget_test_acc
             return out
@@ -885,6 +905,12 @@ class _Corrective:
 def _test_accuracy(model: nn.Module, batches: Any) -> float:
     out = collect_outputs(model, batches)
     return accuracy(out.logits, out.targets)
+
+
+def heldout_from_validation(config: BenchConfig, scenario: ScenarioSpec) -> bool:
+    """Whether ``heldout=`` samples come from the validation split: in corrective scenarios
+    whose data has one (their test split is what the figures score)."""
+    return scenario.kind in CORRECTIVE_KINDS and config.data_for(scenario).validation is not None
 
 
 def _tuning_entry(

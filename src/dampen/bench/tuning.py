@@ -33,6 +33,7 @@ from torch import nn
 
 from dampen.eval.functional import accuracy
 from dampen.eval.report import Outputs, collect_outputs
+from dampen.methods.auto_alpha import CORRECTIVE
 from dampen.registry import get
 
 BUDGET_OPTION = "budget"
@@ -121,9 +122,11 @@ class ValidationSplits:
 
     Attributes:
         kind: the scenario kind.
-        retain: validation samples of the retained classes (all of them for random).
-        forget: validation samples of the forgotten class (``None`` for random).
-        forget_train: the forget set Df (read in sub-class and random scenarios).
+        retain: validation samples of the retained classes (all of them for random and
+            corrective scenarios).
+        forget: validation samples of the forgotten class (``None`` for random and
+            corrective scenarios).
+        forget_train: the forget set Df (read in sub-class, random and corrective scenarios).
     """
 
     kind: str
@@ -155,7 +158,7 @@ def validation_figures(model: nn.Module, splits: ValidationSplits) -> dict[str, 
         figures["forget_val"] = _acc(collect_outputs(model, splits.forget))
         forget_train = _acc(collect_outputs(model, splits.forget_train))
         figures["forget_term"] = abs(forget_train - figures["forget_val"])
-    elif splits.kind in ("poison", "label_errors"):
+    elif splits.kind in CORRECTIVE:
         if splits.forget_train is None:
             raise ValueError("corrective tuning needs the forget set")
         # Df carries the corrupted labels: what should no longer win on the identified samples.

@@ -32,8 +32,8 @@ class Scenario:
         retain_test: test indices of the retained classes (all test indices for random).
         forget_test: test indices of the forgotten class (empty for random).
         label_map: ``label_map[original label] = label in data``.
-        forget_class: name of the forgotten (fine) class, ``None`` for random.
-        seed: the seed used (random scenarios), else ``None``.
+        forget_class: name of the forgotten (fine) class, ``None`` for the other kinds.
+        seed: the seed used (random and corrective scenarios), else ``None``.
         clean: corrective scenarios (``"poison"``, ``"label_errors"``): the data before it was
             corrupted (same samples, true labels, no trigger); ``None`` otherwise.
         corrupted: corrective scenarios: every corrupted train index (Df is part of it).

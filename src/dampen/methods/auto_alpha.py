@@ -24,9 +24,10 @@ Target (``forget_kind``):
 - ``"auto"``: ``"class"`` when the forget set holds every training sample of each of its labels
   (read from the importance's label histogram), else ``"samples"``.
 
-Guards against collapse: at most ``max_selected`` of all parameters are ever selected, and when
-a held-out sample of retained data is given in class mode, its accuracy may not fall more than
-``max_heldout_drop`` below the original's.
+Guards against collapse: at most ``max_selected`` of all parameters are ever selected
+(:data:`BLIND_CORRECTIVE_SHARE` at most for corrective kinds without ``heldout``), and when a
+held-out sample of retained (class) or clean (corrective) data is given, its accuracy may not
+fall more than ``max_heldout_drop`` below the original's.
 
 Rounds (class forgetting with ``heldout``): when no candidate reaches the target within the
 guards, the best candidate that keeps
@@ -98,19 +99,28 @@ def accuracy(
     fn = forward or default_forward
     with preserved(model, grad_all=False), torch.no_grad():
         for batch in batches:
-            logits, targets = fn(model, batch)
-            if targets.is_floating_point():
-                targets = targets.argmax(dim=1)
-            else:
-                try:
-                    check_label_range(targets, int(logits.shape[-1]))
-                except ValueError as e:
-                    raise ValueError(f"{what}: {e}") from None
-            correct += int((logits.argmax(dim=1) == targets).sum())
-            total += int(targets.shape[0])
+            right = wins(*fn(model, batch), what)
+            correct += int(right.sum())
+            total += int(right.shape[0])
     if total == 0:
         raise ValueError("cannot measure accuracy on an empty set")
     return correct / total
+
+
+def wins(logits: Tensor, targets: Tensor, what: str = "data") -> Tensor:
+    """Per sample: does the arg-max prediction equal the label (arg-max of soft labels)?
+
+    Raises:
+        ValueError: naming ``what`` when a label is outside the model's outputs.
+    """
+    if targets.is_floating_point():
+        targets = targets.argmax(dim=1)
+    else:
+        try:
+            check_label_range(targets, int(logits.shape[-1]))
+        except ValueError as e:
+            raise ValueError(f"{what}: {e}") from None
+    return logits.argmax(dim=1) == targets.to(logits.device)
 
 
 def forget_kind(imp_d: Importance, imp_f: Importance, requested: str) -> str:
@@ -288,8 +298,9 @@ def auto_dampen_(
     report.update(target_forget_acc=rule.target, original_heldout_acc=original.heldout_acc)
     total = sum(p.numel() for p in model.parameters())
     share = settings.max_selected
-    if kind in CORRECTIVE and heldout is None:
-        share = min(share, BLIND_CORRECTIVE_SHARE)
+    blind = kind in CORRECTIVE and heldout is None and share > BLIND_CORRECTIVE_SHARE
+    if blind:
+        share = BLIND_CORRECTIVE_SHARE
     budget = max(1, int(share * total))
     union = {n: torch.zeros_like(t, dtype=torch.bool) for n, t in imp_f.items()}
     rounds: list[dict[str, Any]] = []
@@ -343,12 +354,18 @@ def auto_dampen_(
         reason += f" ({len(rounds)} rounds)" if len(rounds) > 1 else ""
     elif rounds and budget <= 0:
         reason = "target not reached within max_selected: the lowest forget accuracy found"
+    if blind:
+        reason = reason.replace(
+            "within max_selected",
+            f"within {100 * BLIND_CORRECTIVE_SHARE:g} % of the parameters (the cap of corrective "
+            "requests without heldout=)",
+        )
     report.update(
         reason=reason,
         forget_acc=chosen.forget_acc,
         heldout_acc=chosen.heldout_acc,
         evaluations=sum(len(s.probes) for s in searchers),
-        max_selected=settings.max_selected,
+        max_selected=share,
         rounds=rounds,
     )
     alpha = rounds[-1]["alpha"] if rounds else math.inf

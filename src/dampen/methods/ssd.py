@@ -62,9 +62,10 @@ class _Alpha(_Dampening):
             histograms). The corrective kinds take Df with the labels it was trained with
             and remove what makes those labels win on it.
         tolerance: for ``"auto"``: how far above the target forget accuracy may stay.
-        max_selected: for ``"auto"``: the largest share of parameters it may select.
-        max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained data: the largest drop
-            of held-out accuracy accepted.
+        max_selected: for ``"auto"``: the largest share of parameters it may select (at most
+            1 % for the corrective kinds without ``heldout=``).
+        max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained (class) or clean
+            (corrective) data: the largest drop of held-out accuracy accepted.
         rounds: for ``"auto"`` in class forgetting with ``heldout=``: how many times at most
             the forget set's importance is measured (again, on the dampened model) when one
             dampening does not reach the target within the guards.
@@ -253,6 +254,11 @@ def ssd_(
         _check_reiterable(request.forget, "the forget set")
         _check_reiterable(request.heldout, "heldout")
         if not has_labels(model, request.forget, request.forward):
+            if auto is not None and auto.forget_kind in CORRECTIVE:
+                raise ValueError(
+                    f"forget_kind={auto.forget_kind!r} needs the forget batches with the labels "
+                    "the model was trained with (x, y); these carry none"
+                )
             if estimator != "lf":
                 raise ValueError(
                     f"{method} needs labelled forget batches (x, y); these carry none (use "
@@ -282,12 +288,16 @@ def ssd_(
         imp_d = imp_d.to(device)
     settings = auto or AutoSettings()
     corrective: dict[str, Any] | None = None
+    imp_all = imp_f  # Df's importance as handed back (all of Df, also when only part is used)
     if alpha == "auto" and settings.forget_kind in CORRECTIVE:
         size = loader_batch_size(request.forget) or imp_d.batch_size or imp_f.batch_size or 1
         winners = WinningSamples(model, request.forget, request.forward, size)
         corrective = {"identified": winners.total, "winning": winners.count}
         seconds["winning"] = perf_counter() - t
         if winners.count == 0:
+            if request.heldout is not None:  # checked as it would be by a search
+                corrective["heldout_acc"] = accuracy(model, request.heldout, request.forward)
+            corrective["kind"] = settings.forget_kind
             return _untouched(
                 model, method, estimator, lambda_, imp_d, imp_f, source, seconds, start, corrective
             )
@@ -296,7 +306,7 @@ def ssd_(
             # handed back (to take Df out of the stored importance) stays that of all of Df.
             request = replace(request, forget=winners)
             t = perf_counter()
-            imp_all, imp_f = imp_f, _forget_importance(model, request, estimator, "forget set")
+            imp_f = _forget_importance(model, request, estimator, "forget set")
             seconds["importance_forget"] += perf_counter() - t
         t = perf_counter()
     if alpha == "auto" and _several_classes(imp_d, imp_f, settings, request):
@@ -371,8 +381,8 @@ def ssd_(
         stats["auto"] = auto_report
     if corrective is not None:
         stats["auto"].update(corrective)
-        if corrective["winning"] < corrective["identified"]:
-            stats[FORGET_IMPORTANCE] = imp_all
+        stats[FORGET_IMPORTANCE] = imp_all
+        stats["forget_samples"] = imp_all.samples
     return stats
 
 
@@ -403,9 +413,13 @@ def _untouched(
     )
     stats["importance"] = source
     stats["auto"] = {
-        "kind": "corrective",
         "reason": "the labels of the forget set already lose on every sample: nothing dampened",
+        "original_forget_acc": 0.0,
         "forget_acc": 0.0,
+        "heldout_acc": corrective.get("heldout_acc"),
+        "original_heldout_acc": corrective.pop("heldout_acc", None),
+        "evaluations": 0,
+        "rounds": [],
         **corrective,
     }
     return stats

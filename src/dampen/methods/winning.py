@@ -6,21 +6,39 @@ some of them that label does not win (the trigger did not take, or the model kep
 class): their cross-entropy towards the wrong label is large, and its gradients point at the
 samples' *content*. Measured on Fashion-MNIST (ResNet18, 1 % poison, 10 of 100 poisoned
 samples identified, 2 of them not predicted as the target): with them, SSD's most selective
-α already erased a whole class (Bag, the content of one of them); without them, 0.6 % of the
-parameters healed the backdoor with a 0.9-point drop of clean accuracy.
+α already erased a whole class (Bag, the content of one of them); without them, ``alpha="auto"``
+healed 96 % of the backdoor with 0.5 % of the parameters at a 1-point cost in clean accuracy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 
 from dampen.core.batches import Batches, ForwardFn, default_forward
 from dampen.core.state import preserved
+from dampen.methods.auto_alpha import wins
 from dampen.methods.class_batches import _cat, _slice, _take
+
+
+def _check_entries(value: Any, n: int) -> None:
+    """Every leaf of a batch must be a tensor of ``n`` samples (else filtering misaligns)."""
+    if isinstance(value, Mapping):
+        for v in value.values():
+            _check_entries(v, n)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_entries(v, n)
+    elif not (isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n):
+        raise TypeError(
+            "corrective forgetting keeps the identified samples whose trained label still "
+            f"wins, so every entry of a forget batch must be a tensor of its {n} samples; got "
+            f"{type(value).__name__}"
+            + (f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else "")
+        )
 
 
 class WinningSamples:
@@ -28,9 +46,13 @@ class WinningSamples:
     gathered once and served again ``size`` at a time.
 
     They are kept in memory (a forget set of corrupted samples is small), so later passes
-    neither depend on the loader's order nor on the model's later weights. Works for
-    ``(x, ..., y)`` and ``{..., "labels": y}`` batches, or any batch whose tensors share the
-    batch dimension when ``forward`` is given.
+    neither depend on the loader's order nor on the model's later weights. Every entry of a
+    batch (``(x, ..., y)``, ``{..., "labels": y}``, nested lists, tuples and dicts, also with a
+    user ``forward``) must be a tensor whose first dimension is the batch.
+
+    Raises:
+        TypeError: for a batch entry that is not such a tensor (it could not be filtered).
+        ValueError: for labels outside the model's outputs.
 
     Attributes:
         total: how many samples ``batches`` held.
@@ -48,15 +70,13 @@ class WinningSamples:
         self.total = self.count = 0
         with preserved(model, grad_all=False), torch.no_grad():
             for batch in batches:
-                logits, targets = fn(model, batch)
-                if targets.is_floating_point():
-                    targets = targets.argmax(dim=1)
-                wins = (logits.argmax(dim=1) == targets.to(logits.device)).cpu()
-                n = int(wins.shape[0])
+                won = wins(*fn(model, batch), "forget set").cpu()
+                n = int(won.shape[0])
+                _check_entries(batch, n)
                 self.total += n
-                if bool(wins.any()):
-                    parts.append(_take(batch, wins, n))
-                    self.count += int(wins.sum())
+                if bool(won.any()):
+                    parts.append(_take(batch, won, n))
+                    self.count += int(won.sum())
         self._joined = _cat(parts) if parts else None
         self.batch_size = size
 
