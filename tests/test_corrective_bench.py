@@ -540,3 +540,42 @@ def test_too_large_identified_count_fails_before_any_training(tmp_path: Path) ->
     assert result.exit_code != 0
     assert "identified_count=100 must lie in [1, 14]" in result.output
     assert not list((tmp_path / "out").glob("cache/*.safetensors"))
+
+
+def test_digits_poison_preset_runs_in_ci(tmp_path: Path) -> None:
+    """The ``digits-poison`` preset itself, cut to one seed, the 30 % scenario and its untuned
+    rows: what CI runs to show the corrective benchmark works end to end."""
+    from dampen.bench.presets import digits_poison
+    from dampen.bench.runner import run_bench
+
+    full = digits_poison()
+    config = full.replace(
+        seeds=(0,),
+        scenarios=tuple(s for s in full.scenarios if s.identified == 0.3),
+        methods=tuple(m for m in full.methods if not m.grid),
+        out_dir=str(tmp_path / "run"),
+        threads=1,
+    )
+    results = run_bench(config)
+    cells = {c["row"]: c for c in results["cells"]}
+    assert not [r for r, c in cells.items() if "error" in c]
+    assert set(cells) == {
+        "original",
+        "retrain",
+        "clean",
+        "ssd",
+        "lfssd",
+        "assd",
+        "alf",
+        "ssd (auto)",
+        "ssd (auto, heldout)",
+    }
+    figures = {r: c["corrective"] for r, c in cells.items()}
+    assert figures["original"]["attack_success"] > 0.5  # the 5 % backdoor was learnt
+    assert figures["clean"]["attack_success"] < 0.1
+    assert figures["original"]["healed"] == 0.0 and figures["clean"]["healed"] == 1.0
+    for row in ("ssd (auto)", "ssd (auto, heldout)"):
+        auto = cells[row]["auto"]
+        assert auto["kind"] == "poison" and auto["winning"] <= auto["identified"] == 22
+        assert figures[row]["attack_success"] <= figures["original"]["attack_success"]
+    assert (tmp_path / "run" / "healed_cnn.png").is_file()
