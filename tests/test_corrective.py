@@ -677,3 +677,25 @@ def test_blind_cap_is_reported(
         model, forget, method="ssd", importance=imp, forget_kind="poison", max_selected=0.005
     ).stats["auto"]
     assert small["max_selected"] == 0.005  # a smaller cap of the caller's stays
+
+
+def test_winning_only_false_dampens_for_all_of_df(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    s, model, imp = poisoned_model
+    clean = torch.nonzero(s.data.train.y != 0).flatten()[:10]
+    x = torch.cat([s.data.train.x[s.forget], s.data.train.x[clean]])
+    y = torch.cat([s.data.train.y[s.forget], torch.zeros(len(clean), dtype=torch.int64)])
+    forget = [(x[i : i + 64], y[i : i + 64]) for i in range(0, len(y), 64)]
+    every = dampen.unlearn(
+        model, forget, method="ssd", importance=imp, forget_kind="poison", winning_only=False
+    )
+    assert "winning" not in every.stats["auto"]
+    assert every.stats["auto"]["original_forget_acc"] == pytest.approx(accuracy_on(model, x, y))
+    same = dampen.unlearn(
+        model, forget, method="ssd", importance=imp, forget_kind="class", max_selected=0.01
+    )
+    for k, v in every.model.state_dict().items():  # the class rule on all of Df, 1 % cap
+        assert torch.equal(v, same.model.state_dict()[k]), k
+    with pytest.raises(TypeError, match="winning_only must be a bool"):
+        dampen.unlearn(model, forget, method="ssd", importance=imp, winning_only=1)

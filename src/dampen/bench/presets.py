@@ -363,7 +363,8 @@ the same) × two budgets: the grids run once per scenario, and ``fmnist-poison``
 
 def corrective_methods(heldout: int) -> tuple[MethodSpec, ...]:
     """The SSD family (SSD α = 10, LF-SSD α = 10, ASSD, ALF), ``alpha="auto"`` with
-    ``forget_kind="poison"`` without and with ``heldout`` clean samples, and the tuned
+    ``forget_kind="poison"`` without and with ``heldout`` clean samples, the same without
+    its winning-samples filter (all of Df, as Potion's search takes it), and the tuned
     baselines of :data:`CORRECTIVE_GRIDS`. ``"poison"`` serves label errors too: both remove
     what makes Df's trained labels win."""
     auto = {"alpha": "auto", "forget_kind": "poison"}
@@ -374,6 +375,7 @@ def corrective_methods(heldout: int) -> tuple[MethodSpec, ...]:
         MethodSpec("alf"),
         MethodSpec("ssd", label="ssd (auto)", options=auto),
         MethodSpec("ssd", label="ssd (auto, heldout)", options=auto, heldout=heldout),
+        MethodSpec("ssd", label="ssd (auto, all of Df)", options={**auto, "winning_only": False}),
         *(
             MethodSpec(name, group="baselines", grid=grid, kinds=("poison", "label_errors"))
             for name, grid in CORRECTIVE_GRIDS.items()

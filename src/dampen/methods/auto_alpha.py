@@ -77,6 +77,7 @@ class AutoSettings:
     max_heldout_drop: float = 0.02
     rounds: int = 3
     steps: int = 12
+    winning_only: bool = True
 
 
 @dataclass

@@ -69,6 +69,9 @@ class _Alpha(_Dampening):
         rounds: for ``"auto"`` in class forgetting with ``heldout=``: how many times at most
             the forget set's importance is measured (again, on the dampened model) when one
             dampening does not reach the target within the guards.
+        winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
+            which their trained label still wins (:mod:`dampen.methods.winning`); ``False``
+            uses all of Df, as Potion's search does.
     """
 
     alpha: float | str = "auto"
@@ -78,9 +81,12 @@ class _Alpha(_Dampening):
     max_selected: float = 0.1
     max_heldout_drop: float = 0.02
     rounds: int = 3
+    winning_only: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.winning_only, bool):
+            raise TypeError(f"winning_only must be a bool; got {self.winning_only!r}")
         if self.alpha != "auto":
             _positive("alpha", self.alpha)  # type: ignore[arg-type]
         _positive("lambda_", self.lambda_)
@@ -106,6 +112,7 @@ class _Alpha(_Dampening):
             max_selected=self.max_selected,
             max_heldout_drop=self.max_heldout_drop,
             rounds=self.rounds,
+            winning_only=self.winning_only,
         )
 
 
@@ -289,7 +296,7 @@ def ssd_(
     settings = auto or AutoSettings()
     corrective: dict[str, Any] | None = None
     imp_all = imp_f  # Df's importance as handed back (all of Df, also when only part is used)
-    if alpha == "auto" and settings.forget_kind in CORRECTIVE:
+    if alpha == "auto" and settings.forget_kind in CORRECTIVE and settings.winning_only:
         size = loader_batch_size(request.forget) or imp_d.batch_size or imp_f.batch_size or 1
         winners = WinningSamples(model, request.forget, request.forward, size)
         corrective = {"identified": winners.total, "winning": winners.count}
