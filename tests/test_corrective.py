@@ -539,16 +539,22 @@ def test_forget_kind_flag_sets_the_target(user: Path) -> None:
 # --------------------------------------------------------------------------- winning samples
 
 
+def with_losers(s: Scenario, count: int) -> tuple[Tensor, Tensor]:
+    """Df with its trained labels, plus ``count`` clean samples of other classes labelled 0:
+    those lose their label on the poisoned model."""
+    clean = torch.nonzero(s.data.train.y != 0).flatten()[:count]
+    x = torch.cat([s.data.train.x[s.forget], s.data.train.x[clean]])
+    y = torch.cat([s.data.train.y[s.forget], torch.zeros(len(clean), dtype=torch.int64)])
+    return x, y
+
+
 def test_winning_samples_match_a_loop_and_ignore_later_weights(
     poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
 ) -> None:
     from dampen.methods.winning import WinningSamples
 
     s, model, _ = poisoned_model
-    # Df plus clean samples of other classes labelled 0: the latter lose on the poisoned model
-    clean = torch.nonzero(s.data.train.y != 0).flatten()[:20]
-    x = torch.cat([s.data.train.x[s.forget], s.data.train.x[clean]])
-    y = torch.cat([s.data.train.y[s.forget], torch.zeros(len(clean), dtype=torch.int64)])
+    x, y = with_losers(s, 20)
     batches = [(x[i : i + 7], y[i : i + 7]) for i in range(0, len(y), 7)]
     winners = WinningSamples(model, batches, None, size=5)
     expected = [i for i in range(len(y)) if int(model(x[i : i + 1]).argmax()) == int(y[i])]
@@ -569,9 +575,7 @@ def test_poison_kind_uses_the_winning_samples_and_returns_all_of_df(
     poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
 ) -> None:
     s, model, imp = poisoned_model
-    clean = torch.nonzero(s.data.train.y != 0).flatten()[:10]
-    x = torch.cat([s.data.train.x[s.forget], s.data.train.x[clean]])
-    y = torch.cat([s.data.train.y[s.forget], torch.zeros(len(clean), dtype=torch.int64)])
+    x, y = with_losers(s, 10)
     forget = [(x[i : i + 64], y[i : i + 64]) for i in range(0, len(y), 64)]
     result = dampen.unlearn(model, forget, method="ssd", importance=imp, forget_kind="poison")
     report = result.stats["auto"]
@@ -683,9 +687,7 @@ def test_winning_only_false_dampens_for_all_of_df(
     poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
 ) -> None:
     s, model, imp = poisoned_model
-    clean = torch.nonzero(s.data.train.y != 0).flatten()[:10]
-    x = torch.cat([s.data.train.x[s.forget], s.data.train.x[clean]])
-    y = torch.cat([s.data.train.y[s.forget], torch.zeros(len(clean), dtype=torch.int64)])
+    x, y = with_losers(s, 10)
     forget = [(x[i : i + 64], y[i : i + 64]) for i in range(0, len(y), 64)]
     every = dampen.unlearn(
         model, forget, method="ssd", importance=imp, forget_kind="poison", winning_only=False
