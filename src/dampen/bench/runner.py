@@ -507,6 +507,10 @@ class BenchRunner:
         """The training recipe of the model labelled ``model_label``."""
         return next(m for m in self.config.models if m.label == model_label).train_config()
 
+    def _scenario_spec(self, label: str) -> ScenarioSpec:
+        """The scenario labelled ``label``."""
+        return next(s for s in self.config.scenarios if s.label == label)
+
     def _trained(
         self, model_label: str, data: DataSplits, indices: Any, seed: int
     ) -> tuple[nn.Module, float | None]:
@@ -707,7 +711,7 @@ class BenchRunner:
 
     def _run_group(self, group: list[Cell]) -> Iterator[tuple[Cell, dict[str, Any]]]:
         first = group[0]
-        spec = next(s for s in self.config.scenarios if s.label == first.scenario)
+        spec = self._scenario_spec(first.scenario)
         scenario = make_scenario(self._load(self.config.data_for(spec)), spec, first.seed)
         data, train = scenario.data, scenario.data.train
         original, original_seconds = self._trained(first.model, data, None, first.seed)
@@ -801,7 +805,7 @@ class BenchRunner:
         """``count`` unseen samples for ``heldout=``, drawn with ``seed``: in corrective
         scenarios from the validation split when there is one (the test split is scored),
         else test samples of the retained classes (class scenarios) or of any class."""
-        spec = next(s for s in self.config.scenarios if s.label == label)
+        spec = self._scenario_spec(label)
         source = scenario.data.test
         if heldout_from_validation(self.config, spec):
             validation = self._validation[self.config.data_for(spec)]

@@ -230,6 +230,7 @@ class _Rule:
     target: float
     floor: float | None  # the final guard: held-out accuracy may not fall below it
     keep: float | None  # a round that stops short of the target may not lower held-out at all
+    limit: str = "max_selected"  # what caps the selection, as the reasons name it
 
     def ok(self, p: _Probe) -> bool:
         return p.forget_acc <= self.target
@@ -299,9 +300,12 @@ def auto_dampen_(
     report.update(target_forget_acc=rule.target, original_heldout_acc=original.heldout_acc)
     total = sum(p.numel() for p in model.parameters())
     share = settings.max_selected
-    blind = kind in CORRECTIVE and heldout is None and share > BLIND_CORRECTIVE_SHARE
-    if blind:
+    if kind in CORRECTIVE and heldout is None and share > BLIND_CORRECTIVE_SHARE:
         share = BLIND_CORRECTIVE_SHARE
+        rule.limit = (
+            f"{100 * BLIND_CORRECTIVE_SHARE:g} % of the parameters (the cap of corrective "
+            "requests without heldout=)"
+        )
     budget = max(1, int(share * total))
     union = {n: torch.zeros_like(t, dtype=torch.bool) for n, t in imp_f.items()}
     rounds: list[dict[str, Any]] = []
@@ -354,13 +358,7 @@ def auto_dampen_(
         reason = "target reached with the fewest parameters found"
         reason += f" ({len(rounds)} rounds)" if len(rounds) > 1 else ""
     elif rounds and budget <= 0:
-        reason = "target not reached within max_selected: the lowest forget accuracy found"
-    if blind:
-        reason = reason.replace(
-            "within max_selected",
-            f"within {100 * BLIND_CORRECTIVE_SHARE:g} % of the parameters (the cap of corrective "
-            "requests without heldout=)",
-        )
+        reason = _not_reached(rule)
     report.update(
         reason=reason,
         forget_acc=chosen.forget_acc,
@@ -382,7 +380,7 @@ def _search(
         # Forget accuracy is not strictly monotone in k: look below the cap too.
         tried = [top] + [searcher.probe(max(1, int(cap * 0.5 ** (i / 2)))) for i in (1, 2, 3, 4)]
         chosen = min(tried, key=lambda p: (p.forget_acc, p.k))
-        reason = "target not reached within max_selected: the lowest forget accuracy found"
+        reason = _not_reached(rule)
     else:
         _, chosen = _boundary(searcher, start, top, rule.ok, settings.steps)
         reason = "target reached with the fewest parameters found"
@@ -390,6 +388,10 @@ def _search(
         chosen, _ = _boundary(searcher, start, chosen, lambda p: not rule.safe(p), settings.steps)
         reason = "held-out accuracy would drop too far: stopped before the target"
     return chosen, reason
+
+
+def _not_reached(rule: _Rule) -> str:
+    return f"target not reached within {rule.limit}: the lowest forget accuracy found"
 
 
 def _step(searcher: _Searcher, start: _Probe, rule: _Rule, steps: int) -> _Probe | None:

@@ -419,12 +419,13 @@ def _untouched(
         seconds=seconds,
     )
     stats["importance"] = source
+    held = corrective.pop("heldout_acc", None)
     stats["auto"] = {
         "reason": "the labels of the forget set already lose on every sample: nothing dampened",
         "original_forget_acc": 0.0,
         "forget_acc": 0.0,
-        "heldout_acc": corrective.get("heldout_acc"),
-        "original_heldout_acc": corrective.pop("heldout_acc", None),
+        "heldout_acc": held,
+        "original_heldout_acc": held,
         "evaluations": 0,
         "rounds": [],
         **corrective,
