@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "methods": 3,
     "api": 4,
     "recipe": 5,
+    "integrations": 5,
     "bench": 6,
     "proofs": 7,
     "cli": 8,

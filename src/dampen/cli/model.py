@@ -13,6 +13,7 @@ import click
 
 import dampen
 from dampen.bench.config import SSD_FAMILY
+from dampen.cli.pretrained import check_folder_writable, load_pretrained, write_pretrained
 from dampen.cli.userspec import build_model, load_weights_, parse_option, resolve, weights_writer
 from dampen.core.files import atomic_writes, check_distinct, check_writable
 from dampen.importances.distributed import init_from_env, rank_and_world
@@ -32,7 +33,14 @@ def _check_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None]
             check_writable(path, what=name)
 
 
-def _model(spec: str, weights: Path) -> Any:
+def _model(spec: str | None, weights: Path | None, pretrained: Path | None) -> Any:
+    """The user's model: ``--model`` with ``--weights``, or a ``--pretrained`` folder."""
+    if pretrained is not None:
+        if spec is not None or weights is not None:
+            raise ValueError("give either --pretrained or --model with --weights, not both")
+        return load_pretrained(pretrained)
+    if spec is None or weights is None:
+        raise ValueError("give --model and --weights (or --pretrained FOLDER)")
     model = build_model(spec)
     load_weights_(model, weights)
     return model
@@ -41,21 +49,26 @@ def _model(spec: str, weights: Path) -> Any:
 MODEL = click.option(
     "--model",
     "model_spec",
-    required=True,
     metavar="PKG.MODULE:FACTORY",
     help="A function that builds the model (no arguments).",
 )
 WEIGHTS = click.option(
     "--weights",
-    required=True,
     type=click.Path(path_type=Path),
     help="The trained weights: .safetensors or a torch state dict.",
+)
+PRETRAINED = click.option(
+    "--pretrained",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Instead of --model/--weights: a Hugging Face model folder (save_pretrained layout, "
+    "safetensors), e.g. a causal language model.",
 )
 
 
 @click.command("importance")
 @MODEL
 @WEIGHTS
+@PRETRAINED
 @click.option(
     "--data",
     "data_spec",
@@ -83,8 +96,9 @@ WEIGHTS = click.option(
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def importance_cmd(
-    model_spec: str,
-    weights: Path,
+    model_spec: str | None,
+    weights: Path | None,
+    pretrained: Path | None,
     data_spec: str,
     out: Path,
     estimator: str,
@@ -96,7 +110,7 @@ def importance_cmd(
     rank, world = rank_and_world()
     try:
         _check_paths(outputs={"--out": out}, inputs={"--weights": weights})
-        model = _model(model_spec, weights)
+        model = _model(model_spec, weights, pretrained)
         batches = resolve(data_spec, what="--data")()
         imp = dampen.importance(
             model, batches, estimator=estimator, progress=progress and rank == 0, shard=shard
@@ -114,6 +128,7 @@ def importance_cmd(
 @click.command("forget")
 @MODEL
 @WEIGHTS
+@PRETRAINED
 @click.option(
     "--importance",
     "importance_path",
@@ -158,8 +173,9 @@ def importance_cmd(
 @click.option(
     "--out",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the unlearned weights (.safetensors or torch).",
+    type=click.Path(path_type=Path),
+    help="Where to write the unlearned weights (.safetensors or torch); with --pretrained, "
+    "the folder to write the unlearned model to.",
 )
 @click.option(
     "--allow-changed-weights",
@@ -169,8 +185,9 @@ def importance_cmd(
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def forget_cmd(
-    model_spec: str,
-    weights: Path,
+    model_spec: str | None,
+    weights: Path | None,
+    pretrained: Path | None,
     importance_path: Path,
     forget_spec: str,
     heldout_spec: str | None,
@@ -186,10 +203,19 @@ def forget_cmd(
     init_from_env()
     rank, _ = rank_and_world()
     try:
-        _check_paths(
-            outputs={"--out": out, "--update-importance": update_importance},
-            inputs={"--weights": weights, "--importance": importance_path},
-        )
+        if pretrained is None:
+            _check_paths(
+                outputs={"--out": out, "--update-importance": update_importance},
+                inputs={"--weights": weights, "--importance": importance_path},
+            )
+        else:
+            if out.resolve() == pretrained.resolve():
+                raise ValueError("--out would overwrite the --pretrained folder; give another")
+            check_folder_writable(out, what="--out")
+            _check_paths(
+                outputs={"--update-importance": update_importance},
+                inputs={"--importance": importance_path},
+            )
         config = dict(parse_option(o) for o in options)
         if kind is not None:
             if "forget_kind" in config and config["forget_kind"] != kind:
@@ -209,7 +235,7 @@ def forget_cmd(
                 f"--update-importance needs an SSD-family method ({', '.join(SSD_FAMILY)}), "
                 f"which hands back the forget set's importance; got {method!r}"
             )
-        model = _model(model_spec, weights)
+        model = _model(model_spec, weights, pretrained)
         imp = dampen.Importance.load(
             importance_path, model=model, check_values=not allow_changed_weights
         )
@@ -226,7 +252,7 @@ def forget_cmd(
             check_values=not allow_changed_weights,
             **config,
         )
-        writes = [(out, weights_writer(result.model, out))]
+        writes = [] if pretrained is not None else [(out, weights_writer(result.model, out))]
         if update_importance is not None:
             if result.forget_importance is None:
                 raise ValueError(
@@ -243,7 +269,12 @@ def forget_cmd(
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise _fail(e) from e
     if rank == 0:
-        atomic_writes(writes)
+        if pretrained is not None:
+            write_pretrained(
+                result.model, pretrained, out, before_swap=lambda: atomic_writes(writes)
+            )
+        else:
+            atomic_writes(writes)
         if update_importance is not None:
             click.echo(f"importance without the forget set written to {update_importance}")
         s = result.stats

@@ -2,7 +2,11 @@
 
 A batch is ``(x, y)`` or ``(x, ..., y)`` (input first, target last), or a mapping with a
 ``labels`` entry (the model is called as ``model(**inputs)`` and ``.logits`` is taken from its
-output when present). Anything else needs a ``forward(model, batch) -> (logits, targets)``.
+output when present). For a Hugging Face causal language model the mapping holds
+``input_ids``, ``attention_mask`` and ``labels`` (−100 where no token is to be predicted), and
+the logits are shifted against the labels as the model's own loss does. Anything else needs a
+``forward(model, batch) -> (logits, targets)``; see :mod:`dampen.core.losses` for what logits
+and targets may be.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 ForwardFn = Callable[[nn.Module, Any], tuple[Tensor, Tensor]]
-"""``forward(model, batch) -> (logits, targets)``; logits are ``[n, classes]``."""
+"""``forward(model, batch) -> (logits, targets)``: logits ``[n, classes]`` with labels ``[n]``, or
+``[n, tokens, vocab]`` with token labels ``[n, tokens]`` (see :mod:`dampen.core.losses`)."""
 
 Batches = Iterable[Any]
 """Anything iterable that yields batches: a ``DataLoader``, a list of tuples, a generator."""
@@ -161,7 +166,23 @@ def default_forward(model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
         output = model(**inputs)
     else:
         output = model(inputs)
-    return logits_of(output), class_targets(_to_device(targets, device))
+    logits, targets = logits_of(output), class_targets(_to_device(targets, device))
+    if logits.dim() == 3 and isinstance(targets, Tensor) and is_causal_lm(model):
+        # position t predicts token t + 1, as the model's own loss shifts it
+        return logits[:, :-1], targets[:, 1:]
+    return logits, targets
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """Whether ``model`` is a Hugging Face decoder-only language model (its logits at position
+    ``t`` predict the token at ``t + 1``): it can generate and is not an encoder-decoder."""
+    can_generate = getattr(model, "can_generate", None)
+    config = getattr(model, "config", None)
+    return (
+        callable(can_generate)
+        and bool(can_generate())
+        and not getattr(config, "is_encoder_decoder", False)
+    )
 
 
 def model_device(model: nn.Module) -> torch.device:

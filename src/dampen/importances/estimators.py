@@ -3,8 +3,9 @@
 Each pass returns raw *sums* and *counts* so results from shards or later updates add up
 exactly; :class:`dampen.importances.store.Importance` divides them into means.
 
-- ``batch_sq``: per batch b, ``(dL_b/dθ)²`` with L_b the batch's mean cross-entropy; the unit
-  counted is the batch.
+- ``batch_sq``: per batch b, ``(dL_b/dθ)²`` with L_b the batch's mean cross-entropy (for token
+  sequences the mean over sequences of each one's mean token loss, see
+  :mod:`dampen.core.losses`); the unit counted is the batch.
 - ``per_sample``: per sample s, ``(dℓ_s/dθ)²`` (the diagonal empirical Fisher), computed with
   ``torch.func.vmap(grad(...))`` in chunks; the unit counted is the sample.
 - ``lf``: per batch, ``|d/dθ mean_s ||f(x_s)||₂²|`` on the logits f; needs no labels.
@@ -20,7 +21,6 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-from torch.nn import functional as F
 
 from dampen.core.batches import (
     Batches,
@@ -30,6 +30,14 @@ from dampen.core.batches import (
     is_unlabeled,
     logits_only,
     split_batch,
+)
+from dampen.core.losses import (
+    check_targets,
+    classes_of,
+    labelled,
+    mean_loss,
+    output_energy,
+    sum_loss,
 )
 from dampen.core.progress import progress_bar
 from dampen.importances.per_sample_layers import LayerwisePerSample, supports
@@ -86,20 +94,6 @@ def _acc_dtype(p: Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
 
 
-def check_targets(logits: Tensor, targets: Tensor) -> None:
-    """Raise ``ValueError`` when integer labels fall outside the model's outputs."""
-    if logits.dim() != 2:
-        raise ValueError(f"expected logits shaped [batch, classes]; got {tuple(logits.shape)}")
-    if targets.is_floating_point():
-        if targets.shape != logits.shape:
-            raise ValueError(
-                f"soft targets must be shaped like the logits {tuple(logits.shape)}; "
-                f"got {tuple(targets.shape)}"
-            )
-        return
-    check_label_range(targets, int(logits.shape[1]))
-
-
 def accumulate(
     model: nn.Module,
     batches: Batches,
@@ -150,13 +144,12 @@ def accumulate(
     try:
         for batch in bar:
             if estimator == "lf":
-                logits = logits_only(model, batch, forward)
-                loss = logits.float().square().sum(dim=1).mean()
-                labels = _plain_labels(batch, forward)
+                logits, labels = _lf_outputs(model, batch, forward)
+                loss = output_energy(logits, labels if logits.dim() == 3 else None)
             else:
                 logits, labels = (forward or default_forward)(model, batch)
                 check_targets(logits, labels)
-                loss = F.cross_entropy(logits.float(), labels)
+                loss = mean_loss(logits, labels)
             n = int(logits.shape[0])
             if n == 0:
                 continue
@@ -199,7 +192,7 @@ def _layerwise_pass(
         check_targets(logits, targets)
         sizes.append(int(logits.shape[0]))
         acc.count_labels(targets)
-        return F.cross_entropy(logits.float(), targets, reduction="sum")
+        return sum_loss(logits, targets)
 
     for batch in batches:
         sizes.clear()
@@ -217,6 +210,13 @@ def _plain_labels(batch: Any, forward: ForwardFn | None) -> Tensor | None:
     except TypeError:
         return None
     return labels if isinstance(labels, Tensor) else None
+
+
+def _lf_outputs(model: nn.Module, batch: Any, forward: ForwardFn | None) -> tuple[Tensor, Any]:
+    """Logits and, when known without a user's forward, the labels (aligned with the logits)."""
+    if forward is None and isinstance(batch, Mapping) and "labels" in batch:
+        return default_forward(model, batch)
+    return logits_only(model, batch, forward), _plain_labels(batch, forward)
 
 
 def _count(acc: Sums, *, units: int, samples: int) -> None:
@@ -309,7 +309,7 @@ class _PerSampleStep:
 
     def _loss(self, params: dict[str, Tensor], sample: Any, dims: Any) -> Tensor:
         logits, targets = functional_call(self.wrapper, params, (_unsqueeze(sample, dims),))
-        return F.cross_entropy(logits.float(), targets)
+        return mean_loss(logits, targets)
 
     def __call__(self, batch: Any, acc: Sums) -> None:
         n = _leading_size(batch)
@@ -351,7 +351,7 @@ class _PerSampleStep:
         names = list(self.live)
         for i in range(n):
             logits, targets = self.wrapper(_slice(chunk, n, i, i + 1))
-            loss = F.cross_entropy(logits.float(), targets)
+            loss = mean_loss(logits, targets)
             grads = torch.autograd.grad(loss, [self.live[k] for k in names], allow_unused=True)
             for name, g in zip(names, grads, strict=True):
                 if g is not None:
@@ -365,7 +365,7 @@ class _PerSampleStep:
             with torch.no_grad():
                 logits, targets = self.wrapper(batch)
             check_targets(logits, targets)
-            self.classes = int(logits.shape[1])
+            self.classes = classes_of(logits)
         elif self.wrapper.fn is default_forward:
             targets = split_batch(batch)[1]
-            check_label_range(targets, self.classes)
+            check_label_range(labelled(targets), self.classes)

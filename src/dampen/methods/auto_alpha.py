@@ -48,7 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dampen.core.batches import Batches, ForwardFn, check_label_range, default_forward
+from dampen.core.batches import Batches, ForwardFn, default_forward
+from dampen.core.losses import check_targets, sample_wins
 from dampen.core.state import preserved
 from dampen.functional import dampen_model_, selection_mask
 from dampen.importances.store import Importance
@@ -114,14 +115,11 @@ def wins(logits: Tensor, targets: Tensor, what: str = "data") -> Tensor:
     Raises:
         ValueError: naming ``what`` when a label is outside the model's outputs.
     """
-    if targets.is_floating_point():
-        targets = targets.argmax(dim=1)
-    else:
-        try:
-            check_label_range(targets, int(logits.shape[-1]))
-        except ValueError as e:
-            raise ValueError(f"{what}: {e}") from None
-    return logits.argmax(dim=1) == targets.to(logits.device)
+    try:
+        check_targets(logits, targets)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+    return sample_wins(logits, targets)
 
 
 def forget_kind(imp_d: Importance, imp_f: Importance, requested: str) -> str:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
-from torch.nn import functional as F
 
+from dampen.core.losses import mean_loss, sample_wins
 from dampen.methods._common import (
     Clock,
     budget_of,
@@ -93,8 +93,8 @@ class ForgetAccuracyStop:
     def record(self, logits: Tensor, targets: Tensor) -> None:
         if self.threshold is None:
             return
-        correct = int((logits.detach().argmax(dim=-1) == targets).sum())
-        self.window.append((correct, int(targets.numel())))
+        right = sample_wins(logits.detach(), targets)
+        self.window.append((int(right.sum()), int(right.numel())))
 
     def __call__(self) -> bool:
         if self.threshold is None or len(self.window) < (self.window.maxlen or 1):
@@ -120,16 +120,16 @@ def run_neggrad_(model: nn.Module, request: Request, config: NegGradConfig) -> d
     def ascent(model: nn.Module, batch: Any) -> Tensor:
         logits, targets = forward(model, batch)
         stop.record(logits, targets)
-        return -F.cross_entropy(logits.float(), targets)
+        return -mean_loss(logits, targets)
 
     def ascent_plus(model: nn.Module, pair: tuple[Any, Any]) -> Tensor:
         retain_batch, forget_batch = pair
         logits_r, targets_r = forward(model, retain_batch)
         logits_f, targets_f = forward(model, forget_batch)
         stop.record(logits_f, targets_f)
-        return config.beta * F.cross_entropy(logits_r.float(), targets_r) - (
-            1 - config.beta
-        ) * F.cross_entropy(logits_f.float(), targets_f)
+        return config.beta * mean_loss(logits_r, targets_r) - (1 - config.beta) * mean_loss(
+            logits_f, targets_f
+        )
 
     optimizer = optimizer_for(model, config)
     stream: Any

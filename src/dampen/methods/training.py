@@ -9,9 +9,9 @@ from typing import Any, TypedDict
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from dampen.core.batches import ForwardFn, default_forward
+from dampen.core.losses import mean_loss
 from dampen.core.progress import progress_bar
 
 StepLoss = Callable[[nn.Module, Any], Tensor]
@@ -19,11 +19,11 @@ StepLoss = Callable[[nn.Module, Any], Tensor]
 
 
 def cross_entropy_loss(forward: ForwardFn = default_forward) -> StepLoss:
-    """The usual step loss: mean cross-entropy of ``forward(model, batch)``."""
+    """The usual step loss: mean cross-entropy of ``forward(model, batch)`` (per sample, then
+    averaged; see :mod:`dampen.core.losses` for token sequences)."""
 
     def loss(model: nn.Module, batch: Any) -> Tensor:
-        logits, targets = forward(model, batch)
-        return F.cross_entropy(logits.float(), targets)
+        return mean_loss(*forward(model, batch))
 
     return loss
 

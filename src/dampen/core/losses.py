@@ -1,0 +1,136 @@
+"""The loss and the right-or-wrong of one sample, for classifiers and for token sequences.
+
+Every gradient dampen takes and every accuracy it reads goes through here, so that one
+definition serves both kinds of output:
+
+- **classes**: logits ``[n, classes]`` and integer labels ``[n]`` (or soft labels shaped like
+  the logits). A sample's loss is its cross-entropy; it is right when the arg-max is its label.
+- **token sequences**: logits ``[n, T, vocab]`` and integer labels ``[n, T]`` where
+  :data:`IGNORE_INDEX` (−100) marks positions without a target (prompt, padding). Logits and
+  labels are already aligned (a causal LM's shift is done by the forward, see
+  :func:`dampen.core.batches.default_forward`). A sequence's loss is the **mean cross-entropy
+  over its labelled tokens**, so every sequence weighs the same whatever its length (this
+  differs from the token-pooled mean Hugging Face models return). A sequence is right when
+  every labelled token is the arg-max: for greedy decoding this is exact match of the answer
+  (when the labels end with the end-of-sequence token). A sequence without labelled tokens has
+  loss 0 and counts as right.
+
+A batch's loss is the mean of its samples' losses.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch.nn import functional as F
+
+from dampen.core.batches import check_label_range
+
+IGNORE_INDEX = -100
+"""Label value of a token position that has no target (Hugging Face's convention)."""
+
+
+def is_sequence(logits: Tensor) -> bool:
+    """Whether ``logits`` are per token (``[n, T, vocab]``) rather than per sample."""
+    return logits.dim() == 3
+
+
+def classes_of(logits: Tensor) -> int:
+    """Number of outputs a label can name (classes, or the vocabulary of a sequence model)."""
+    return int(logits.shape[-1])
+
+
+def check_targets(logits: Tensor, targets: Tensor) -> None:
+    """Raise ``ValueError`` unless ``targets`` fit ``logits`` (shape and label range)."""
+    if logits.dim() == 2:
+        if targets.is_floating_point():
+            if targets.shape != logits.shape:
+                raise ValueError(
+                    f"soft targets must be shaped like the logits {tuple(logits.shape)}; "
+                    f"got {tuple(targets.shape)}"
+                )
+            return
+        if targets.shape != logits.shape[:1]:
+            raise ValueError(
+                f"labels must be shaped [batch] = {tuple(logits.shape[:1])} for logits "
+                f"{tuple(logits.shape)}; got {tuple(targets.shape)}"
+            )
+        check_label_range(targets, classes_of(logits))
+        return
+    if logits.dim() == 3:
+        if targets.is_floating_point() or targets.shape != logits.shape[:2]:
+            raise ValueError(
+                f"token labels must be integers shaped [batch, tokens] = {tuple(logits.shape[:2])}"
+                f" for logits {tuple(logits.shape)}; got {targets.dtype} {tuple(targets.shape)}"
+            )
+        check_label_range(labelled(targets), classes_of(logits))
+        return
+    raise ValueError(
+        "expected logits shaped [batch, classes] or [batch, tokens, vocab]; "
+        f"got {tuple(logits.shape)}"
+    )
+
+
+def labelled(targets: Tensor) -> Tensor:
+    """The labels that name an output: token labels without :data:`IGNORE_INDEX`."""
+    if targets.is_floating_point() or targets.dim() < 2:
+        return targets
+    return targets[targets != IGNORE_INDEX]
+
+
+def sample_losses(logits: Tensor, targets: Tensor) -> Tensor:
+    """Each sample's loss in fp32 (``[n]``): see the module docstring."""
+    logits = logits.float()
+    if not is_sequence(logits):
+        return F.cross_entropy(logits, targets, reduction="none")
+    n, t, v = logits.shape
+    token = F.cross_entropy(
+        logits.reshape(n * t, v),
+        targets.reshape(n * t),
+        reduction="none",
+        ignore_index=IGNORE_INDEX,
+    ).reshape(n, t)
+    counts = (targets != IGNORE_INDEX).sum(dim=1)
+    return token.sum(dim=1) / counts.clamp(min=1).to(token.dtype)
+
+
+def mean_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """The batch loss: the mean of :func:`sample_losses`."""
+    if not is_sequence(logits):
+        return F.cross_entropy(logits.float(), targets)
+    return sample_losses(logits, targets).mean()
+
+
+def sum_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """The sum of :func:`sample_losses` (per-sample gradients of a sum are the samples')."""
+    if not is_sequence(logits):
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+    return sample_losses(logits, targets).sum()
+
+
+def sample_wins(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per sample: is it right (arg-max equals the label; every labelled token for sequences)?
+
+    Soft labels count their arg-max as the label.
+    """
+    targets = targets.to(logits.device)
+    if not is_sequence(logits):
+        if targets.is_floating_point():
+            targets = targets.argmax(dim=1)
+        return logits.argmax(dim=1) == targets
+    right = (logits.argmax(dim=2) == targets) | (targets == IGNORE_INDEX)
+    return right.all(dim=1)
+
+
+def output_energy(logits: Tensor, targets: Tensor | None = None) -> Tensor:
+    """The label-free loss of the ``lf`` estimator: the mean over samples of ``‖f(x)‖₂²``.
+
+    For sequences, a sample's ``‖f(x)‖₂²`` is the mean over its labelled tokens (over every
+    position when no labels are known).
+    """
+    squares = logits.float().square().sum(dim=-1)
+    if not is_sequence(logits):
+        return squares.mean()
+    if targets is None:
+        return squares.mean(dim=1).mean()
+    mask = (targets.to(logits.device) != IGNORE_INDEX).to(squares.dtype)
+    return ((squares * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
