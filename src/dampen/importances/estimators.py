@@ -304,7 +304,10 @@ class _PerSampleStep:
         self.params = {f"model.{n}": p.detach() for n, p in params.items()}
         self.vectorised = True
         param_bytes = sum(p.numel() * 4 for p in params.values())
-        self.chunk_size = chunk_size or max(1, PER_SAMPLE_CHUNK_BYTES // (2 * param_bytes))
+        # Each sample of a chunk costs about 3x the parameter bytes under vmap (measured on a
+        # GPT-2 with a 50k-token tied embedding: docs/results/lm-memory.txt); 4x keeps a
+        # chunk's peak within the budget.
+        self.chunk_size = chunk_size or max(1, PER_SAMPLE_CHUNK_BYTES // (4 * param_bytes))
         self.classes: int | None = None
 
     def _loss(self, params: dict[str, Tensor], sample: Any, dims: Any) -> Tensor:
