@@ -1,4 +1,5 @@
-"""Reference models: ResNet18, a small ViT, an MLP and a small CNN."""
+"""Reference models: ResNet18, a small ViT, an MLP, a small CNN, and a tiny GPT-2
+(:func:`tiny_gpt2`, which imports the optional ``transformers`` only when called)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from dampen.models.cnn import SmallCNN
+from dampen.models.gpt import tiny_gpt2
 from dampen.models.mlp import MLP
 from dampen.models.resnet import ResNet18
 from dampen.models.vit import ViT
@@ -54,4 +56,4 @@ def build_model(
     raise ValueError(f"name={name!r} is not a model; choose from {MODEL_NAMES}")
 
 
-__all__ = ["MLP", "MODEL_NAMES", "ResNet18", "SmallCNN", "ViT", "build_model"]
+__all__ = ["MLP", "MODEL_NAMES", "ResNet18", "SmallCNN", "ViT", "build_model", "tiny_gpt2"]
