@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -12,6 +13,8 @@ from dampen._version import __version__
 from dampen.bench.presets import PRESETS
 from dampen.cli.model import forget_cmd, importance_cmd
 from dampen.cli.proofs import challenge_cmd, ulira_cmd
+
+LM_FACTS_PRESET = "lm-facts"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,12 +75,38 @@ def demo(forget_class: int, seed: int, epochs: int, out_dir: Path | None) -> Non
     )
 
 
+def _bench_lm_facts(
+    out_dir: Path | None, seeds: int | None, threads: int | None, report_only: bool, progress: bool
+) -> None:
+    """``dampen bench --preset lm-facts``: the language-model runner (its own tables)."""
+    import json
+
+    from dampen.bench.lm_facts import LM_FACTS, report, run_lm_facts
+    from dampen.core.files import atomic_write_text
+
+    config = LM_FACTS
+    if seeds is not None:
+        config = replace(config, seeds=tuple(range(seeds)))
+    if threads is not None:
+        config = replace(config, threads=threads)
+    out = out_dir or Path("runs") / LM_FACTS_PRESET
+    if report_only:
+        path = out / "results.json"
+        if not path.is_file():
+            raise click.ClickException(f"no {path} to report on")
+        atomic_write_text(out / "results.md", report(json.loads(path.read_text()), config))
+        click.echo(f"wrote {out / 'results.md'}")
+        return
+    run_lm_facts(config, out, progress=progress, log=click.echo)
+    click.echo(f"results in {out / 'results.md'}")
+
+
 @main.command()
 @click.option(
     "--preset",
     "preset_name",
-    type=click.Choice(sorted(PRESETS)),
-    help="A named configuration (see dampen.bench.presets).",
+    type=click.Choice(sorted([*PRESETS, LM_FACTS_PRESET])),
+    help="A named configuration (see dampen.bench.presets; lm-facts: dampen.bench.lm_facts).",
 )
 @click.option(
     "--config",
@@ -158,6 +187,9 @@ def bench(
 
     if preset_name is not None and config_path is not None:
         raise click.UsageError("give either --preset or --config, not both")
+    if preset_name == LM_FACTS_PRESET:
+        _bench_lm_facts(out_dir, seeds, threads, report_only, progress)
+        return
     if config_path is not None and with_baselines:
         raise click.UsageError("--with-baselines applies to presets only")
     try:
