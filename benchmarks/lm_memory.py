@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -39,7 +37,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 import dampen
 from dampen.importances.estimators import PER_SAMPLE_CHUNK_BYTES
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import PeakRSS, rss_bytes  # the speed benchmark's sampler
+
 MB = 2**20
 
 
@@ -65,37 +65,9 @@ CONFIGS = [
 BY_NAME = {c.name: c for c in CONFIGS}
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process, from /proc."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
 def maxrss_bytes() -> int:
     """The process's resident high-water mark (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class PeakRSS:
-    """Samples the RSS every millisecond in a thread; ``peak`` is the largest seen."""
-
-    def __enter__(self) -> PeakRSS:
-        self.start = rss_bytes()
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
 
 
 def gpt2_config(args: argparse.Namespace) -> GPT2Config:
