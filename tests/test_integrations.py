@@ -122,6 +122,81 @@ def test_transformers_callback_saves_the_importance_of_the_training_data(tmp_pat
     assert sum(float(t.sum()) for t in saved.sums.values()) > 0
 
 
+class _Sequences(Dataset):
+    """Token sequences of 5 to 10 tokens, unpadded, for a causal language model."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        lengths = torch.randint(5, 11, (n,), generator=g)
+        self.ids = [torch.randint(3, 40, (int(k),), generator=g).tolist() for k in lengths]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return {"input_ids": self.ids[i]}
+
+
+def _tiny_gpt2() -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_layer=1, n_embd=16, n_head=2, vocab_size=40, n_positions=16, bos_token_id=0,
+        eos_token_id=1, pad_token_id=2,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel(config)
+
+
+def _lm_collator() -> Any:
+    """The real language-modelling collator, on a word-level tokenizer built in memory."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {f"t{i}": i for i in range(40)}
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="t0")),
+        pad_token="t2",
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    # pads on the right; labels = input_ids with -100 on the padding
+    return transformers.DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
+
+
+@pytest.mark.filterwarnings("ignore:per_sample.*one sample at a time:RuntimeWarning")
+def test_transformers_callback_saves_the_importance_of_a_causal_lms_training_data(
+    tmp_path: Path,
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    from dampen.integrations.transformers import ImportanceCallback
+
+    model, data, collator = _tiny_gpt2(), _Sequences(32, seed=1), _lm_collator()
+    callback = ImportanceCallback(estimator="per_sample")
+    trainer = transformers.Trainer(
+        model=model,
+        args=_hf_args(tmp_path / "out"),
+        train_dataset=data,
+        data_collator=collator,
+        callbacks=[callback],
+    )
+    trainer.train()
+
+    assert callback.path == tmp_path / "out" / "importance.safetensors"
+    saved = Importance.load(callback.path, model=trainer.model)
+    assert saved.estimator == "per_sample" and saved.samples == len(data)
+
+    # per_sample does not depend on the trainer's shuffled order: recompute in order.
+    def in_order(d: Dataset) -> DataLoader:
+        return DataLoader(d, batch_size=8, collate_fn=collator)
+
+    assert (next(iter(in_order(data)))["labels"] == -100).any()  # padded, and not counted
+    again = dampen.importance(trainer.model, in_order(data), estimator="per_sample")
+    other = dampen.importance(
+        trainer.model, in_order(_Sequences(32, seed=2)), estimator="per_sample"
+    )
+    assert _close(saved, again)
+    assert not _close(saved, other)
+    assert sum(float(t.sum()) for t in saved.sums.values()) > 0
+
+
 def test_transformers_callback_saves_nothing_off_the_main_process(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     from dampen.integrations.transformers import ImportanceCallback
