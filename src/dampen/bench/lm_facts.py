@@ -105,15 +105,18 @@ auto (what a model owner can measure): the ascent rows stop once the forget set 
 
 
 def default_grids() -> dict[str, tuple[dict[str, Any], ...]]:
-    """Two learning rates × two budgets per tuned row (Adam, as LMs are trained); the ascent
-    rows stop early at the held-out level."""
+    """Two learning rates × three budgets per tuned row (Adam, as LMs are trained); the ascent
+    rows stop early at the held-out level. The largest budgets are about 10 % of the original
+    training's steps for fine-tuning and 20 passes over 20 people's questions for ascent."""
     adam = {"optimizer": "adam", "momentum": 0.0, "weight_decay": 0.0}
     ascent = tuple(
         {**adam, "lr": lr, "steps": steps, "stop_accuracy": HELDOUT_LEVEL}
         for lr in (1e-4, 1e-3)
-        for steps in (10, 40)
+        for steps in (10, 40, 160)
     )
-    tune = tuple({**adam, "lr": lr, "steps": steps} for lr in (1e-4, 1e-3) for steps in (20, 80))
+    tune = tuple(
+        {**adam, "lr": lr, "steps": steps} for lr in (1e-4, 1e-3) for steps in (20, 80, 300)
+    )
     return {"gradient ascent": ascent, "neggrad+": ascent, "finetune": tune}
 
 
