@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -130,3 +131,20 @@ def test_the_command_line_reports_or_says_what_is_missing(tmp_path: Path) -> Non
     )
     assert done.exit_code == 0, done.output
     assert (tmp_path / "results.md").read_text().startswith("# lm-facts")
+
+
+def test_cells_the_config_no_longer_makes_are_dropped(
+    finished: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    out, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    stored = json.loads((copy / "results.json").read_text())
+    old = dict(next(iter(stored["cells"].values())), row="neggrad+")
+    stored["cells"]["from-an-old-grid"] = old
+    (copy / "results.json").write_text(json.dumps(stored))
+    log: list[str] = []
+    run_lm_facts(tiny_config(), copy, log=log.append)
+    assert log == ["dropping 1 stored cell(s) that the config no longer produces"]
+    cells = json.loads((copy / "results.json").read_text())["cells"]
+    assert "from-an-old-grid" not in cells and len(cells) == len(ROWS)

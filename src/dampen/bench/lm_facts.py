@@ -174,6 +174,7 @@ class LMFactsRunner:
         self.out.mkdir(parents=True, exist_ok=True)
         with torch_threads(self.config.threads):
             results = self._load()
+            self._drop_stale(results)
             results["tuning"] = self._tune(results.get("tuning", {}))
             self._save(results)
             for seed in self.config.seeds:
@@ -246,6 +247,21 @@ class LMFactsRunner:
                 f"{seconds:.1f}s"
             )
             self._save(results)
+
+    def _planned(self) -> set[str]:
+        rows = [{"name": "original"}, {"name": "retrain"}, *self.config.rows]
+        c = self.config
+        return {self._key(s, n, r) for s in c.seeds for n in c.forget_counts for r in rows}
+
+    def _drop_stale(self, results: dict[str, Any]) -> None:
+        """Forget stored cells the config no longer produces (e.g. a tuned row whose grid
+        changed), so that the table averages only the current ones."""
+        planned = self._planned()
+        stale = [key for key in results["cells"] if key not in planned]
+        for key in stale:
+            del results["cells"][key]
+        if stale:
+            self.log(f"dropping {len(stale)} stored cell(s) that the config no longer produces")
 
     def _key(self, seed: int, count: int, row: Row) -> str:
         payload = self.config.payload("cell", seed=seed, count=count, row=row)
