@@ -78,6 +78,9 @@ def test_tuning_picks_the_lowest_score_of_its_grid(finished: tuple[Path, list[st
     tuning = json.loads((out / "results.json").read_text())["tuning"]
     entry = tuning["neggrad+|1"]
     assert len(entry["tried"]) == 2
+    # each row is tuned as it runs: plain gradient ascent without NegGrad+'s retain term
+    assert [t["options"]["plus"] for t in tuning["gradient ascent|1"]["tried"]] == [False]
+    assert entry["best"]["plus"] is True
     best = min(entry["tried"], key=lambda t: t["score"])
     assert entry["best"] == best["options"]
     for tried in entry["tried"]:

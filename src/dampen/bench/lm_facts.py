@@ -174,8 +174,8 @@ class LMFactsRunner:
         self.out.mkdir(parents=True, exist_ok=True)
         with torch_threads(self.config.threads):
             results = self._load()
-            self._drop_stale(results)
             results["tuning"] = self._tune(results.get("tuning", {}))
+            self._drop_stale(results)
             self._save(results)
             for seed in self.config.seeds:
                 for count in self.config.forget_counts:
@@ -213,7 +213,8 @@ class LMFactsRunner:
         c = self.config
         rows = [{"name": "original"}, {"name": "retrain"}, *c.rows]
         cells = results["cells"]
-        todo = [r for r in rows if self._key(seed, count, r) not in cells]
+        tuning = results["tuning"]
+        todo = [r for r in rows if self._key(seed, count, r, tuning) not in cells]
         if not todo:
             return
         d = _data(c, seed)
@@ -230,10 +231,10 @@ class LMFactsRunner:
             elif name == "retrain":
                 model, seconds = self._trained(d.facts, split.retain_people, seed, "retrain")
             else:
-                options = self._options(row, results["tuning"], count)
+                options = self._options(row, tuning, count)
                 model, seconds = _unlearn(row, options, original, split, d, importance, seed)
             figures = _figures(model, d, split.forget_items, split.retain_items)
-            cells[self._key(seed, count, row)] = {
+            cells[self._key(seed, count, row, tuning)] = {
                 "seed": seed,
                 "forget_people": count,
                 "row": name,
@@ -248,25 +249,26 @@ class LMFactsRunner:
             )
             self._save(results)
 
-    def _planned(self) -> set[str]:
+    def _planned(self, tuning: Mapping[str, Any]) -> set[str]:
         rows = [{"name": "original"}, {"name": "retrain"}, *self.config.rows]
         c = self.config
-        return {self._key(s, n, r) for s in c.seeds for n in c.forget_counts for r in rows}
+        return {self._key(s, n, r, tuning) for s in c.seeds for n in c.forget_counts for r in rows}
 
     def _drop_stale(self, results: dict[str, Any]) -> None:
         """Forget stored cells the config no longer produces (e.g. a tuned row whose grid
         changed), so that the table averages only the current ones."""
-        planned = self._planned()
+        planned = self._planned(results["tuning"])
         stale = [key for key in results["cells"] if key not in planned]
         for key in stale:
             del results["cells"][key]
         if stale:
             self.log(f"dropping {len(stale)} stored cell(s) that the config no longer produces")
 
-    def _key(self, seed: int, count: int, row: Row) -> str:
+    def _key(self, seed: int, count: int, row: Row, tuning: Mapping[str, Any]) -> str:
+        """A cell's identity: what it ran, with a tuned row's chosen options."""
         payload = self.config.payload("cell", seed=seed, count=count, row=row)
         if row.get("tuned"):
-            payload["grid"] = self.config.grids.get(row["name"])
+            payload["options"] = self._options(row, tuning, count)
         return _digest(payload)
 
     def _options(self, row: Row, tuning: Mapping[str, Any], count: int) -> dict[str, Any]:
@@ -293,7 +295,7 @@ class LMFactsRunner:
             split = forget_split(d.facts, count, seed=c.tuning_seed, batch_size=c.batch_size)
             retain_before = teacher_forced_accuracy(original, split.retain)
             tried: list[dict[str, Any]] = []
-            for options in c.grids[row["name"]]:
+            for options in _grid(c, row):
                 model, _ = _unlearn(row, options, original, split, d, None, c.tuning_seed)
                 forget = teacher_forced_accuracy(model, split.forget)
                 retain = teacher_forced_accuracy(model, split.retain)
@@ -322,7 +324,8 @@ class LMFactsRunner:
 
 
 def _grid(config: LMFactsConfig, row: Row) -> list[dict[str, Any]]:
-    return [dict(o) for o in config.grids.get(row["name"], ())]
+    """The option sets a tuned row tries: its own options with each grid point on top."""
+    return [{**row.get("options", {}), **o} for o in config.grids.get(row["name"], ())]
 
 
 def _config_json(config: LMFactsConfig) -> dict[str, Any]:
