@@ -161,6 +161,38 @@ def test_lf_importance_of_a_language_model_is_label_free_over_labelled_tokens() 
         torch.testing.assert_close(value, expected[name] / len(batches), rtol=1e-4, atol=1e-8)
 
 
+def test_lf_reads_tuple_batches_of_a_language_model_like_dict_batches() -> None:
+    model, batches = tiny_lm(), lm_batches()
+    tuples = [(b["input_ids"], b["labels"]) for b in batches]
+    masks = [{**b, "attention_mask": torch.ones_like(b["attention_mask"])} for b in batches]
+    for est in ("lf", "batch_sq"):
+        a = dampen.importance(model, tuples, estimator=est)
+        b = dampen.importance(model, masks, estimator=est)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-9)
+
+
+class Wrapped(torch.nn.Module):
+    """A causal LM inside the user's own module (as in a LightningModule)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lm = tiny_lm()
+
+    def forward(self, **inputs: torch.Tensor) -> object:
+        return self.lm(**inputs)
+
+
+def test_a_wrapped_language_model_is_shifted_too() -> None:
+    wrapped, batch = Wrapped(), lm_batches()[0]
+    logits, targets = default_forward(wrapped, batch)
+    assert logits.shape == (4, 9, VOCAB)
+    assert torch.equal(targets, batch["labels"][:, 1:])
+    a = dampen.importance(wrapped, lm_batches())
+    b = dampen.importance(wrapped.lm, lm_batches())
+    torch.testing.assert_close(a["lm.transformer.wte.weight"], b["transformer.wte.weight"])
+
+
 def test_a_token_label_outside_the_vocabulary_is_refused() -> None:
     batch = lm_batches()[0]
     batch["labels"] = batch["labels"].clone()
@@ -260,14 +292,15 @@ def test_cli_refuses_pickled_weights_and_mixed_model_options(
     runner = CliRunner()
     imp_path = tmp_path / "imp.safetensors"
     dampen.importance(tiny_lm(), lm_batches()).save(imp_path)
-    pickled = tmp_path / "pickled"
+    pickled, empty = tmp_path / "pickled", tmp_path / "empty"
     pickled.mkdir()
+    empty.mkdir()
     (pickled / "config.json").write_text((lm_folder / "config.json").read_text())
     (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
     for extra, message in [
         (["--pretrained", str(pickled)], "no .safetensors"),
         (["--pretrained", str(lm_folder), "--model", "x:y"], "not both"),
-        (["--pretrained", str(tmp_path)], "no config.json"),
+        (["--pretrained", str(empty)], "no config.json"),
     ]:
         done = runner.invoke(
             main,
@@ -277,12 +310,22 @@ def test_cli_refuses_pickled_weights_and_mixed_model_options(
         assert done.exit_code != 0
         assert message in done.output
         assert not (tmp_path / "out").exists()
-    done = runner.invoke(
-        main,
-        ["forget", "--pretrained", str(lm_folder), "--importance", str(imp_path), "--forget",
-         f"{data_module}:forget", "--out", str(lm_folder), "--no-progress"],
-    )  # fmt: skip
-    assert done.exit_code != 0 and "overwrite" in done.output
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    for out, message in [
+        (lm_folder, "overwrite or sit inside --pretrained"),
+        (tmp_path, "sit inside --pretrained"),  # holds the model and the importance
+        (notes, "holds other things"),
+    ]:
+        done = runner.invoke(
+            main,
+            ["forget", "--pretrained", str(lm_folder), "--importance", str(imp_path),
+             "--forget", f"{data_module}:forget", "--out", str(out), "--no-progress"],
+        )  # fmt: skip
+        assert done.exit_code != 0 and message in done.output, done.output
+    assert (notes / "todo.txt").read_text() == "mine"
+    assert (lm_folder / "model.safetensors").is_file() and imp_path.is_file()
 
 
 def test_a_failed_write_leaves_the_old_output_folder(

@@ -17,6 +17,7 @@ from dampen.bench.lm_facts import (
     HELDOUT_LEVEL,
     LM_FACTS,
     LMFactsConfig,
+    LMFactsRunner,
     report,
     run_lm_facts,
     summary,
@@ -145,9 +146,22 @@ def test_cells_the_config_no_longer_makes_are_dropped(
     stored = json.loads((copy / "results.json").read_text())
     old = dict(next(iter(stored["cells"].values())), row="neggrad+")
     stored["cells"]["from-an-old-grid"] = old
+    stored["cells"]["another-seed"] = dict(old, seed=7)  # not this config's: kept
     (copy / "results.json").write_text(json.dumps(stored))
     log: list[str] = []
     run_lm_facts(tiny_config(), copy, log=log.append)
     assert log == ["dropping 1 stored cell(s) that the config no longer produces"]
     cells = json.loads((copy / "results.json").read_text())["cells"]
-    assert "from-an-old-grid" not in cells and len(cells) == len(ROWS)
+    assert "from-an-old-grid" not in cells and "another-seed" in cells
+    assert len(cells) == len(ROWS) + 1
+
+
+def test_the_tuning_seed_must_not_be_reported_and_keys_follow_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tuning_seed"):
+        replace(LM_FACTS, seeds=(0, 1), tuning_seed=1)
+    row = next(r for r in LM_FACTS.rows if r.get("tuned"))
+    keys = {
+        LMFactsRunner(replace(LM_FACTS, **change), tmp_path)._tuning_key("x|2", row)
+        for change in ({}, {"tuning_seed": 7}, {"people": 50}, {"recipe": FactsRecipe(n_layer=1)})
+    }
+    assert len(keys) == 4

@@ -75,6 +75,13 @@ class LMFactsConfig:
     grids: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
     threads: int | None = 1
 
+    def __post_init__(self) -> None:
+        if self.tuning_seed in self.seeds:
+            raise ValueError(
+                f"tuning_seed {self.tuning_seed} is one of the reported seeds {self.seeds}: the "
+                "baselines must be tuned on another draw of people and model"
+            )
+
     def payload(self, what: str, **extra: Any) -> dict[str, Any]:
         """What a cached model or a cell depends on."""
         base = {
@@ -255,10 +262,18 @@ class LMFactsRunner:
         return {self._key(s, n, r, tuning) for s in c.seeds for n in c.forget_counts for r in rows}
 
     def _drop_stale(self, results: dict[str, Any]) -> None:
-        """Forget stored cells the config no longer produces (e.g. a tuned row whose grid
-        changed), so that the table averages only the current ones."""
+        """Forget stored cells that a planned cell replaces (e.g. a tuned row whose options
+        changed), so that the table averages only current ones; cells of seeds or forget counts
+        this config does not run are kept."""
         planned = self._planned(results["tuning"])
-        stale = [key for key in results["cells"] if key not in planned]
+        c = self.config
+        names = ["original", "retrain", *(r["name"] for r in c.rows)]
+        places = {(s, n, name) for s in c.seeds for n in c.forget_counts for name in names}
+        stale = [
+            key
+            for key, cell in results["cells"].items()
+            if key not in planned and (cell["seed"], cell["forget_people"], cell["row"]) in places
+        ]
         for key in stale:
             del results["cells"][key]
         if stale:
@@ -283,7 +298,9 @@ class LMFactsRunner:
         tuned = [r for r in c.rows if r.get("tuned")]
         entries = dict(done)
         keys = {f"{r['name']}|{count}": r for r in tuned for count in c.forget_counts}
-        todo = {k: r for k, r in keys.items() if entries.get(k, {}).get("grid") != _grid(c, r)}
+        todo = {
+            k: r for k, r in keys.items() if entries.get(k, {}).get("key") != self._tuning_key(k, r)
+        }
         if not todo:
             return entries
         d = _data(c, c.tuning_seed)
@@ -303,10 +320,16 @@ class LMFactsRunner:
                 tried.append({"options": dict(options), "forget": forget, "retain": retain,
                               "score": score})  # fmt: skip
             best = min(tried, key=lambda t: t["score"])
-            entries[key] = {"grid": _grid(c, row), "best": best["options"], "tried": tried,
+            entries[key] = {"key": self._tuning_key(key, row), "grid": _grid(c, row),
+                            "best": best["options"], "tried": tried,
                             "heldout_acc": heldout_acc, "retain_before": retain_before}  # fmt: skip
             self.log(f"tuned {key}: {best['options']} (score {best['score']:.3f})")
         return entries
+
+    def _tuning_key(self, key: str, row: Row) -> str:
+        """What a tuning entry depends on: the tuning run's data, model and grid."""
+        c = self.config
+        return _digest(c.payload("tuning", seed=c.tuning_seed, entry=key, grid=_grid(c, row)))
 
     # -- files --------------------------------------------------------------------------
     def _load(self) -> dict[str, Any]:

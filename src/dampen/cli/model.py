@@ -13,7 +13,7 @@ import click
 
 import dampen
 from dampen.bench.config import SSD_FAMILY
-from dampen.cli.pretrained import check_folder_writable, load_pretrained, write_pretrained
+from dampen.cli.pretrained import check_output_folder, load_pretrained, write_pretrained
 from dampen.cli.userspec import build_model, load_weights_, parse_option, resolve, weights_writer
 from dampen.core.files import atomic_writes, check_distinct, check_writable
 from dampen.importances.distributed import init_from_env, rank_and_world
@@ -209,9 +209,15 @@ def forget_cmd(
                 inputs={"--weights": weights, "--importance": importance_path},
             )
         else:
-            if out.resolve() == pretrained.resolve():
-                raise ValueError("--out would overwrite the --pretrained folder; give another")
-            check_folder_writable(out, what="--out")
+            check_output_folder(
+                out,
+                what="--out",
+                inputs={
+                    "--pretrained": pretrained,
+                    "--importance": importance_path,
+                    "--update-importance": update_importance,
+                },
+            )
             _check_paths(
                 outputs={"--update-importance": update_importance},
                 inputs={"--importance": importance_path},

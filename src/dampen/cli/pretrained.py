@@ -2,8 +2,9 @@
 
 Read with its own class (``config.json``'s ``architectures``), from safetensors only (nothing
 pickled is loaded), and written back as a whole folder: the weights by ``save_pretrained`` and
-every other file of the source folder (tokenizer, generation settings) copied beside them,
-swapped in by renames so that a failure leaves the old folder as it was.
+the other files of the source folder (tokenizer, generation settings) copied beside them,
+swapped in by renames so that a failure leaves the old folder as it was. An existing output
+folder is replaced only when it is empty or an earlier output.
 """
 
 from __future__ import annotations
@@ -78,11 +79,37 @@ def _usual_modes(folder: Path) -> None:
             os.chmod(item, 0o666 & ~mask)
 
 
-def check_folder_writable(folder: str | os.PathLike[str], *, what: str) -> None:
-    """Raise ``ValueError`` unless ``folder`` can be created or replaced as a model folder."""
+def check_output_folder(
+    folder: str | os.PathLike[str], *, what: str, inputs: dict[str, Path | None]
+) -> None:
+    """Raise ``ValueError`` unless ``folder`` can be created, or replaced as a model folder.
+
+    An existing folder is replaced only when it is empty or looks like an earlier output (a
+    ``config.json`` and ``.safetensors`` weights, no subfolders), and never when it holds, or
+    lies inside, one of ``inputs``.
+    """
     target = Path(folder)
     if target.exists() and not target.is_dir():
         raise ValueError(f"{what}: {target} is a file; give a folder for a --pretrained model")
+    here = target.resolve()
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        there = Path(path).resolve()
+        if here == there or there.is_relative_to(here) or here.is_relative_to(there):
+            raise ValueError(f"{what} {target} would overwrite or sit inside {name} ({path})")
+    if target.is_dir():
+        items = list(target.iterdir())
+        earlier_output = (
+            (target / "config.json").is_file()
+            and any(i.suffix == ".safetensors" for i in items)
+            and not any(i.is_dir() for i in items)
+        )
+        if items and not earlier_output:
+            raise ValueError(
+                f"{what}: {target} is a folder that holds other things than a model written by "
+                "dampen; give a new or empty folder (it is replaced as a whole)"
+            )
     parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -94,7 +121,8 @@ def write_pretrained(
     model: nn.Module, source: Path, target: Path, *, before_swap: Callable[[], None] | None = None
 ) -> None:
     """Write ``model`` as a ``save_pretrained`` folder at ``target``, with the non-weight files
-    of ``source``; ``target`` is replaced only once the new folder is complete.
+    of ``source`` (not its subfolders); ``target`` is replaced only once the new folder is
+    complete (check it first with :func:`check_output_folder`).
 
     ``before_swap`` runs between the two (e.g. the other files of the request): if it fails,
     ``target`` is left as it was."""

@@ -167,15 +167,21 @@ def default_forward(model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
     else:
         output = model(inputs)
     logits, targets = logits_of(output), class_targets(_to_device(targets, device))
-    if logits.dim() == 3 and isinstance(targets, Tensor) and is_causal_lm(model):
+    if logits.dim() == 3 and isinstance(targets, Tensor) and holds_causal_lm(model):
         # position t predicts token t + 1, as the model's own loss shifts it
         return logits[:, :-1], targets[:, 1:]
     return logits, targets
 
 
+def holds_causal_lm(model: nn.Module) -> bool:
+    """Whether ``model`` is, or wraps (e.g. a ``LightningModule``), a causal language model."""
+    return any(is_causal_lm(m) for m in model.modules())
+
+
 def is_causal_lm(model: nn.Module) -> bool:
     """Whether ``model`` is a Hugging Face decoder-only language model (its logits at position
-    ``t`` predict the token at ``t + 1``): it can generate and is not an encoder-decoder."""
+    ``t`` predict the token at ``t + 1``): it can generate and is not an encoder-decoder
+    (transformers >= 4.50, where masked LMs no longer claim they can generate)."""
     can_generate = getattr(model, "can_generate", None)
     config = getattr(model, "config", None)
     return (

@@ -214,7 +214,7 @@ def _plain_labels(batch: Any, forward: ForwardFn | None) -> Tensor | None:
 
 def _lf_outputs(model: nn.Module, batch: Any, forward: ForwardFn | None) -> tuple[Tensor, Any]:
     """Logits and, when known without a user's forward, the labels (aligned with the logits)."""
-    if forward is None and isinstance(batch, Mapping) and "labels" in batch:
+    if forward is None and not is_unlabeled(batch):
         return default_forward(model, batch)
     return logits_only(model, batch, forward), _plain_labels(batch, forward)
 

@@ -34,8 +34,9 @@ class ImportanceCallback(TrainerCallback):
     (``Importance.load(path, model=...)`` refuses such a pair).
 
     Batches are the trainer's dicts with a ``labels`` entry and the model's output has
-    ``.logits`` of shape ``[batch, classes]`` (sequence or image classifiers). Models whose
-    logits have another shape (token classification, language modelling) need
+    ``.logits``: ``[batch, classes]`` for classifiers, ``[batch, tokens, vocab]`` with token
+    labels (−100 ignored) for token classifiers and causal language models (whose logits are
+    shifted against the labels; see :mod:`dampen.core.losses`). Other outputs need
     ``forward(model, batch) -> (logits, targets)``.
 
     Distributed training (DDP through ``torchrun``/``accelerate``): every process runs the pass
