@@ -35,7 +35,7 @@ import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import dampen
-from dampen.importances.estimators import PER_SAMPLE_CHUNK_BYTES
+from dampen.importances.estimators import PER_SAMPLE_CHUNK_BYTES, default_chunk_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import PeakRSS, rss_bytes  # the speed benchmark's sampler
@@ -112,11 +112,6 @@ def make_batches(args: argparse.Namespace, batch: int) -> list[dict[str, torch.T
 
 def param_bytes_of(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def default_chunk(param_bytes: int) -> int:
-    """The chunk ``per_sample`` picks when none is given (see dampen's estimators)."""
-    return max(1, PER_SAMPLE_CHUNK_BYTES // (2 * param_bytes))
 
 
 def probe(args: argparse.Namespace, config: Config, out: str) -> dict[str, float]:
@@ -196,7 +191,7 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     pbytes = param_bytes_of(model)
     embedding = model.transformer.wte.weight.numel()
-    chunk = default_chunk(pbytes)
+    chunk = default_chunk_size(pbytes)
     print(f"date: {datetime.date.today().isoformat()}")
     print(
         f"GPT-2 from GPT2Config: vocab {args.vocab}, n_embd {args.width}, {args.layers} layers, "
@@ -212,7 +207,7 @@ def main() -> None:
         "where marked)"
     )
     print(
-        f"per_sample default chunk: {PER_SAMPLE_CHUNK_BYTES / 2**30:g} GiB // (2 × parameter "
+        f"per_sample default chunk: {PER_SAMPLE_CHUNK_BYTES / 2**30:g} GiB // (4 × parameter "
         f"bytes) = {chunk}"
     )
     print(

@@ -73,6 +73,13 @@ class Sums:
                 self.labels[label] = self.labels.get(label, 0) + count
 
 
+def default_chunk_size(param_bytes: int) -> int:
+    """Samples per ``vmap`` chunk of ``per_sample`` when none is given: each sample of a chunk
+    costs about 3x the parameter bytes (measured on a GPT-2 with a 50k-token tied embedding,
+    docs/results/lm-memory.txt), so 4x keeps a chunk within :data:`PER_SAMPLE_CHUNK_BYTES`."""
+    return max(1, PER_SAMPLE_CHUNK_BYTES // (4 * param_bytes))
+
+
 def check_estimator(name: str) -> str:
     """Return ``name`` if it is a known estimator, else raise ``ValueError``."""
     if name not in ESTIMATORS:
@@ -304,10 +311,7 @@ class _PerSampleStep:
         self.params = {f"model.{n}": p.detach() for n, p in params.items()}
         self.vectorised = True
         param_bytes = sum(p.numel() * 4 for p in params.values())
-        # Each sample of a chunk costs about 3x the parameter bytes under vmap (measured on a
-        # GPT-2 with a 50k-token tied embedding: docs/results/lm-memory.txt); 4x keeps a
-        # chunk's peak within the budget.
-        self.chunk_size = chunk_size or max(1, PER_SAMPLE_CHUNK_BYTES // (4 * param_bytes))
+        self.chunk_size = chunk_size or default_chunk_size(param_bytes)
         self.classes: int | None = None
 
     def _loss(self, params: dict[str, Tensor], sample: Any, dims: Any) -> Tensor:
