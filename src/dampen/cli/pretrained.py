@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import nn
 
+from dampen.core.files import current_umask
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 _WRITTEN_BY_SAVE = ("config.json", "generation_config.json", "model.safetensors.index.json")
 
@@ -71,8 +73,7 @@ def load_pretrained(folder: str | os.PathLike[str]) -> nn.Module:
 def _usual_modes(folder: Path) -> None:
     """The permissions a new folder and its files get under this process's umask (temporary
     folders and some writers use owner-only modes)."""
-    mask = os.umask(0)
-    os.umask(mask)
+    mask = current_umask()
     os.chmod(folder, 0o777 & ~mask)
     for item in folder.iterdir():
         if item.is_file():

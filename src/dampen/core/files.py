@@ -22,7 +22,7 @@ from pathlib import Path
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process's umask, read without changing it (``os.umask`` would, for every thread)."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -46,7 +46,7 @@ def _mode_for(target: Path) -> int:
     try:
         return os.stat(target).st_mode & 0o7777
     except OSError:
-        return 0o666 & ~_umask()
+        return 0o666 & ~current_umask()
 
 
 def _pid_alive(pid: int) -> bool:
