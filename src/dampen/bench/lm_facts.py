@@ -18,7 +18,6 @@ cells are skipped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -33,7 +32,7 @@ from torch import nn
 
 import dampen
 from dampen.bench.facts_recipe import FactsRecipe, init_facts_model, train_facts_model
-from dampen.bench.runner import machine_info, torch_threads, write_json
+from dampen.bench.runner import digest, machine_info, torch_threads, write_json
 from dampen.core.files import atomic_write, atomic_write_text
 from dampen.core.progress import progress_bar
 from dampen.data.facts import FactsData, Person, QAItem, forget_split, make_facts, qa_batches
@@ -131,8 +130,8 @@ LM_FACTS = LMFactsConfig(rows=default_rows(), grids=default_grids())
 
 
 def _digest(payload: Any) -> str:
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    """The cache key of ``payload``: the bench's digest, cut to 20 hex digits."""
+    return digest(payload)[:20]
 
 
 @dataclass

@@ -109,7 +109,8 @@ class Cell:
         return f"{self.model}|{self.scenario}|{self.seed}|{self.row}"
 
 
-def _digest(payload: Any) -> str:
+def digest(payload: Any) -> str:
+    """The SHA-256 of ``payload`` as canonical JSON (sorted keys): what a cache key hashes."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -176,7 +177,7 @@ def plan(config: BenchConfig, tuned: Mapping[str, Mapping[str, Any]] | None = No
                             row,
                             spec,
                             options,
-                            _digest(payload),
+                            digest(payload),
                         )
                     )
     return cells
@@ -545,7 +546,7 @@ class BenchRunner:
         self, original: nn.Module, model_key: str, train: LabelledData, estimator: str
     ) -> tuple[Importance, float | None]:
         """The importance of D for ``original`` (cached on disk) and the seconds it took."""
-        key = _digest({"model": model_key, "estimator": estimator, "batch": self.config.batch_size})
+        key = digest({"model": model_key, "estimator": estimator, "batch": self.config.batch_size})
         if key in self._importances:
             return self._importances[key]
         path = self.cache_dir / f"importance-{key}.safetensors"
@@ -664,7 +665,7 @@ class BenchRunner:
             points: list[dict[str, Any]] = []
             for point in grid_points(spec.grid):
                 options = with_point(spec.method, base, point)
-                digest = _digest(
+                point_key = digest(
                     {
                         "format": TUNING_FORMAT,
                         "data": _data_payload(data_spec),
@@ -677,10 +678,10 @@ class BenchRunner:
                         "options": options,
                     }
                 )
-                if digest in previous:  # a point is deterministic: its failure too
-                    points.append(previous[digest])
+                if point_key in previous:  # a point is deterministic: its failure too
+                    points.append(previous[point_key])
                     continue
-                record: dict[str, Any] = {"point": point, "options": options, "digest": digest}
+                record: dict[str, Any] = {"point": point, "options": options, "digest": point_key}
                 cell = Cell(
                     model_label,
                     scenario_spec.label,
@@ -689,7 +690,7 @@ class BenchRunner:
                     spec.label,
                     spec,
                     options,
-                    digest,
+                    point_key,
                 )
                 try:
                     model, stats = self._unlearn(cell, spec, original, model_key, scenario, forget)
