@@ -129,6 +129,11 @@ def default_grids() -> dict[str, tuple[dict[str, Any], ...]]:
 LM_FACTS = LMFactsConfig(rows=default_rows(), grids=default_grids())
 
 
+def all_rows(config: LMFactsConfig) -> list[Row]:
+    """Every row of the table: the original and retraining references, then the methods."""
+    return [{"name": "original"}, {"name": "retrain"}, *config.rows]
+
+
 def _digest(payload: Any) -> str:
     """The cache key of ``payload``: the bench's digest, cut to 20 hex digits."""
     return digest(payload)[:20]
@@ -217,7 +222,7 @@ class LMFactsRunner:
     # -- cells --------------------------------------------------------------------------
     def _cells(self, results: dict[str, Any], seed: int, count: int) -> None:
         c = self.config
-        rows = [{"name": "original"}, {"name": "retrain"}, *c.rows]
+        rows = all_rows(c)
         cells = results["cells"]
         tuning = results["tuning"]
         todo = [r for r in rows if self._key(seed, count, r, tuning) not in cells]
@@ -256,7 +261,7 @@ class LMFactsRunner:
             self._save(results)
 
     def _planned(self, tuning: Mapping[str, Any]) -> set[str]:
-        rows = [{"name": "original"}, {"name": "retrain"}, *self.config.rows]
+        rows = all_rows(self.config)
         c = self.config
         return {self._key(s, n, r, tuning) for s in c.seeds for n in c.forget_counts for r in rows}
 
@@ -266,7 +271,7 @@ class LMFactsRunner:
         this config does not run are kept."""
         planned = self._planned(results["tuning"])
         c = self.config
-        names = ["original", "retrain", *(r["name"] for r in c.rows)]
+        names = [r["name"] for r in all_rows(c)]
         places = {(s, n, name) for s in c.seeds for n in c.forget_counts for name in names}
         stale = [
             key
@@ -434,7 +439,7 @@ def report(results: Mapping[str, Any], config: LMFactsConfig) -> str:
         "after training).",
         "",
     ]
-    rows = ["original", "retrain", *(r["name"] for r in config.rows)]
+    rows = [r["name"] for r in all_rows(config)]
     for count in config.forget_counts:
         retrain = means.get((count, "retrain"))
         original = means.get((count, "original"))
