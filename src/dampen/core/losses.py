@@ -77,18 +77,19 @@ def labelled(targets: Tensor) -> Tensor:
     return targets[targets != IGNORE_INDEX]
 
 
+def token_losses(logits: Tensor, targets: Tensor) -> Tensor:
+    """Each token's cross-entropy in fp32 (``[n, T]``), 0 where the label is
+    :data:`IGNORE_INDEX`; logits ``[n, T, vocab]`` aligned with ``targets``."""
+    n, t, v = logits.shape
+    flat = logits.float().reshape(n * t, v), targets.reshape(n * t)
+    return F.cross_entropy(*flat, reduction="none", ignore_index=IGNORE_INDEX).reshape(n, t)
+
+
 def sample_losses(logits: Tensor, targets: Tensor) -> Tensor:
     """Each sample's loss in fp32 (``[n]``): see the module docstring."""
-    logits = logits.float()
     if not is_sequence(logits):
-        return F.cross_entropy(logits, targets, reduction="none")
-    n, t, v = logits.shape
-    token = F.cross_entropy(
-        logits.reshape(n * t, v),
-        targets.reshape(n * t),
-        reduction="none",
-        ignore_index=IGNORE_INDEX,
-    ).reshape(n, t)
+        return F.cross_entropy(logits.float(), targets, reduction="none")
+    token = token_losses(logits, targets)
     counts = (targets != IGNORE_INDEX).sum(dim=1)
     return token.sum(dim=1) / counts.clamp(min=1).to(token.dtype)
 

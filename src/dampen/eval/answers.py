@@ -17,10 +17,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from dampen.core.batches import logits_of, model_device
-from dampen.core.losses import IGNORE_INDEX, sample_wins
+from dampen.core.losses import IGNORE_INDEX, sample_wins, token_losses
 from dampen.data.facts import QAItem, WordTokenizer
 
 
@@ -28,13 +27,7 @@ def token_nll(logits: Tensor, labels: Tensor) -> Tensor:
     """Per-token negative log-likelihood ``[n, T - 1]`` (fp32) of ``labels[:, 1:]`` under
     ``logits[:, :-1]``; zero where the label is ``-100``."""
     _check_shapes(logits, labels)
-    targets = labels[:, 1:]
-    return F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2),
-        targets,
-        reduction="none",
-        ignore_index=IGNORE_INDEX,
-    )
+    return token_losses(logits[:, :-1], labels[:, 1:])
 
 
 def label_mask(labels: Tensor) -> Tensor:
