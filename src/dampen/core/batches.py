@@ -224,3 +224,37 @@ def logits_only(model: nn.Module, batch: Any, forward: ForwardFn | None) -> Tens
             return logits_of(model(x))
         return default_forward(model, batch)[0]
     return forward(model, batch)[0]
+
+
+def take_rows(value: Any, mask: Tensor, n: int) -> Any:
+    """The rows ``mask`` selects of every tensor in a batch whose leading size is ``n``."""
+    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
+        return value[mask.to(value.device)]
+    if isinstance(value, Mapping):
+        return {k: take_rows(v, mask, n) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(take_rows(v, mask, n) for v in value)
+    return value
+
+
+def cat_rows(parts: list[Any]) -> Any:
+    """Batches of one structure joined along their leading dimension."""
+    first = parts[0]
+    if isinstance(first, Tensor) and first.dim() > 0:
+        return torch.cat(parts)
+    if isinstance(first, Mapping):
+        return {k: cat_rows([p[k] for p in parts]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(cat_rows([p[i] for p in parts]) for i in range(len(first)))
+    return first
+
+
+def slice_rows(value: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of every tensor (with a dimension) in a batch."""
+    if isinstance(value, Tensor) and value.dim() > 0:
+        return value[start:stop]
+    if isinstance(value, Mapping):
+        return {k: slice_rows(v, start, stop) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(slice_rows(v, start, stop) for v in value)
+    return value

@@ -7,44 +7,10 @@ so the ``batch_sq`` importance keeps its scale.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import torch
-from torch import Tensor
-
-from dampen.core.batches import Batches, split_batch
-
-
-def _take(value: Any, mask: Tensor, n: int) -> Any:
-    if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
-        return value[mask.to(value.device)]
-    if isinstance(value, Mapping):
-        return {k: _take(v, mask, n) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_take(v, mask, n) for v in value)
-    return value
-
-
-def _cat(parts: list[Any]) -> Any:
-    first = parts[0]
-    if isinstance(first, Tensor) and first.dim() > 0:
-        return torch.cat(parts)
-    if isinstance(first, Mapping):
-        return {k: _cat([p[k] for p in parts]) for k in first}
-    if isinstance(first, (list, tuple)):
-        return type(first)(_cat([p[i] for p in parts]) for i in range(len(first)))
-    return first
-
-
-def _slice(value: Any, start: int, stop: int) -> Any:
-    if isinstance(value, Tensor) and value.dim() > 0:
-        return value[start:stop]
-    if isinstance(value, Mapping):
-        return {k: _slice(v, start, stop) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_slice(v, start, stop) for v in value)
-    return value
+from dampen.core.batches import Batches, cat_rows, slice_rows, split_batch, take_rows
 
 
 class ClassBatches:
@@ -69,14 +35,14 @@ class ClassBatches:
             kept = int(mask.sum())
             if not kept:
                 continue
-            pending.append(_take(batch, mask, int(targets.shape[0])))
+            pending.append(take_rows(batch, mask, int(targets.shape[0])))
             count += kept
             while count >= self.batch_size:
-                joined = _cat(pending)
-                yield _slice(joined, 0, self.batch_size)
+                joined = cat_rows(pending)
+                yield slice_rows(joined, 0, self.batch_size)
                 count -= self.batch_size
                 pending = (
-                    [_slice(joined, self.batch_size, self.batch_size + count)] if count else []
+                    [slice_rows(joined, self.batch_size, self.batch_size + count)] if count else []
                 )
         if count:
-            yield _cat(pending)
+            yield cat_rows(pending)

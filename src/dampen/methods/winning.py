@@ -18,10 +18,16 @@ from typing import Any
 
 import torch
 
-from dampen.core.batches import Batches, ForwardFn, default_forward
+from dampen.core.batches import (
+    Batches,
+    ForwardFn,
+    cat_rows,
+    default_forward,
+    slice_rows,
+    take_rows,
+)
 from dampen.core.state import preserved
 from dampen.methods.auto_alpha import wins
-from dampen.methods.class_batches import _cat, _slice, _take
 
 
 def _check_entries(value: Any, n: int) -> None:
@@ -75,9 +81,9 @@ class WinningSamples:
                 _check_entries(batch, n)
                 self.total += n
                 if bool(won.any()):
-                    parts.append(_take(batch, won, n))
+                    parts.append(take_rows(batch, won, n))
                     self.count += int(won.sum())
-        self._joined = _cat(parts) if parts else None
+        self._joined = cat_rows(parts) if parts else None
         self.batch_size = size
 
     def __len__(self) -> int:
@@ -85,4 +91,4 @@ class WinningSamples:
 
     def __iter__(self) -> Iterator[Any]:
         for start in range(0, self.count, self.batch_size):
-            yield _slice(self._joined, start, start + self.batch_size)
+            yield slice_rows(self._joined, start, start + self.batch_size)
