@@ -11,7 +11,7 @@ import torch
 
 import dampen
 from conftest import loader, make_data, make_model, same_state, state_copy
-from dampen.methods.auto_alpha import _Searcher, accuracy, forget_kind
+from dampen.methods.auto_alpha import _Searcher, accuracy, forget_kind, importance_removed
 from dampen.methods.training import train_
 
 
@@ -83,14 +83,51 @@ def test_cap_bounds_the_share_selected() -> None:
     assert "not reached" in result.stats["auto"]["reason"]
 
 
+def _removed_by_hand(
+    imp: dampen.Importance, before: torch.nn.Module, after: torch.nn.Module
+) -> float:
+    """Σ I_D (θ − θ0)² / Σ I_D θ0², element by element in Python floats."""
+    num = den = 0.0
+    for (name, p0), p1 in zip(before.named_parameters(), after.parameters(), strict=True):
+        flat = (t.flatten().tolist() for t in (imp[name], p0, p1))
+        for i, w0, w1 in zip(*flat, strict=True):
+            num += i * (w1 - w0) ** 2
+            den += i * w0**2
+    return num / den
+
+
+def test_importance_removed_matches_a_plain_loop() -> None:
+    model, _, _, imp = _setup(40)
+    changed = copy.deepcopy(model)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.mul_(torch.rand_like(p))
+    origin = {n: p.detach() for n, p in model.named_parameters()}
+    norm = sum(float((imp[n] * w * w).sum()) for n, w in origin.items())
+    assert importance_removed(imp, origin, changed, norm) == pytest.approx(
+        _removed_by_hand(imp, model, changed), rel=1e-6
+    )
+    assert importance_removed(imp, origin, model, norm) == 0.0
+
+
 def test_sample_forgetting_uses_the_heldout_level_or_falls_back_to_assd() -> None:
     model, x, y, imp = _setup()
     forget = loader(x[:10], y[:10], 8)
-    without = dampen.unlearn(model, forget, importance=imp)
+    without = dampen.unlearn(model, forget, importance=imp, max_importance_removed=1.0)
     assd = dampen.unlearn(model, forget, method="assd", importance=imp)
     assert without.stats["auto"]["kind"] == "samples"
     assert "ASSD" in without.stats["auto"]["reason"]
     assert without.stats["alpha"] == pytest.approx(assd.stats["alpha"])
+    # The data-free guard raises ASSD's α until the dampening removes little enough.
+    share = _removed_by_hand(imp, model, assd.model)
+    assert share > 0.0
+    capped = dampen.unlearn(model, forget, importance=imp, max_importance_removed=share / 4)
+    assert capped.stats["alpha"] > assd.stats["alpha"]
+    assert "raised" in capped.stats["auto"]["reason"]
+    measured = _removed_by_hand(imp, model, capped.model)
+    assert measured == pytest.approx(capped.stats["auto"]["importance_removed"], rel=1e-5)
+    assert measured <= share / 4 * (1 + 1e-6)
     hx, hy = make_data(30, classes=10, seed=9)
     with_heldout = dampen.unlearn(model, forget, importance=imp, heldout=loader(hx, hy, 8))
     auto = with_heldout.stats["auto"]
@@ -131,6 +168,7 @@ def test_forget_kind_from_label_histograms() -> None:
         ("tolerance", 2.0),
         ("max_selected", 0.0),
         ("rounds", 0),
+        ("max_importance_removed", 0.0),
         ("alpha", "best"),
     ],
 )
@@ -223,6 +261,36 @@ def test_rounds_equal_dampening_round_by_round(digits_cnn: tuple) -> None:
         accs = [result.stats["auto"]["original_forget_acc"]] + [s["forget_acc"] for s in rounds]
         assert all(later < earlier for earlier, later in itertools.pairwise(accs))
     assert multi >= 1, "no class needed a second round: the test checked nothing"
+
+
+def test_without_heldout_rounds_stay_within_the_data_free_guard(digits_cnn: tuple) -> None:
+    """No held-out data: rounds run, each request removes at most its share of importance,
+    and the reported share is the one measured on the weights."""
+    from dampen.data.base import loader as data_loader
+
+    model, data, imp = digits_cnn
+    train = data.train
+    ceiling = 0.025
+    several = 0
+    for label in range(10):
+        forget = data_loader(train, (train.y == label).nonzero().flatten(), batch_size=64)
+        result = dampen.unlearn(model, forget, importance=imp, max_importance_removed=ceiling)
+        auto = result.stats["auto"]
+        measured = _removed_by_hand(imp, model, result.model)
+        assert measured == pytest.approx(auto["importance_removed"], rel=1e-4, abs=1e-12)
+        assert measured <= ceiling * (1 + 1e-6)
+        rounds = auto["rounds"]
+        several += len(rounds) > 1
+        for number, step in enumerate(rounds, start=1):  # round r of R may use r/R of it
+            assert step["importance_removed"] <= ceiling * number / 3 * (1 + 1e-6)
+    assert several >= 1, "no class took a second round without heldout="
+    tight = dampen.unlearn(
+        model,
+        data_loader(train, (train.y == 3).nonzero().flatten(), batch_size=64),
+        importance=imp,
+        max_importance_removed=1e-9,
+    )
+    assert tight.stats["selected"] == 0 or _removed_by_hand(imp, model, tight.model) <= 1e-9
 
 
 def test_one_round_is_the_single_search(digits_cnn: tuple) -> None:

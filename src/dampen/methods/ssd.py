@@ -66,9 +66,13 @@ class _Alpha(_Dampening):
             1 % for the corrective kinds without ``heldout=``).
         max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained (class) or clean
             (corrective) data: the largest drop of held-out accuracy accepted.
-        rounds: for ``"auto"`` in class forgetting with ``heldout=``: how many times at most
-            the forget set's importance is measured (again, on the dampened model) when one
-            dampening does not reach the target within the guards.
+        rounds: for ``"auto"`` in class forgetting: how many times at most the forget set's
+            importance is measured (again, on the dampened model) when one dampening does not
+            reach the target within the guards.
+        max_importance_removed: for ``"auto"`` without ``heldout=`` (class and sample
+            forgetting): the largest share of D's importance-weighted squared weights,
+            ``Σ I_D (Δθ)² / Σ I_D θ²``, that the request may remove (a guard that needs no
+            data); round r of R may remove r/R of it.
         winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
             which their trained label still wins (:mod:`dampen.methods.winning`); ``False``
             uses all of Df, as Potion's search does.
@@ -82,6 +86,7 @@ class _Alpha(_Dampening):
     max_heldout_drop: float = 0.02
     rounds: int = 3
     winning_only: bool = True
+    max_importance_removed: float = 0.025
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,6 +108,7 @@ class _Alpha(_Dampening):
             raise ValueError(f"max_selected must lie in (0, 1]; got {self.max_selected!r}")
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
             raise ValueError(f"rounds must be an integer >= 1; got {self.rounds!r}")
+        _positive("max_importance_removed", self.max_importance_removed)
 
     def auto_settings(self) -> AutoSettings:
         """The ``alpha="auto"`` options as one object."""
@@ -113,6 +119,7 @@ class _Alpha(_Dampening):
             max_heldout_drop=self.max_heldout_drop,
             rounds=self.rounds,
             winning_only=self.winning_only,
+            max_importance_removed=self.max_importance_removed,
         )
 
 

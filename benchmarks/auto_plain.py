@@ -1,0 +1,213 @@
+"""``alpha="auto"`` called plainly, as the README's first example does (not a test).
+
+For each model: train the original (seeded), compute the ``batch_sq`` importance of D with the
+loader in its fixed order and shuffled by two seeds, and then
+
+- forget every class in turn with ``dampen.unlearn(model, forget, importance=imp)`` (no
+  ``heldout=``), once per loader order: Df and Dr accuracy, and Dr as a share of the
+  original's;
+- forget ``random`` samples without and with ``heldout=`` (200 test samples), beside the
+  original and a model retrained without them: Df, Dr and test accuracy.
+
+Models: the digits small CNN (``quick``'s recipe) and a wider one (channels 64/128), and, with
+``--fmnist``, the Fashion-MNIST ResNet18 (width 8) and ViT of the ``fmnist`` preset (10k
+training samples). Each (model, seed) is written to ``OUT/<model>-<seed>.json`` as it finishes;
+a second run skips what is there. ``--report`` prints the table from the files.
+
+Run: ``python benchmarks/auto_plain.py [--fmnist] [--seeds 0 1 2] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import warnings
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import torch
+
+import dampen
+from dampen.core.files import atomic_write_text
+from dampen.data.base import loader
+from dampen.data.digits import load_digits
+from dampen.data.fashion_mnist import load_fashion_mnist
+from dampen.data.scenarios import full_class, random_samples
+from dampen.eval.functional import accuracy
+from dampen.recipe import TrainConfig, train_model
+
+BATCH = 64
+ORDERS: dict[str, int | None] = {"fixed": None, "shuffled 1": 1, "shuffled 2": 2}
+DIGITS = {"epochs": 15, "crop_padding": 1, "flip": False}
+FMNIST = {"crop_padding": 2, "flip": True}
+MODELS: dict[str, tuple[str, TrainConfig, int]] = {
+    "digits-cnn": ("digits", TrainConfig(model="cnn", **DIGITS), 30),
+    "digits-cnn-wide": (
+        "digits",
+        TrainConfig(model="cnn", model_kwargs={"channels": (64, 128)}, **DIGITS),
+        30,
+    ),
+    "fmnist-resnet18": (
+        "fmnist",
+        TrainConfig(model="resnet18", model_kwargs={"width": 8}, epochs=5, lr=0.05, **FMNIST),
+        100,
+    ),
+    "fmnist-vit": (
+        "fmnist",
+        TrainConfig(
+            model="vit",
+            model_kwargs={"patch_size": 7, "dim": 64, "depth": 4, "heads": 4, "mlp_dim": 128},
+            epochs=12,
+            lr=0.05,
+            **FMNIST,
+        ),
+        100,
+    ),
+}
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy in batches of 1,000, in eval mode."""
+    model.eval()
+    with torch.no_grad():
+        right = sum(
+            accuracy(model(x[i : i + 1000]), y[i : i + 1000]) * len(y[i : i + 1000])
+            for i in range(0, len(y), 1000)
+        )
+    return float(right) / len(y)
+
+
+def run(name: str, seed: int) -> dict[str, Any]:
+    """Every class without held-out data in three orders, then random samples."""
+    data_name, recipe, count = MODELS[name]
+    data = (
+        load_digits(seed=seed)
+        if data_name == "digits"
+        else load_fashion_mnist(limit=10_000, test_limit=2_000, seed=seed)
+    )
+    train, test = data.train, data.test
+    t = perf_counter()
+    original = train_model(recipe, data, seed=seed).eval()
+    out: dict[str, Any] = {"model": name, "seed": seed, "train_seconds": perf_counter() - t}
+
+    def batches(indices: torch.Tensor | None, order: int | None) -> Any:
+        return loader(train, indices, batch_size=BATCH, shuffle=order is not None, seed=order or 0)
+
+    imps = {
+        o: dampen.importance(original, batches(None, s), estimator="batch_sq")
+        for o, s in ORDERS.items()
+    }
+    classes = []
+    for cls in range(data.num_classes):
+        sc = full_class(data, cls)
+        dr0 = evaluate(original, train.x[sc.retain], train.y[sc.retain])
+        row: dict[str, Any] = {"class": cls, "dr_original": dr0}
+        for o, s in ORDERS.items():
+            t = perf_counter()
+            result = dampen.unlearn(original, batches(sc.forget, s), importance=imps[o])
+            row[o] = {
+                "df": evaluate(result.model, train.x[sc.forget], train.y[sc.forget]),
+                "dr": evaluate(result.model, train.x[sc.retain], train.y[sc.retain]),
+                "selected": result.stats["selected_fraction"],
+                "rounds": len(result.stats["auto"].get("rounds", [])),
+                "reason": result.stats["auto"]["reason"],
+                "seconds": perf_counter() - t,
+            }
+        classes.append(row)
+        print(name, seed, "class", cls, {o: round(row[o]["df"], 3) for o in ORDERS}, flush=True)
+    out["classes"] = classes
+    sc = random_samples(data, count, seed=seed)
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:200]
+    held = loader(test, pick, batch_size=BATCH)
+    rest = torch.ones(len(test), dtype=torch.bool)
+    rest[pick] = False  # test accuracy on the samples not handed over as heldout=
+
+    def scores(model: torch.nn.Module) -> dict[str, float]:
+        return {
+            "df": evaluate(model, train.x[sc.forget], train.y[sc.forget]),
+            "dr": evaluate(model, train.x[sc.retain], train.y[sc.retain]),
+            "test": evaluate(model, test.x[rest], test.y[rest]),
+        }
+
+    retrained = train_model(recipe, data, sc.retain, seed=seed)
+    randoms = {"count": count, "original": scores(original), "retrain": scores(retrained)}
+    for label, heldout in (("auto", None), ("auto, heldout", held)):
+        result = dampen.unlearn(
+            original, batches(sc.forget, None), importance=imps["fixed"], heldout=heldout
+        )
+        randoms[label] = {**scores(result.model), "reason": result.stats["auto"]["reason"]}
+    out["random"] = randoms
+    return out
+
+
+def report(folder: Path) -> str:
+    """The summary table of every file in ``folder``."""
+    lines = [
+        "Every class forgotten with the plain call (no heldout=), batch_sq importance, loaders "
+        "in three orders (fixed, shuffled 1, shuffled 2).",
+        "",
+        "| model | seed | worst Df (class) | worst Dr / original (class) | classes with Df ≤ 5 % "
+        "and Dr ≥ 97 % of the original's | largest spread over the orders: Df / Dr (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    files = sorted(folder.glob("*.json"))
+    results = [json.loads(f.read_text()) for f in files]
+    for r in results:
+        cells = [(c["class"], c[o], c["dr_original"]) for c in r["classes"] for o in ORDERS]
+        worst_df = max(cells, key=lambda c: c[1]["df"])
+        worst_dr = min(cells, key=lambda c: c[1]["dr"] / c[2])
+        good = sum(c[1]["df"] <= 0.05 and c[1]["dr"] >= 0.97 * c[2] for c in cells)
+        spread_df = max(
+            max(c[o]["df"] for o in ORDERS) - min(c[o]["df"] for o in ORDERS) for c in r["classes"]
+        )
+        spread_dr = max(
+            max(c[o]["dr"] for o in ORDERS) - min(c[o]["dr"] for o in ORDERS) for c in r["classes"]
+        )
+        lines.append(
+            f"| {r['model']} | {r['seed']} | {100 * worst_df[1]['df']:.1f} ({worst_df[0]}) | "
+            f"{worst_dr[1]['dr'] / worst_dr[2]:.3f} ({worst_dr[0]}) | {good} / {len(cells)} | "
+            f"{100 * spread_df:.1f} / {100 * spread_dr:.1f} |"
+        )
+    lines += [
+        "",
+        "Random samples (Df / Dr / test accuracy, %; test excludes the 200 held-out samples):",
+        "",
+        "| model | seed | n | original | retrain | auto | auto, 200 held-out |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rnd = r["random"]
+        cell = [
+            " / ".join(f"{100 * rnd[k][m]:.1f}" for m in ("df", "dr", "test"))
+            for k in ("original", "retrain", "auto", "auto, heldout")
+        ]
+        lines.append(f"| {r['model']} | {r['seed']} | {rnd['count']} | " + " | ".join(cell) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fmnist", action="store_true", help="also the Fashion-MNIST models")
+    parser.add_argument("--only", nargs="*", default=None, help="model names to run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/auto-plain"))
+    parser.add_argument("--report", action="store_true", help="print the table and stop")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        names = args.only or [n for n in MODELS if args.fmnist or MODELS[n][0] == "digits"]
+        for name in names:
+            for seed in args.seeds:
+                path = args.out / f"{name}-{seed}.json"
+                if path.exists():
+                    continue
+                atomic_write_text(path, json.dumps(run(name, seed), indent=1))
+    print(report(args.out), end="")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(int(os.environ.get("THREADS", "1")))
+    main()
