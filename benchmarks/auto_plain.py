@@ -12,7 +12,8 @@ loader in its fixed order and shuffled by two seeds, and then
 Models: the digits small CNN (``quick``'s recipe) and a wider one (channels 64/128), and, with
 ``--fmnist``, the Fashion-MNIST ResNet18 (width 8) and ViT of the ``fmnist`` preset (10k
 training samples). Each (model, seed) is written to ``OUT/<model>-<seed>.json`` as it finishes;
-a second run skips what is there. ``--report`` prints the table from the files.
+a second run skips what is there (``--redo-random`` measures the random rows of stored
+files again). ``--report`` prints the table from the files.
 
 Run: ``python benchmarks/auto_plain.py [--fmnist] [--seeds 0 1 2] [--out DIR]``.
 """
@@ -79,15 +80,16 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(right) / len(y)
 
 
-def run(name: str, seed: int) -> dict[str, Any]:
-    """Every class without held-out data in three orders, then random samples."""
+def run(name: str, seed: int, done: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every class without held-out data in three orders (unless ``done`` has them), then
+    random samples."""
     data_name, recipe, count = MODELS[name]
     data = (
         load_digits(seed=seed)
         if data_name == "digits"
         else load_fashion_mnist(limit=10_000, test_limit=2_000, seed=seed)
     )
-    train, test = data.train, data.test
+    train = data.train
     t = perf_counter()
     original = train_model(recipe, data, seed=seed).eval()
     out: dict[str, Any] = {"model": name, "seed": seed, "train_seconds": perf_counter() - t}
@@ -99,6 +101,10 @@ def run(name: str, seed: int) -> dict[str, Any]:
         o: dampen.importance(original, batches(None, s), estimator="batch_sq")
         for o, s in ORDERS.items()
     }
+    if done is not None:
+        out["classes"] = done["classes"]
+        out["random"] = random_rows(data, recipe, original, imps["fixed"], batches, count, seed)
+        return out
     classes = []
     for cls in range(data.num_classes):
         sc = full_class(data, cls)
@@ -118,6 +124,22 @@ def run(name: str, seed: int) -> dict[str, Any]:
         classes.append(row)
         print(name, seed, "class", cls, {o: round(row[o]["df"], 3) for o in ORDERS}, flush=True)
     out["classes"] = classes
+    out["random"] = random_rows(data, recipe, original, imps["fixed"], batches, count, seed)
+    return out
+
+
+def random_rows(
+    data: Any,
+    recipe: TrainConfig,
+    original: torch.nn.Module,
+    imp: dampen.Importance,
+    batches: Any,
+    count: int,
+    seed: int,
+) -> dict[str, Any]:
+    """``count`` random samples: the original, retraining and auto without and with 200
+    held-out test samples (test accuracy on the other test samples)."""
+    train, test = data.train, data.test
     sc = random_samples(data, count, seed=seed)
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:200]
     held = loader(test, pick, batch_size=BATCH)
@@ -134,12 +156,9 @@ def run(name: str, seed: int) -> dict[str, Any]:
     retrained = train_model(recipe, data, sc.retain, seed=seed)
     randoms = {"count": count, "original": scores(original), "retrain": scores(retrained)}
     for label, heldout in (("auto", None), ("auto, heldout", held)):
-        result = dampen.unlearn(
-            original, batches(sc.forget, None), importance=imps["fixed"], heldout=heldout
-        )
+        result = dampen.unlearn(original, batches(sc.forget, None), importance=imp, heldout=heldout)
         randoms[label] = {**scores(result.model), "reason": result.stats["auto"]["reason"]}
-    out["random"] = randoms
-    return out
+    return randoms
 
 
 def report(folder: Path) -> str:
@@ -194,6 +213,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=Path, default=Path("runs/auto-plain"))
     parser.add_argument("--report", action="store_true", help="print the table and stop")
+    parser.add_argument(
+        "--redo-random", action="store_true", help="measure the random rows of stored files again"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -202,9 +224,10 @@ def main() -> None:
         for name in names:
             for seed in args.seeds:
                 path = args.out / f"{name}-{seed}.json"
-                if path.exists():
+                done = json.loads(path.read_text()) if path.exists() else None
+                if done is not None and not args.redo_random:
                     continue
-                atomic_write_text(path, json.dumps(run(name, seed), indent=1))
+                atomic_write_text(path, json.dumps(run(name, seed, done), indent=1))
     print(report(args.out), end="")
 
 

@@ -6,7 +6,7 @@
 import dampen.importances.store as _store  # noqa: F401
 import dampen.methods as _builtin_methods  # noqa: F401
 from dampen._version import __version__
-from dampen.api import UnlearnResult, importance, methods, unlearn
+from dampen.api import UnlearnResult, importance, methods, replay, unlearn
 from dampen.eval import EvalReport, evaluate
 from dampen.importances.store import Fingerprint, Importance
 
@@ -19,5 +19,6 @@ __all__ = [
     "evaluate",
     "importance",
     "methods",
+    "replay",
     "unlearn",
 ]

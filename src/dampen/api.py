@@ -1,4 +1,4 @@
-"""The public facade: ``importance()``, ``unlearn()``, ``methods()``."""
+"""The public facade: ``importance()``, ``unlearn()``, ``replay()``, ``methods()``."""
 
 from __future__ import annotations
 
@@ -170,6 +170,52 @@ def unlearn(
     return UnlearnResult(
         model=work, method=method, config=cfg, stats=stats, forget_importance=forget_imp
     )
+
+
+def replay(
+    model: nn.Module,
+    forget: Batches,
+    *,
+    importance: Importance,
+    stats: dict[str, Any],
+    forward: ForwardFn | None = None,
+    inplace: bool = False,
+) -> nn.Module:
+    """Apply an SSD-family request again from its ``stats`` (e.g. loaded from a JSON file).
+
+    Every round of ``alpha="auto"`` is applied with its recorded α on ``I_Df`` measured on the
+    model as the rounds before left it, class by class for a several-class request (the
+    importance of D updated in between as the request did); nothing is searched. With the same
+    model, forget batches (same order and batch size) and importance this gives the request's
+    weights bit for bit.
+
+    Args:
+        model: the original model; left untouched unless ``inplace=True``.
+        forget: the request's forget batches.
+        importance: the stored importance of the training data the request used.
+        stats: ``UnlearnResult.stats`` of the request.
+        forward: the request's ``forward``, if it had one.
+        inplace: change ``model`` itself (restored bit for bit on any error).
+
+    Raises:
+        ValueError: for stats of another method, or an importance of another estimator.
+    """
+    from dampen.methods.replay import replay_
+
+    _check_module(model)
+    if not isinstance(importance, Importance):
+        raise TypeError(f"importance must be a dampen.Importance; got {type(importance).__name__}")
+    inner = unwrap(model)
+    work = inner if inplace else copy.deepcopy(inner)
+    saved = _snapshot(inner) if inplace else None
+    try:
+        with torch.enable_grad():
+            replay_(work, forget, importance, stats, checked_forward(forward))
+    except BaseException:
+        if saved is not None:
+            _restore_(inner, saved)
+        raise
+    return model if inplace else work
 
 
 def methods() -> list[str]:

@@ -11,8 +11,12 @@ meets the target.
 Target (``forget_kind``):
 - ``"class"``: forget accuracy at most ``tolerance`` (a model that never saw a class does not
   predict it);
-- ``"samples"``: forget accuracy at most the original model's accuracy on the held-out sample
-  plus ``tolerance`` (it should look like data the model never trained on);
+- ``"samples"``: forget accuracy at most the original model's accuracy on the held-out sample,
+  plus what sampling noise allows (:func:`sampling_margin`, one-sided 95 %), plus
+  ``tolerance``: it should look like data the model never trained on, and a model that
+  memorised nothing is left alone (on Fashion-MNIST, 100 random samples scored 2 points above
+  retraining's level, within the noise, and dampening them to the held-out level cost 6 points
+  of Dr);
 - ``"poison"`` and ``"label_errors"`` (corrective): Df is the identified part of a backdoor or
   of the wrong labels, with the labels the model was trained with; forget accuracy on those
   labels at most ``tolerance`` (the trigger, or the wrong label, no longer wins on them). The
@@ -27,13 +31,13 @@ Target (``forget_kind``):
 Guards against collapse: at most ``max_selected`` of all parameters are ever selected
 (:data:`BLIND_CORRECTIVE_SHARE` at most for corrective kinds without ``heldout``); when a
 held-out sample of retained (class) or clean (corrective) data is given, its accuracy may not
-fall more than ``max_heldout_drop`` below the original's; without one (class and sample
-forgetting), the dampening may remove at most ``max_importance_removed`` of D's
+fall more than ``max_heldout_drop`` below the original's; without one (class forgetting), the
+dampening may remove at most ``max_importance_removed`` of D's
 importance-weighted squared weights, ``Σ I_D (θ − θ0)² / Σ I_D θ0²`` (:func:`importance_removed`,
 a guard that needs no data: its numerator is twice the second-order estimate of the loss
 increase on D when ``I_D`` is the Fisher diagonal; the ratio is free of the estimator's scale).
-Without ``heldout`` sample forgetting keeps ASSD's percentile rule, its α raised until the
-guard holds.
+Without ``heldout`` sample forgetting dampens nothing (and warns): nothing then tells samples
+the model memorised from samples it would score as well without them.
 
 Rounds (class forgetting): when no candidate reaches the target within the guards, the best
 candidate that keeps held-out accuracy where it was (with ``heldout``) or that removes at most
@@ -49,6 +53,7 @@ six points of Dr).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,6 +112,19 @@ def accuracy(
     Raises:
         ValueError: naming ``what`` when a label is outside the model's outputs.
     """
+    correct, total = counted_accuracy(model, batches, forward, what)
+    return correct / total
+
+
+def counted_accuracy(
+    model: nn.Module, batches: Batches, forward: ForwardFn | None, what: str = "data"
+) -> tuple[int, int]:
+    """``(right, samples)``: how many samples the model gets right, and how many there are.
+
+    Raises:
+        ValueError: naming ``what`` when a label is outside the model's outputs, or when the
+            batches hold no sample.
+    """
     correct = total = 0
     fn = forward or default_forward
     with preserved(model, grad_all=False), torch.no_grad():
@@ -116,7 +134,20 @@ def accuracy(
             total += int(right.shape[0])
     if total == 0:
         raise ValueError("cannot measure accuracy on an empty set")
-    return correct / total
+    return correct, total
+
+
+SAMPLING_Z = 1.645
+"""One-sided 95 % normal quantile: how far above the held-out accuracy sample forgetting lets
+the forget accuracy stay, in standard errors of the difference of the two accuracies."""
+
+
+def sampling_margin(heldout_acc: float, forget_size: int, heldout_size: int) -> float:
+    """How far a model that never saw the forget set could score above ``heldout_acc`` on it
+    by chance: ``SAMPLING_Z · sqrt(p(1 − p)(1/n_f + 1/n_h))`` (two binomial samples of the
+    same accuracy ``p``)."""
+    p = heldout_acc
+    return SAMPLING_Z * math.sqrt(p * (1.0 - p) * (1.0 / forget_size + 1.0 / heldout_size))
 
 
 def wins(logits: Tensor, targets: Tensor, what: str = "data") -> Tensor:
@@ -208,6 +239,7 @@ class _Searcher:
         self.norm = weighted_norm(imp_d, self.origin)
         self.ratios = _sorted_ratios(imp_d, imp_f)
         self.probes: list[_Probe] = []
+        self.forget_size = self.heldout_size = 0  # samples counted by the last probe
 
     def alpha_for(self, k: int) -> float:
         """The α selecting the ``k`` parameters of largest ratio (``ratio > α``; ties select
@@ -224,16 +256,16 @@ class _Searcher:
     def probe(self, k: int) -> _Probe:
         alpha = self.alpha_for(k)
         self.apply(alpha)
-        heldout = (
-            accuracy(self.model, self.heldout, self.forward, "heldout") if self.heldout else None
+        heldout = None
+        if self.heldout:
+            right, self.heldout_size = counted_accuracy(
+                self.model, self.heldout, self.forward, "heldout"
+            )
+            heldout = right / self.heldout_size
+        right, self.forget_size = counted_accuracy(
+            self.model, self.forget, self.forward, "forget set"
         )
-        found = _Probe(
-            k,
-            alpha,
-            accuracy(self.model, self.forget, self.forward, "forget set"),
-            heldout,
-            self.removed(),
-        )
+        found = _Probe(k, alpha, right / self.forget_size, heldout, self.removed())
         self.probes.append(found)
         return found
 
@@ -317,7 +349,6 @@ def auto_dampen_(
     lambda_: float,
     exponent: float,
     upper: float,
-    fallback_alpha: Callable[[], float],
 ) -> AutoOutcome:
     """Dampen ``model`` in place with ``alpha="auto"``, in up to ``settings.rounds`` rounds.
 
@@ -348,19 +379,37 @@ def auto_dampen_(
     report: dict[str, Any] = {"kind": kind, "original_forget_acc": original.forget_acc}
     erase = kind == "class" or kind in CORRECTIVE  # the labels of Df should stop winning
     # Without held-out data the share of importance removed is the guard.
-    guarded = heldout is None and kind in ("class", "samples")
+    guarded = heldout is None and kind == "class"
     if kind == "samples" and heldout is None:
-        alpha = fallback_alpha()
-        counts = searcher.apply(alpha)
-        reason = "sample forgetting without heldout=: ASSD's percentile rule used"
-        if guarded:
-            alpha, counts, reason = _within_guard(
-                searcher, alpha, counts, settings.max_importance_removed, reason
-            )
-        report.update(reason=reason, importance_removed=searcher.removed())
-        return AutoOutcome(alpha, counts, report)
+        # Nothing tells samples the model memorised from samples it would score as well
+        # without them: measured on Fashion-MNIST (ResNet18, 100 random samples scored 2 points
+        # above retraining's level), ASSD's rule left Df where it was and cost 1.1 points of Dr
+        # and 1.7 of test accuracy. Do no harm.
+        warnings.warn(
+            'alpha="auto" left the model unchanged: forgetting samples (not whole classes) '
+            "needs heldout= (samples the model never trained on, from the forget set's "
+            "distribution) to tell whether the model memorised them; pass it, or a numeric "
+            "alpha",
+            UserWarning,
+            stacklevel=5,
+        )
+        report.update(
+            reason="sample forgetting without heldout=: nothing tells memorised samples from "
+            "the rest, nothing dampened",
+            forget_acc=original.forget_acc,
+            rounds=[],
+            importance_removed=0.0,
+        )
+        return AutoOutcome(math.inf, {n: 0 for n in imp_f}, report)
+    level = settings.tolerance
+    if not erase and original.heldout_acc is not None:
+        # A model that never saw Df scores its held-out accuracy on it, give or take the
+        # sampling noise of two finite samples: dampening below that would only do harm.
+        margin = sampling_margin(original.heldout_acc, searcher.forget_size, searcher.heldout_size)
+        report.update(sampling_margin=margin)
+        level += original.heldout_acc + margin
     rule = _Rule(
-        target=settings.tolerance if erase else (original.heldout_acc or 0.0) + settings.tolerance,
+        target=level,
         floor=None
         if original.heldout_acc is None or not erase
         else original.heldout_acc - settings.max_heldout_drop,
@@ -387,16 +436,16 @@ def auto_dampen_(
     # Corrective requests take one round: on the Fashion-MNIST ResNet18 with 1 % poison, all
     # of it identified, further rounds selected 4.2 % of the parameters instead of 0.3 % and
     # cost one more point of clean accuracy.
-    stepwise = rule.keep is not None or (guarded and erase)
+    stepwise = rule.keep is not None or (guarded)
     most = settings.rounds if stepwise and kind not in CORRECTIVE else 1
-    if guarded and erase:
+    if guarded:
         report.update(max_importance_removed=settings.max_importance_removed)
     first = searcher  # its saved weights are the caller's
     single = (original, current, reason)  # round 1's best candidate, set below
     changed = False  # whether the model changed since I_Df was measured
     try:
         for number in range(1, most + 1):
-            if guarded and erase:
+            if guarded:
                 rule.ceiling = settings.max_importance_removed * number / most
             if changed:
                 current = remeasure().tensors()
@@ -450,27 +499,6 @@ def auto_dampen_(
     )
     alpha = rounds[-1]["alpha"] if rounds else math.inf
     return AutoOutcome(alpha, {n: int(m.sum()) for n, m in union.items()}, report)
-
-
-def _within_guard(
-    searcher: _Searcher, alpha: float, counts: dict[str, int], ceiling: float, reason: str
-) -> tuple[float, dict[str, int], str]:
-    """Raise ``alpha`` (select fewer parameters) until the share of importance removed is at
-    most ``ceiling``; the model is left dampened with the α returned."""
-    if searcher.removed() <= ceiling:
-        return alpha, counts, reason
-    k = int((searcher.ratios > alpha).sum())
-    rule = _Rule(target=-1.0, floor=None, keep=None, ceiling=ceiling)
-    below, _ = _boundary(
-        searcher, searcher.probe(0), searcher.probe(k), lambda p: not rule.within(p), 12
-    )
-    counts = searcher.apply(below.alpha)
-    return (
-        below.alpha,
-        counts,
-        reason + f", then raised until it removes at most {ceiling:g} of D's importance-weighted "
-        "squared weights",
-    )
 
 
 def _search(

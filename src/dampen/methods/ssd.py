@@ -69,8 +69,8 @@ class _Alpha(_Dampening):
         rounds: for ``"auto"`` in class forgetting: how many times at most the forget set's
             importance is measured (again, on the dampened model) when one dampening does not
             reach the target within the guards.
-        max_importance_removed: for ``"auto"`` without ``heldout=`` (class and sample
-            forgetting): the largest share of D's importance-weighted squared weights,
+        max_importance_removed: for ``"auto"`` in class forgetting without ``heldout=``: the
+            largest share of D's importance-weighted squared weights,
             ``Σ I_D (Δθ)² / Σ I_D θ²``, that the request may remove (a guard that needs no
             data); round r of R may remove r/R of it.
         winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
@@ -354,7 +354,6 @@ def ssd_(
             lambda_=lambda_,
             exponent=exponent,
             upper=upper,
-            fallback_alpha=lambda: adaptive_alpha(imp_d, imp_f, imp_f.samples, imp_d.samples),
         )
         alpha, per_tensor, auto_report = outcome.alpha, outcome.selected, outcome.report
         seconds["alpha"] = perf_counter() - t
@@ -389,6 +388,8 @@ def ssd_(
         imp_d=imp_d,
         imp_f=imp_f,
         seconds=seconds,
+        exponent=exponent,
+        upper=upper,
     )
     stats["importance"] = source
     if auto_report is not None:
@@ -476,6 +477,8 @@ def _stats(
     imp_d: Importance,
     imp_f: Importance,
     seconds: dict[str, float],
+    exponent: float = 1.0,
+    upper: float = 1.0,
 ) -> dict[str, Any]:
     """The SSD family's stats, with the forget importance under ``FORGET_IMPORTANCE``."""
     total = sum(per_tensor.values())
@@ -485,6 +488,8 @@ def _stats(
         "estimator": estimator,
         "alpha": alpha,
         "lambda": float(lambda_),
+        "exponent": float(exponent),
+        "upper": float(upper),
         "selected": total,
         "selected_fraction": total / max(parameters, 1),
         "selected_per_tensor": per_tensor,
@@ -569,6 +574,7 @@ def _class_by_class_(
                 "selected": stats["selected"],
                 "forget_acc": stats["auto"]["forget_acc"],
                 "reason": stats["auto"]["reason"],
+                "rounds": stats["auto"].get("rounds", []),
             }
         )
     assert forgotten is not None  # the forget set holds at least two labels
@@ -582,6 +588,8 @@ def _class_by_class_(
         imp_d=imp_d,
         imp_f=forgotten,
         seconds=dict(seconds),
+        exponent=exponent,
+        upper=upper,
     )
     stats["auto"] = {
         "kind": "class",
