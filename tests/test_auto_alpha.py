@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 
 import pytest
@@ -276,8 +277,8 @@ def test_without_heldout_rounds_stay_within_the_data_free_guard(digits_cnn: tupl
         assert measured <= ceiling * (1 + 1e-6)
         rounds = auto["rounds"]
         several += len(rounds) > 1
-        for number, step in enumerate(rounds, start=1):  # round r of R may use r/R of it
-            assert step["importance_removed"] <= ceiling * number / 3 * (1 + 1e-6)
+        for step in rounds:  # round r of R may use r/R of it
+            assert step["importance_removed"] <= ceiling * step["round"] / 3 * (1 + 1e-6)
     assert several >= 1, "no class took a second round without heldout="
     tight = dampen.unlearn(
         model,
@@ -370,7 +371,8 @@ def _replayed_equals(model: torch.nn.Module, forget: object, imp: object, result
     leaves the original as it was."""
     before = state_copy(model)
     assert not same_state(result.model, before)  # type: ignore[attr-defined]  # it did something
-    again = dampen.replay(model, forget, importance=imp, stats=result.stats)  # type: ignore[attr-defined]
+    stats = json.loads(json.dumps(result.stats))  # type: ignore[attr-defined]  # as stored
+    again = dampen.replay(model, forget, importance=imp, stats=stats)
     assert same_state(model, before)
     return same_state(again, state_copy(result.model))  # type: ignore[attr-defined]
 
@@ -406,6 +408,30 @@ def test_replay_gives_the_weights_of_every_kind_of_request(digits_cnn: tuple) ->
     assert _replayed_equals(model, some, imp, assd)
     fixed = dampen.unlearn(model, of((5,)), importance=imp, alpha=10.0, exponent=2.0)
     assert _replayed_equals(model, of((5,)), imp, fixed)
+    # Corrective: only the samples whose trained label still wins are dampened for.
+    picked = torch.arange(0, 400, 10)
+    x, y = train.x[picked], train.y[picked].clone()
+    y[:15] = (y[:15] + 1) % 10  # labels the model was not trained with: they do not win
+    wrong = [(x[:20], y[:20]), (x[20:], y[20:])]
+    per_sample = dampen.importance(model, data_loader(train, batch_size=64), estimator="per_sample")
+    corrective = dampen.unlearn(
+        model,
+        wrong,
+        importance=per_sample,
+        estimator="per_sample",
+        forget_kind="label_errors",
+        heldout=data_loader(test, torch.arange(100), batch_size=64),
+        max_selected=0.5,
+    )
+    auto = corrective.stats["auto"]
+    assert 0 < auto["winning"] < auto["identified"] and auto["rounds"]
+    assert _replayed_equals(model, wrong, per_sample, corrective)
+
+
+def test_an_empty_heldout_is_refused_not_ignored() -> None:
+    model, x, y, imp = _setup()
+    with pytest.raises(ValueError, match="empty"):
+        dampen.unlearn(model, loader(x[:10], y[:10], 8), importance=imp, heldout=[])
 
 
 def test_replay_refuses_other_methods_and_estimators(digits_cnn: tuple) -> None:
@@ -419,3 +445,10 @@ def test_replay_refuses_other_methods_and_estimators(digits_cnn: tuple) -> None:
     other = dampen.importance(model, forget, estimator="per_sample")
     with pytest.raises(ValueError, match="estimator"):
         dampen.replay(model, forget, importance=other, stats=result.stats)
+    stale = copy.deepcopy(model)
+    with torch.no_grad():
+        next(stale.parameters()).add_(1.0)
+    with pytest.raises(ValueError):  # the importance belongs to other weights
+        dampen.replay(stale, forget, importance=imp, stats=result.stats)
+    with pytest.raises(ValueError, match="lack"):
+        dampen.replay(model, forget, importance=imp, stats={"method": "ssd"})

@@ -515,6 +515,7 @@ def test_forget_kind_flag_sets_the_target(user: Path) -> None:
     with pytest.warns(UserWarning, match="left the model unchanged"):
         plain = dampen.unlearn(model, tiny_loader(x[:5], y[:5], 8), importance=imp)
     assert plain.stats["auto"]["kind"] == "samples"  # no heldout=: nothing dampened
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in plain.model.state_dict().items())
     assert plain.stats["auto"]["reason"] != want.stats["auto"]["reason"]
     r = _forget(user)  # without --kind: the default target
     assert r.exit_code == 0, r.output

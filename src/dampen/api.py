@@ -180,6 +180,7 @@ def replay(
     stats: dict[str, Any],
     forward: ForwardFn | None = None,
     inplace: bool = False,
+    check_values: bool = True,
 ) -> nn.Module:
     """Apply an SSD-family request again from its ``stats`` (e.g. loaded from a JSON file).
 
@@ -196,9 +197,12 @@ def replay(
         stats: ``UnlearnResult.stats`` of the request.
         forward: the request's ``forward``, if it had one.
         inplace: change ``model`` itself (restored bit for bit on any error).
+        check_values: refuse an importance computed for other weights of this model, as
+            :func:`unlearn` does.
 
     Raises:
-        ValueError: for stats of another method, or an importance of another estimator.
+        ValueError: for stats of another method, or an importance of another estimator or
+            model.
     """
     from dampen.methods.replay import replay_
 
@@ -206,6 +210,14 @@ def replay(
     if not isinstance(importance, Importance):
         raise TypeError(f"importance must be a dampen.Importance; got {type(importance).__name__}")
     inner = unwrap(model)
+    try:
+        importance.validate()
+    except ValueError as e:
+        raise ValueError(f"the importance of the training data: {e}") from None
+    importance.check_model(inner, check_values=check_values)
+    first = next(inner.parameters(), None)
+    if first is not None:
+        importance = importance.to(first.device)
     work = inner if inplace else copy.deepcopy(inner)
     saved = _snapshot(inner) if inplace else None
     try:

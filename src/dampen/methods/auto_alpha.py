@@ -185,9 +185,12 @@ def importance_removed(
     """
     if norm <= 0.0:
         return 0.0
+    total = 0.0
     with torch.no_grad():
-        delta = {n: p.detach() - origin[n] for n, p in model.named_parameters()}
-    return weighted_norm(imp_d, delta) / norm
+        for name, p in model.named_parameters():  # one tensor at a time: no second model
+            delta = p.detach() - origin[name]
+            total += float((imp_d[name] * delta * delta).sum(dtype=torch.float64))
+    return total / norm
 
 
 def forget_kind(imp_d: Importance, imp_f: Importance, requested: str) -> str:
@@ -226,6 +229,7 @@ class _Searcher:
         heldout: Batches | None,
         forward: ForwardFn | None,
         origin: Mapping[str, Tensor] | None = None,
+        norm: float | None = None,
     ) -> None:
         self.model = model
         self.imp_d = imp_d
@@ -236,7 +240,7 @@ class _Searcher:
         self.forward = forward
         self.saved = {n: p.detach().clone() for n, p in model.named_parameters()}
         self.origin = self.saved if origin is None else origin  # the caller's weights
-        self.norm = weighted_norm(imp_d, self.origin)
+        self.norm = weighted_norm(imp_d, self.origin) if norm is None else norm
         self.ratios = _sorted_ratios(imp_d, imp_f)
         self.probes: list[_Probe] = []
         self.forget_size = self.heldout_size = 0  # samples counted by the last probe
@@ -257,7 +261,7 @@ class _Searcher:
         alpha = self.alpha_for(k)
         self.apply(alpha)
         heldout = None
-        if self.heldout:
+        if self.heldout is not None:  # an empty one raises: it would switch the guards off
             right, self.heldout_size = counted_accuracy(
                 self.model, self.heldout, self.forward, "heldout"
             )
@@ -284,6 +288,7 @@ class _Searcher:
             heldout=self.heldout,
             forward=self.forward,
             origin=self.origin,
+            norm=self.norm,
         )
 
     def restore(self) -> None:
@@ -352,12 +357,13 @@ def auto_dampen_(
 ) -> AutoOutcome:
     """Dampen ``model`` in place with ``alpha="auto"``, in up to ``settings.rounds`` rounds.
 
-    Round 1 searches the least dampening that reaches the target. In class forgetting with a
-    ``heldout`` sample of retained data, when no candidate reaches it within the guards, the
-    round keeps its best candidate that leaves held-out accuracy where it was, and the next
-    round measures ``I_Df`` again on the dampened model (one pass over the forget set; ``I_D``
-    stays the stored one) and searches from there: what still serves the forget set after a
-    dampening stands out more clearly. The budget ``max_selected`` counts every round's
+    Round 1 searches the least dampening that reaches the target. In class forgetting, when no
+    candidate reaches it within the guards, the round keeps its best candidate that leaves
+    held-out accuracy where it was (with ``heldout``) or that removes at most r/R of
+    ``max_importance_removed`` (round r of R, without it), and the next round measures
+    ``I_Df`` again on the dampened model (one pass over the forget set; ``I_D`` stays the
+    stored one) and searches from there: what still serves the forget set after a dampening
+    stands out more clearly. The budget ``max_selected`` counts every round's
     selection. A round never applies a candidate that forgets less than where it started, and
     when the rounds end short of the target and above the first round's best candidate, that
     candidate is what is applied.
@@ -389,7 +395,8 @@ def auto_dampen_(
             'alpha="auto" left the model unchanged: forgetting samples (not whole classes) '
             "needs heldout= (samples the model never trained on, from the forget set's "
             "distribution) to tell whether the model memorised them; pass it, or a numeric "
-            "alpha",
+            'alpha (or forget_kind="class" if the forget set holds whole classes: the label '
+            "histograms did not show it)",
             UserWarning,
             stacklevel=5,
         )
@@ -469,7 +476,7 @@ def auto_dampen_(
                     continue  # the next round allows a larger step
                 break
             selected = _commit(searcher, taken, imp_d, current, union)
-            rounds.append(_round_report(taken, selected))
+            rounds.append(_round_report(taken, selected, number))
             budget -= selected
             chosen = taken
             changed = True
@@ -479,7 +486,7 @@ def auto_dampen_(
             # The rounds ended above the first round's best candidate: go back to that one.
             chosen, current, reason = single
             union = {n: torch.zeros_like(m) for n, m in union.items()}
-            rounds = [_round_report(chosen, _commit(first, chosen, imp_d, current, union))]
+            rounds = [_round_report(chosen, _commit(first, chosen, imp_d, current, union), 1)]
     except BaseException:
         first.restore()  # e.g. the forget set's importance failed in a later round
         raise
@@ -562,8 +569,9 @@ def _commit(
     return sum(counts.values())
 
 
-def _round_report(probe: _Probe, selected: int) -> dict[str, Any]:
+def _round_report(probe: _Probe, selected: int, number: int) -> dict[str, Any]:
     return {
+        "round": number,  # of the search (a round that found nothing better commits nothing)
         "alpha": probe.alpha,
         "selected": selected,
         "forget_acc": probe.forget_acc,

@@ -15,12 +15,13 @@ from typing import Any
 
 from torch import nn
 
-from dampen.core.batches import Batches, ForwardFn, loader_batch_size
+from dampen.core.batches import Batches, ForwardFn
 from dampen.functional import dampen_model_
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import CORRECTIVE
 from dampen.methods.class_batches import ClassBatches
+from dampen.methods.ssd import class_batch_size, winners_batch_size
 from dampen.methods.winning import WinningSamples
 
 SSD_FAMILY = ("ssd", "lfssd", "assd", "alf")
@@ -36,43 +37,69 @@ def replay_(
     """Apply the dampenings ``stats`` reports to ``model`` in place.
 
     Raises:
-        ValueError: when ``stats`` is not an SSD-family request's, or the importance was made
-            with another estimator.
+        ValueError: when ``stats`` is not an SSD-family request's (or lacks what a replay
+            needs), or the importance was made with another estimator.
     """
     method = stats.get("method")
     if method not in SSD_FAMILY:
         raise ValueError(f"only SSD-family requests can be replayed; these stats are {method!r}")
-    if importance.estimator != stats["estimator"]:
+    try:
+        estimator = str(stats["estimator"])
+        options = {
+            "lambda_": float(stats["lambda"]),
+            "exponent": float(stats["exponent"]),
+            "upper": float(stats["upper"]),
+        }
+        alpha = float(stats["alpha"])
+    except KeyError as e:
+        raise ValueError(f"the stats lack {e.args[0]!r}: not a request to replay") from None
+    if importance.estimator != estimator:
         raise ValueError(
-            f"the request used the {stats['estimator']!r} estimator; the importance passed "
-            f"was computed with {importance.estimator!r}"
+            f"the request used the {estimator!r} estimator; the importance passed was "
+            f"computed with {importance.estimator!r}"
         )
-    options = {
-        "lambda_": float(stats["lambda"]),
-        "exponent": float(stats.get("exponent", 1.0)),
-        "upper": float(stats.get("upper", 1.0)),
-    }
     auto = stats.get("auto")
-    size = loader_batch_size(forget) or importance.batch_size or 1  # as the request chose
     if not isinstance(auto, Mapping) or ("rounds" not in auto and "per_class" not in auto):
-        _rounds(model, forget, importance, [float(stats["alpha"])], options, forward)
+        _rounds(model, forget, importance, [alpha], options, forward)
         return
     if "per_class" in auto:
-        remaining = importance
-        classes = auto["per_class"]
-        size = importance.batch_size or size
-        for number, entry in enumerate(classes):
-            batches = ClassBatches(forget, int(entry["label"]), size)
-            alphas = [float(r["alpha"]) for r in entry["rounds"]]
-            first = _rounds(model, batches, remaining, alphas, options, forward)
-            if number < len(classes) - 1:
-                first = first or _measure(model, batches, remaining, forward)
-                remaining = remaining.subtract(first)
+        _classes(model, forget, importance, auto["per_class"], options, forward)
         return
     if auto.get("kind") in CORRECTIVE and auto.get("winning", 0) < auto.get("identified", 0):
+        whole = None if importance.batch_size else _measure(model, forget, importance, forward)
+        size = winners_batch_size(forget, importance, whole or importance)
         forget = WinningSamples(model, forget, forward, size)
-    alphas = [float(r["alpha"]) for r in auto["rounds"]]
-    _rounds(model, forget, importance, alphas, options, forward)
+    _rounds(model, forget, importance, _alphas(auto), options, forward)
+
+
+def _alphas(report: Mapping[str, Any]) -> list[float]:
+    try:
+        return [float(r["alpha"]) for r in report["rounds"]]
+    except (KeyError, TypeError):
+        raise ValueError(
+            "the stats do not record the rounds of alpha='auto' (made by an older dampen?)"
+        ) from None
+
+
+def _classes(
+    model: nn.Module,
+    forget: Batches,
+    importance: Importance,
+    classes: Sequence[Mapping[str, Any]],
+    options: Mapping[str, float],
+    forward: ForwardFn | None,
+) -> None:
+    """A several-class request: class by class, the importance of D updated in between."""
+    whole = None if importance.batch_size else _measure(model, forget, importance, forward)
+    size = class_batch_size(importance, whole or importance)
+    remaining = importance
+    for number, entry in enumerate(classes):
+        batches = ClassBatches(forget, int(entry["label"]), size)
+        first = _rounds(model, batches, remaining, _alphas(entry), options, forward)
+        if number < len(classes) - 1:
+            if first is None:  # no round: the request still measured it, on this model
+                first = _measure(model, batches, remaining, forward)
+            remaining = remaining.subtract(first)
 
 
 def _measure(
@@ -93,10 +120,11 @@ def _rounds(
 ) -> Importance | None:
     """Per α: measure ``I_Df`` on the model as it is now and dampen. Returns the first
     ``I_Df`` (``None`` when there was no round)."""
-    first = None
+    first: Importance | None = None
     for alpha in alphas:
         imp_f = _measure(model, forget, importance, forward)
-        first = first or imp_f
+        if first is None:
+            first = imp_f
         if math.isfinite(alpha):
             dampen_model_(model, importance, imp_f, alpha=alpha, **options)
     return first

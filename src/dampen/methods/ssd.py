@@ -71,8 +71,9 @@ class _Alpha(_Dampening):
             reach the target within the guards.
         max_importance_removed: for ``"auto"`` in class forgetting without ``heldout=``: the
             largest share of D's importance-weighted squared weights,
-            ``Σ I_D (Δθ)² / Σ I_D θ²``, that the request may remove (a guard that needs no
-            data); round r of R may remove r/R of it.
+            ``Σ I_D (Δθ)² / Σ I_D θ²``, that the dampening of one class may remove (a guard
+            that needs no data; in a several-class request each class has its own share);
+            round r of R may remove r/R of it.
         winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
             which their trained label still wins (:mod:`dampen.methods.winning`); ``False``
             uses all of Df, as Potion's search does.
@@ -219,6 +220,16 @@ def _forget_importance(model: nn.Module, request: Request, estimator: str, what:
     return imp_f
 
 
+def winners_batch_size(forget: Any, imp_d: Importance, imp_f: Importance) -> int:
+    """The batch size of the winning samples of a corrective request (as the forget loader's)."""
+    return loader_batch_size(forget) or imp_d.batch_size or imp_f.batch_size or 1
+
+
+def class_batch_size(imp_d: Importance, imp_f: Importance) -> int:
+    """The batch size each class of a several-class request is regrouped to (as D's)."""
+    return imp_d.batch_size or imp_f.batch_size or 1
+
+
 def _check_reiterable(batches: Any, what: str) -> None:
     if batches is not None and iter(batches) is batches:
         raise ValueError(
@@ -304,7 +315,7 @@ def ssd_(
     corrective: dict[str, Any] | None = None
     imp_all = imp_f  # Df's importance as handed back (all of Df, also when only part is used)
     if alpha == "auto" and settings.forget_kind in CORRECTIVE and settings.winning_only:
-        size = loader_batch_size(request.forget) or imp_d.batch_size or imp_f.batch_size or 1
+        size = winners_batch_size(request.forget, imp_d, imp_f)
         winners = WinningSamples(model, request.forget, request.forward, size)
         corrective = {"identified": winners.total, "winning": winners.count}
         seconds["winning"] = perf_counter() - t
@@ -313,7 +324,16 @@ def ssd_(
                 corrective["heldout_acc"] = accuracy(model, request.heldout, request.forward)
             corrective["kind"] = settings.forget_kind
             return _untouched(
-                model, method, estimator, lambda_, imp_d, imp_f, source, seconds, start, corrective
+                model,
+                method,
+                estimator,
+                (lambda_, exponent, upper),
+                imp_d,
+                imp_f,
+                source,
+                seconds,
+                start,
+                corrective,
             )
         if winners.count < winners.total:
             # Dampen for the samples where the trained label wins; the forget importance
@@ -405,7 +425,7 @@ def _untouched(
     model: nn.Module,
     method: str,
     estimator: str,
-    lambda_: float,
+    dampening: tuple[float, float, float],
     imp_d: Importance,
     imp_f: Importance,
     source: str,
@@ -415,12 +435,15 @@ def _untouched(
 ) -> dict[str, Any]:
     """The stats of a corrective request on whose samples the trained labels already lose."""
     seconds["total"] = perf_counter() - start
+    lambda_, exponent, upper = dampening
     stats = _stats(
         model,
         method=method,
         estimator=estimator,
         alpha=math.inf,
         lambda_=lambda_,
+        exponent=exponent,
+        upper=upper,
         per_tensor={name: 0 for name in imp_f.sums},
         imp_d=imp_d,
         imp_f=imp_f,
@@ -477,8 +500,8 @@ def _stats(
     imp_d: Importance,
     imp_f: Importance,
     seconds: dict[str, float],
-    exponent: float = 1.0,
-    upper: float = 1.0,
+    exponent: float,
+    upper: float,
 ) -> dict[str, Any]:
     """The SSD family's stats, with the forget importance under ``FORGET_IMPORTANCE``."""
     total = sum(per_tensor.values())
@@ -533,7 +556,7 @@ def _class_by_class_(
     importance is updated with :meth:`Importance.subtract` (exact for ``per_sample``; the next
     class's importance is measured on the already dampened model, an approximation).
     """
-    size = imp_d.batch_size or imp_f.batch_size or 1
+    size = class_batch_size(imp_d, imp_f)
     labels = sorted(imp_f.label_counts or {})
     _plan_classes(imp_d, imp_f, labels, size)
     remaining = imp_d
