@@ -47,7 +47,7 @@ there, up to ``rounds`` times. A single dampening leaves some of what serves the
 place on some models (measured on a small ViT); the dampened model's gradients on the forget
 set point at it. Small steps cost less: on the digits CNN two small dampenings forgot a class
 at a sixth of the retained-accuracy cost of one large one (0.9 against
-six points of Dr).
+5.3 points of Dr).
 """
 
 from __future__ import annotations
