@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,8 +154,7 @@ def unlearn(
         seed=seed,
         check_values=check_values,
     )
-    saved = _snapshot(inner) if inplace else None
-    try:
+    with _all_or_nothing(inner, inplace):
         work = inner if inplace and spec.validates_first else copy.deepcopy(inner)
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(seed)
@@ -162,10 +163,6 @@ def unlearn(
             _copy_state_(inner, work)
         if inplace:
             work = model
-    except BaseException:
-        if saved is not None:
-            _restore_(inner, saved)
-        raise
     forget_imp = stats.pop(registry.FORGET_IMPORTANCE, None)
     return UnlearnResult(
         model=work, method=method, config=cfg, stats=stats, forget_importance=forget_imp
@@ -207,26 +204,13 @@ def replay(
     from dampen.methods.replay import replay_
 
     _check_module(model)
-    if not isinstance(importance, Importance):
-        raise TypeError(f"importance must be a dampen.Importance; got {type(importance).__name__}")
     inner = unwrap(model)
-    try:
-        importance.validate()
-    except ValueError as e:
-        raise ValueError(f"the importance of the training data: {e}") from None
-    importance.check_model(inner, check_values=check_values)
-    first = next(inner.parameters(), None)
-    if first is not None:
-        importance = importance.to(first.device)
-    work = inner if inplace else copy.deepcopy(inner)
-    saved = _snapshot(inner) if inplace else None
-    try:
+    with _all_or_nothing(inner, inplace):
+        work = inner if inplace else copy.deepcopy(inner)
         with torch.enable_grad():
-            replay_(work, forget, importance, stats, checked_forward(forward))
-    except BaseException:
-        if saved is not None:
-            _restore_(inner, saved)
-        raise
+            replay_(
+                work, forget, importance, stats, checked_forward(forward), check_values=check_values
+            )
     return model if inplace else work
 
 
@@ -238,6 +222,19 @@ def methods() -> list[str]:
 def _check_module(model: Any) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+
+
+@contextlib.contextmanager
+def _all_or_nothing(model: nn.Module, inplace: bool) -> Iterator[None]:
+    """For an in-place request: on any error (also ``KeyboardInterrupt``) put ``model``'s
+    parameters and buffers back bit for bit."""
+    saved = _snapshot(model) if inplace else None
+    try:
+        yield
+    except BaseException:
+        if saved is not None:
+            _restore_(model, saved)
+        raise
 
 
 def _snapshot(model: nn.Module) -> list[torch.Tensor]:

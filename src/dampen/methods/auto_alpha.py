@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,11 +163,11 @@ def wins(logits: Tensor, targets: Tensor, what: str = "data") -> Tensor:
     return sample_wins(logits, targets)
 
 
-def weighted_norm(imp_d: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> float:
-    """``Σ_i I_D,i · w_i²`` over every parameter (in float64)."""
+def weighted_norm(imp_d: Mapping[str, Tensor], weights: Iterable[tuple[str, Tensor]]) -> float:
+    """``Σ_i I_D,i · w_i²`` over ``(name, tensor)`` pairs (in float64), one tensor at a time."""
     total = 0.0
     with torch.no_grad():
-        for name, w in weights.items():
+        for name, w in weights:
             total += float((imp_d[name] * w * w).sum(dtype=torch.float64))
     return total
 
@@ -185,12 +185,8 @@ def importance_removed(
     """
     if norm <= 0.0:
         return 0.0
-    total = 0.0
-    with torch.no_grad():
-        for name, p in model.named_parameters():  # one tensor at a time: no second model
-            delta = p.detach() - origin[name]
-            total += float((imp_d[name] * delta * delta).sum(dtype=torch.float64))
-    return total / norm
+    deltas = ((n, p.detach() - origin[n]) for n, p in model.named_parameters())  # lazily
+    return weighted_norm(imp_d, deltas) / norm
 
 
 def forget_kind(imp_d: Importance, imp_f: Importance, requested: str) -> str:
@@ -240,7 +236,7 @@ class _Searcher:
         self.forward = forward
         self.saved = {n: p.detach().clone() for n, p in model.named_parameters()}
         self.origin = self.saved if origin is None else origin  # the caller's weights
-        self.norm = weighted_norm(imp_d, self.origin) if norm is None else norm
+        self.norm = weighted_norm(imp_d, self.origin.items()) if norm is None else norm
         self.ratios = _sorted_ratios(imp_d, imp_f)
         self.probes: list[_Probe] = []
         self.forget_size = self.heldout_size = 0  # samples counted by the last probe
@@ -443,7 +439,7 @@ def auto_dampen_(
     # Corrective requests take one round: on the Fashion-MNIST ResNet18 with 1 % poison, all
     # of it identified, further rounds selected 4.2 % of the parameters instead of 0.3 % and
     # cost one more point of clean accuracy.
-    stepwise = rule.keep is not None or (guarded)
+    stepwise = rule.keep is not None or guarded
     most = settings.rounds if stepwise and kind not in CORRECTIVE else 1
     if guarded:
         report.update(max_importance_removed=settings.max_importance_removed)

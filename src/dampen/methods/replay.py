@@ -21,7 +21,7 @@ from dampen.importances.measure import measure
 from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import CORRECTIVE
 from dampen.methods.class_batches import ClassBatches
-from dampen.methods.ssd import class_batch_size, winners_batch_size
+from dampen.methods.ssd import check_stored, class_batch_size, winners_batch_size
 from dampen.methods.winning import WinningSamples
 
 SSD_FAMILY = ("ssd", "lfssd", "assd", "alf")
@@ -33,12 +33,14 @@ def replay_(
     importance: Importance,
     stats: Mapping[str, Any],
     forward: ForwardFn | None = None,
+    *,
+    check_values: bool = True,
 ) -> None:
     """Apply the dampenings ``stats`` reports to ``model`` in place.
 
     Raises:
         ValueError: when ``stats`` is not an SSD-family request's (or lacks what a replay
-            needs), or the importance was made with another estimator.
+            needs), or the importance was made with another estimator or for another model.
     """
     method = stats.get("method")
     if method not in SSD_FAMILY:
@@ -53,11 +55,10 @@ def replay_(
         alpha = float(stats["alpha"])
     except KeyError as e:
         raise ValueError(f"the stats lack {e.args[0]!r}: not a request to replay") from None
-    if importance.estimator != estimator:
-        raise ValueError(
-            f"the request used the {estimator!r} estimator; the importance passed was "
-            f"computed with {importance.estimator!r}"
-        )
+    check_stored(importance, model, estimator=estimator, check_values=check_values)
+    first_param = next(model.parameters(), None)
+    if first_param is not None:
+        importance = importance.to(first_param.device)
     auto = stats.get("auto")
     if not isinstance(auto, Mapping) or ("rounds" not in auto and "per_class" not in auto):
         _rounds(model, forget, importance, [alpha], options, forward)

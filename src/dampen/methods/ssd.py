@@ -176,18 +176,7 @@ def importance_of_train(
         raise ValueError("pass either importance= or train=, not both")
     if request.importance is not None:
         imp = request.importance
-        if not isinstance(imp, Importance):
-            raise TypeError(f"importance must be a dampen.Importance; got {type(imp).__name__}")
-        if imp.estimator != estimator:
-            raise ValueError(
-                f"the importance was computed with estimator {imp.estimator!r}; "
-                f"this method needs {estimator!r}"
-            )
-        try:
-            imp.validate()  # finite, non-negative, shapes as recorded
-        except ValueError as e:
-            raise ValueError(f"the importance of the training data: {e}") from None
-        imp.check_model(model, check_values=request.check_values)
+        check_stored(imp, model, estimator=estimator, check_values=request.check_values)
         return imp, "stored"
     if request.train is None:
         raise ValueError(
@@ -195,6 +184,23 @@ def importance_of_train(
             "or train= (computed now)"
         )
     return compute_importance(model, request.train, estimator, request, "training data"), "computed"
+
+
+def check_stored(imp: Any, model: nn.Module, *, estimator: str, check_values: bool) -> None:
+    """Refuse a stored importance of D that is not one, was made with another estimator, holds
+    bad values, or belongs to another model (or, with ``check_values``, other weights)."""
+    if not isinstance(imp, Importance):
+        raise TypeError(f"importance must be a dampen.Importance; got {type(imp).__name__}")
+    if imp.estimator != estimator:
+        raise ValueError(
+            f"the importance was computed with estimator {imp.estimator!r}; "
+            f"this method needs {estimator!r}"
+        )
+    try:
+        imp.validate()  # finite, non-negative, shapes as recorded
+    except ValueError as e:
+        raise ValueError(f"the importance of the training data: {e}") from None
+    imp.check_model(model, check_values=check_values)
 
 
 def compute_importance(
