@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import textwrap
 from pathlib import Path
@@ -24,6 +25,8 @@ from dampen.data.base import loader
 from dampen.data.corrupted import POISON_TARGET, label_errors, patch_size, poison, stamp
 from dampen.data.scenarios import Scenario
 from dampen.eval.corrective import attack_figures, healed_share
+from dampen.functional import dampen_model_
+from dampen.importances.measure import measure
 from dampen.methods.auto_alpha import FORGET_KINDS
 from dampen.recipe import recipe_for, train_model
 from dampen.registry import get
@@ -694,10 +697,12 @@ def test_winning_only_false_dampens_for_all_of_df(
     )
     assert "winning" not in every.stats["auto"]
     assert every.stats["auto"]["original_forget_acc"] == pytest.approx(accuracy_on(model, x, y))
-    same = dampen.unlearn(
-        model, forget, method="ssd", importance=imp, forget_kind="class", max_selected=0.01
-    )
-    for k, v in every.model.state_dict().items():  # the class rule on all of Df, 1 % cap
-        assert torch.equal(v, same.model.state_dict()[k]), k
+    assert every.stats["auto"]["objective"] == "log_odds"
+    # The recorded α on the log-odds importance of all of Df (losers included) gives its weights.
+    same = copy.deepcopy(model)
+    imp_f = measure(model, forget, estimator="batch_sq", objective="log_odds")
+    dampen_model_(same, imp, imp_f, alpha=every.stats["alpha"])
+    for k, v in every.model.state_dict().items():
+        assert torch.equal(v, same.state_dict()[k]), k
     with pytest.raises(TypeError, match="winning_only must be a bool"):
         dampen.unlearn(model, forget, method="ssd", importance=imp, winning_only=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +11,8 @@ from torch.nn import functional as F
 
 import dampen
 from conftest import loader, make_data, make_model
+from dampen.core.losses import IGNORE_INDEX, sample_log_odds_losses
+from dampen.importances.measure import measure
 
 
 def _grads(model: nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -203,3 +207,101 @@ def test_model_with_unused_parameter() -> None:
     x, y = make_data()
     imp = dampen.importance(model, loader(x, y))
     assert imp["unused.weight"].abs().sum() == 0
+
+
+# --------------------------------------------------------------------- the log-odds objective
+
+
+def _log_odds_loop(logits: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Minus the log-odds of each label, log(Σ_{c≠y} e^{z_c}) − z_y, one sample at a time."""
+    out = []
+    for z, label in zip(logits.double().tolist(), y.tolist(), strict=True):
+        others = [v for c, v in enumerate(z) if c != label]
+        top = max(others)
+        out.append(top + math.log(sum(math.exp(v - top) for v in others)) - z[label])
+    return out
+
+
+def test_log_odds_losses_match_a_loop_for_classes_and_tokens() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(7, 5, generator=g) * 4, torch.randint(0, 5, (7,), generator=g)
+    got = sample_log_odds_losses(logits, y)
+    torch.testing.assert_close(got.double(), torch.tensor(_log_odds_loop(logits, y)).double())
+    # Tokens: the mean over labelled positions; a sequence without labels has loss 0.
+    tok = torch.randn(3, 4, 6, generator=g)
+    labels = torch.randint(0, 6, (3, 4), generator=g)
+    labels[0, :2] = IGNORE_INDEX
+    labels[2] = IGNORE_INDEX
+    want = []
+    for i in range(3):
+        keep = labels[i] != IGNORE_INDEX
+        per = _log_odds_loop(tok[i][keep], labels[i][keep])
+        want.append(sum(per) / len(per) if per else 0.0)
+    got = sample_log_odds_losses(tok, labels)
+    torch.testing.assert_close(got.double(), torch.tensor(want).double())
+    with pytest.raises(ValueError, match="integer labels"):
+        sample_log_odds_losses(logits, torch.softmax(logits, dim=1))
+
+
+def test_log_odds_gradient_is_the_cross_entropys_over_one_minus_p() -> None:
+    z = torch.tensor([[2.0, -1.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0])
+    (ce,) = torch.autograd.grad(F.cross_entropy(z, y), z)
+    (odds,) = torch.autograd.grad(sample_log_odds_losses(z, y).sum(), z)
+    p = torch.softmax(z.detach(), dim=1)[0, 0]
+    torch.testing.assert_close(odds, ce / (1 - p))
+
+
+def test_log_odds_gradient_does_not_vanish_where_the_cross_entropys_does() -> None:
+    # A label winning by a margin of 40: in fp32 its probability rounds to 1.
+    z = torch.tensor([[40.0, 0.0, -1.0]], requires_grad=True)
+    y = torch.tensor([0])
+    (ce,) = torch.autograd.grad(F.cross_entropy(z, y), z)
+    (odds,) = torch.autograd.grad(sample_log_odds_losses(z, y).sum(), z)
+    assert float(ce.abs().max()) < 1e-15
+    want = torch.tensor([[-1.0, 1 / (1 + math.exp(-1.0)), 1 / (1 + math.exp(1.0))]])
+    torch.testing.assert_close(odds, want)
+
+
+def _oracle_log_odds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int) -> dict:
+    """Batches of ``bs`` (``bs=1``: per sample): the mean of the squared gradients of the
+    batch's mean minus log-odds, with the loss written out by hand."""
+    model.eval()
+    out = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    batches = 0
+    for i in range(0, len(x), bs):
+        logits, labels = model(x[i : i + bs]), y[i : i + bs]
+        own = logits[torch.arange(len(labels)), labels]
+        mask = F.one_hot(labels, logits.shape[1]).bool()
+        others = logits.masked_fill(mask, float("-inf")).logsumexp(dim=1)
+        g = _grads(model, (others - own).mean())
+        for n in out:
+            out[n] += g[n] ** 2
+        batches += 1
+    return {n: v / batches for n, v in out.items()}
+
+
+@pytest.mark.parametrize(
+    ("estimator", "impl", "bs"),
+    [("batch_sq", "auto", 5), ("per_sample", "layers", 1), ("per_sample", "vmap", 1)],
+)
+def test_log_odds_objective_matches_loop(estimator: str, impl: str, bs: int) -> None:
+    model, (x, y) = make_model(), make_data()
+    imp = measure(
+        model,
+        loader(x, y, 5),
+        estimator=estimator,
+        per_sample_impl=impl,
+        objective="log_odds",
+    )
+    _assert_close(imp, _oracle_log_odds(make_model(), x, y, bs))
+    plain = dampen.importance(model, loader(x, y, 5), estimator=estimator)
+    assert any(not torch.allclose(imp[n], plain[n]) for n in imp)  # another quantity
+
+
+def test_objective_is_checked() -> None:
+    model, (x, y) = make_model(), make_data()
+    with pytest.raises(ValueError, match="objective must be one of"):
+        measure(model, loader(x, y), estimator="batch_sq", objective="hinge")
+    with pytest.raises(ValueError, match="lf estimator uses no labels"):
+        measure(model, loader(x, y), estimator="lf", objective="log_odds")

@@ -20,6 +20,7 @@ A batch's loss is the mean of its samples' losses.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -94,18 +95,65 @@ def sample_losses(logits: Tensor, targets: Tensor) -> Tensor:
     return token.sum(dim=1) / counts.clamp(min=1).to(token.dtype)
 
 
-def mean_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """The batch loss: the mean of :func:`sample_losses`."""
+def mean_loss(logits: Tensor, targets: Tensor, objective: str = "cross_entropy") -> Tensor:
+    """The batch loss: the mean of :func:`sample_losses` (of :func:`sample_log_odds_losses`
+    for ``objective="log_odds"``)."""
+    if objective == "log_odds":
+        return sample_log_odds_losses(logits, targets).mean()
+    check_objective(objective)
     if not is_sequence(logits):
         return F.cross_entropy(logits.float(), targets)
     return sample_losses(logits, targets).mean()
 
 
-def sum_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """The sum of :func:`sample_losses` (per-sample gradients of a sum are the samples')."""
+def sum_loss(logits: Tensor, targets: Tensor, objective: str = "cross_entropy") -> Tensor:
+    """The sum of the samples' losses (per-sample gradients of a sum are the samples')."""
+    if objective == "log_odds":
+        return sample_log_odds_losses(logits, targets).sum()
+    check_objective(objective)
     if not is_sequence(logits):
         return F.cross_entropy(logits.float(), targets, reduction="sum")
     return sample_losses(logits, targets).sum()
+
+
+OBJECTIVES: tuple[str, ...] = ("cross_entropy", "log_odds")
+"""What a label-based importance differentiates: the cross-entropy, or the negative log-odds
+of the label (:func:`sample_log_odds_losses`)."""
+
+
+def check_objective(objective: str) -> str:
+    """Return ``objective`` if it is one of :data:`OBJECTIVES`, else raise ``ValueError``."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+    return objective
+
+
+def token_log_odds_losses(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per position, minus the log-odds of the label, ``logsumexp_{c≠y} z_c − z_y`` in fp32
+    (``[n]`` for classes, ``[n, T]`` for tokens, 0 where the label is :data:`IGNORE_INDEX`).
+
+    Its gradient is the cross-entropy's divided by ``1 − p_y``: it does not vanish when the
+    label already wins with certainty. Computed from the logits, not from ``1 − p_y``, which
+    rounds to 0 in fp32 once the label's margin exceeds about 17.
+    """
+    if targets.is_floating_point():
+        raise ValueError("the log-odds objective needs integer labels, not soft labels")
+    z = logits.float()
+    known = targets != IGNORE_INDEX
+    y = torch.where(known, targets, torch.zeros_like(targets)).unsqueeze(-1)
+    own = z.gather(-1, y).squeeze(-1)
+    others = z.scatter(-1, y, float("-inf")).logsumexp(dim=-1)
+    return torch.where(known, others - own, torch.zeros_like(own))
+
+
+def sample_log_odds_losses(logits: Tensor, targets: Tensor) -> Tensor:
+    """Each sample's minus log-odds of its label (``[n]``); for sequences the mean over its
+    labelled tokens, as :func:`sample_losses` averages the cross-entropy."""
+    token = token_log_odds_losses(logits, targets)
+    if not is_sequence(logits):
+        return token
+    counts = (targets != IGNORE_INDEX).sum(dim=1)
+    return token.sum(dim=1) / counts.clamp(min=1).to(token.dtype)
 
 
 def sample_wins(logits: Tensor, targets: Tensor) -> Tensor:

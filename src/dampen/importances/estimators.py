@@ -9,6 +9,11 @@ exactly; :class:`dampen.importances.store.Importance` divides them into means.
 - ``per_sample``: per sample s, ``(dℓ_s/dθ)²`` (the diagonal empirical Fisher), computed with
   ``torch.func.vmap(grad(...))`` in chunks; the unit counted is the sample.
 - ``lf``: per batch, ``|d/dθ mean_s ||f(x_s)||₂²|`` on the logits f; needs no labels.
+
+``objective="log_odds"`` makes the two label-based estimators differentiate minus the log-odds
+of the label instead of the cross-entropy (:func:`dampen.core.losses.sample_log_odds_losses`):
+the importance of what makes a label win, which does not vanish on samples the model already
+fits with certainty (corrective unlearning measures the identified poison with it).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dampen.core.batches import (
     split_batch,
 )
 from dampen.core.losses import (
+    check_objective,
     check_targets,
     classes_of,
     labelled,
@@ -111,6 +117,7 @@ def accumulate(
     chunk_size: int | None = None,
     sums: Sums | None = None,
     per_sample_impl: str = "auto",
+    objective: str = "cross_entropy",
 ) -> Sums:
     """Run one pass of ``estimator`` over ``batches`` and add into ``sums`` (new when None).
 
@@ -119,8 +126,11 @@ def accumulate(
     computed: ``"layers"`` (hooks on common layers, see
     :mod:`dampen.importances.per_sample_layers`), ``"vmap"`` (``torch.func``, any model) or
     ``"auto"`` (layers when the model qualifies and no ``chunk_size`` is forced).
+    ``objective`` is what the label-based estimators differentiate (see the module docstring).
     """
     check_estimator(estimator)
+    if check_objective(objective) != "cross_entropy" and estimator == "lf":
+        raise ValueError(f"the lf estimator uses no labels: objective={objective!r} does not apply")
     params = named_parameters(model)
     if not params:
         raise ValueError("the model has no parameters")
@@ -133,9 +143,9 @@ def accumulate(
             per_sample_impl == "auto" and chunk_size is None and supports(model)
         )
         if layerwise:
-            _layerwise_pass(model, bar, forward, acc)
+            _layerwise_pass(model, bar, forward, acc, objective)
             return acc
-        step = _PerSampleStep(model, params, forward, chunk_size)
+        step = _PerSampleStep(model, params, forward, chunk_size, objective)
         for batch in bar:
             step(batch, acc)
             acc.count_labels(_plain_labels(batch, forward))
@@ -156,7 +166,7 @@ def accumulate(
             else:
                 logits, labels = (forward or default_forward)(model, batch)
                 check_targets(logits, labels)
-                loss = mean_loss(logits, labels)
+                loss = mean_loss(logits, labels, objective)
             n = int(logits.shape[0])
             if n == 0:
                 continue
@@ -187,7 +197,11 @@ def _folder(target: Tensor, estimator: str) -> Callable[[Tensor], None]:
 
 
 def _layerwise_pass(
-    model: nn.Module, batches: Iterable[Any], forward: ForwardFn | None, acc: Sums
+    model: nn.Module,
+    batches: Iterable[Any],
+    forward: ForwardFn | None,
+    acc: Sums,
+    objective: str,
 ) -> None:
     """``per_sample`` from layer inputs and output gradients (one backward per batch)."""
     step = LayerwisePerSample(model)
@@ -199,7 +213,7 @@ def _layerwise_pass(
         check_targets(logits, targets)
         sizes.append(int(logits.shape[0]))
         acc.count_labels(targets)
-        return sum_loss(logits, targets)
+        return sum_loss(logits, targets, objective)
 
     for batch in batches:
         sizes.clear()
@@ -303,6 +317,7 @@ class _PerSampleStep:
         params: dict[str, nn.Parameter],
         forward: ForwardFn | None,
         chunk_size: int | None,
+        objective: str = "cross_entropy",
     ) -> None:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
@@ -313,10 +328,11 @@ class _PerSampleStep:
         param_bytes = sum(p.numel() * 4 for p in params.values())
         self.chunk_size = chunk_size or default_chunk_size(param_bytes)
         self.classes: int | None = None
+        self.objective = objective
 
     def _loss(self, params: dict[str, Tensor], sample: Any, dims: Any) -> Tensor:
         logits, targets = functional_call(self.wrapper, params, (_unsqueeze(sample, dims),))
-        return mean_loss(logits, targets)
+        return mean_loss(logits, targets, self.objective)
 
     def __call__(self, batch: Any, acc: Sums) -> None:
         n = _leading_size(batch)
@@ -358,7 +374,7 @@ class _PerSampleStep:
         names = list(self.live)
         for i in range(n):
             logits, targets = self.wrapper(_slice(chunk, n, i, i + 1))
-            loss = mean_loss(logits, targets)
+            loss = mean_loss(logits, targets, self.objective)
             grads = torch.autograd.grad(loss, [self.live[k] for k in names], allow_unused=True)
             for name, g in zip(names, grads, strict=True):
                 if g is not None:

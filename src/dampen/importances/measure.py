@@ -24,12 +24,15 @@ def measure(
     hash_values: bool = True,
     what: str = "data",
     per_sample_impl: str = "auto",
+    objective: str = "cross_entropy",
 ) -> Importance:
     """Compute the importance of ``batches`` for ``model``.
 
     In a process group every rank's sums and counts are summed (see
     :mod:`dampen.importances.distributed`); ``shard=True`` makes each rank take every
-    world-th batch of ``batches`` itself.
+    world-th batch of ``batches`` itself. ``objective`` is what the label-based estimators
+    differentiate: the cross-entropy, or minus the log-odds of the label (see
+    :mod:`dampen.importances.estimators`).
 
     Raises:
         ValueError: naming ``what`` when it holds no samples.
@@ -48,6 +51,7 @@ def measure(
             progress=progress,
             chunk_size=chunk_size,
             per_sample_impl=per_sample_impl,
+            objective=objective,
         )
     all_reduce_sums_(sums)
     if sums.units == 0:

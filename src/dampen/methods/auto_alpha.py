@@ -22,7 +22,9 @@ Target (``forget_kind``):
   labels at most ``tolerance`` (the trigger, or the wrong label, no longer wins on them). The
   rest of the corruption is still in D: what the identified samples share with it is what
   the dampening removes. Only the identified samples on which their trained label still wins
-  are used (:mod:`dampen.methods.winning`). One round; ``heldout`` clean samples of any class
+  are used (:mod:`dampen.methods.winning`), and their importance is that of minus the
+  log-odds of those labels (:func:`dampen.methods.ssd.forget_objective`): the cross-entropy's
+  gradients vanish on poison the model fits with certainty. One round; ``heldout`` clean samples of any class
   guard it as in class forgetting, and without them at most
   :data:`BLIND_CORRECTIVE_SHARE` of the parameters is selected.
 - ``"auto"``: ``"class"`` when the forget set holds every training sample of each of its labels

@@ -4,7 +4,8 @@
 the model as the earlier rounds left it; a request for several whole classes forgets them one
 at a time, the importance of D updated in between. ``stats["alpha"]`` alone therefore does not
 say what was done; ``stats["auto"]`` does, and :func:`replay_` applies it: per round, measure
-``I_Df`` on the model as it is now and dampen with that round's α.
+``I_Df`` on the model as it is now (of the log-odds for corrective requests) and dampen with
+that round's α.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from dampen.core.batches import Batches, ForwardFn
+from dampen.core.losses import check_objective
 from dampen.functional import dampen_model_
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
@@ -70,7 +72,11 @@ def replay_(
         whole = None if importance.batch_size else _measure(model, forget, importance, forward)
         size = winners_batch_size(forget, importance, whole or importance)
         forget = WinningSamples(model, forget, forward, size)
-    _rounds(model, forget, importance, _alphas(auto), options, forward)
+    try:
+        objective = check_objective(str(auto.get("objective", "cross_entropy")))
+    except ValueError as e:
+        raise ValueError(f"the stats record an unknown objective: {e}") from None
+    _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
 
 
 def _alphas(report: Mapping[str, Any]) -> list[float]:
@@ -104,10 +110,19 @@ def _classes(
 
 
 def _measure(
-    model: nn.Module, forget: Batches, importance: Importance, forward: ForwardFn | None
+    model: nn.Module,
+    forget: Batches,
+    importance: Importance,
+    forward: ForwardFn | None,
+    objective: str = "cross_entropy",
 ) -> Importance:
     return measure(
-        model, forget, estimator=importance.estimator, forward=forward, hash_values=False
+        model,
+        forget,
+        estimator=importance.estimator,
+        forward=forward,
+        hash_values=False,
+        objective=objective,
     )
 
 
@@ -118,12 +133,13 @@ def _rounds(
     alphas: Sequence[float],
     options: Mapping[str, float],
     forward: ForwardFn | None,
+    objective: str = "cross_entropy",
 ) -> Importance | None:
-    """Per α: measure ``I_Df`` on the model as it is now and dampen. Returns the first
-    ``I_Df`` (``None`` when there was no round)."""
+    """Per α: measure ``I_Df`` (of ``objective``) on the model as it is now and dampen.
+    Returns the first ``I_Df`` (``None`` when there was no round)."""
     first: Importance | None = None
     for alpha in alphas:
-        imp_f = _measure(model, forget, importance, forward)
+        imp_f = _measure(model, forget, importance, forward, objective)
         if first is None:
             first = imp_f
         if math.isfinite(alpha):

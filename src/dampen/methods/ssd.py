@@ -204,7 +204,12 @@ def check_stored(imp: Any, model: nn.Module, *, estimator: str, check_values: bo
 
 
 def compute_importance(
-    model: nn.Module, batches: Any, estimator: str, request: Request, what: str
+    model: nn.Module,
+    batches: Any,
+    estimator: str,
+    request: Request,
+    what: str,
+    objective: str = "cross_entropy",
 ) -> Importance:
     """One importance pass for a method: caller's state preserved, ranks combined."""
     return measure(
@@ -215,12 +220,33 @@ def compute_importance(
         progress=request.progress,
         hash_values=False,
         what=what,
+        objective=objective,
     )
 
 
-def _forget_importance(model: nn.Module, request: Request, estimator: str, what: str) -> Importance:
+def forget_objective(estimator: str, settings: AutoSettings | None) -> str:
+    """What the forget set's importance differentiates in the search of ``alpha="auto"``.
+
+    Corrective kinds measure minus the log-odds of the trained labels (not with ``lf``,
+    which uses no labels): the identified poison is fitted with near certainty, so its
+    cross-entropy gradients vanish. Measured on the Fashion-MNIST ResNet18 with 2 % poison,
+    10 % of it identified (20 samples): with the cross-entropy, selecting 10 % of the
+    parameters left every identified sample on the trigger's label; with the log-odds, 0.75 %
+    of them healed 93 % of the backdoor.
+    """
+    corrective = settings is not None and settings.forget_kind in CORRECTIVE
+    return "log_odds" if corrective and estimator != "lf" else "cross_entropy"
+
+
+def _forget_importance(
+    model: nn.Module,
+    request: Request,
+    estimator: str,
+    what: str,
+    objective: str = "cross_entropy",
+) -> Importance:
     """The importance of the forget set for ``model`` as it is now (checked finite)."""
-    imp_f = compute_importance(model, request.forget, estimator, request, what)
+    imp_f = compute_importance(model, request.forget, estimator, request, what, objective)
     if not imp_f.is_finite():
         raise ValueError(f"the importance of the {what} holds NaN or inf")
     return imp_f
@@ -320,34 +346,38 @@ def ssd_(
     settings = auto or AutoSettings()
     corrective: dict[str, Any] | None = None
     imp_all = imp_f  # Df's importance as handed back (all of Df, also when only part is used)
-    if alpha == "auto" and settings.forget_kind in CORRECTIVE and settings.winning_only:
-        size = winners_batch_size(request.forget, imp_d, imp_f)
-        winners = WinningSamples(model, request.forget, request.forward, size)
-        corrective = {"identified": winners.total, "winning": winners.count}
-        seconds["winning"] = perf_counter() - t
-        if winners.count == 0:
-            if request.heldout is not None:  # checked as it would be by a search
-                corrective["heldout_acc"] = accuracy(model, request.heldout, request.forward)
-            corrective["kind"] = settings.forget_kind
-            return _untouched(
-                model,
-                method,
-                estimator,
-                (lambda_, exponent, upper),
-                imp_d,
-                imp_f,
-                source,
-                seconds,
-                start,
-                corrective,
-            )
-        if winners.count < winners.total:
-            # Dampen for the samples where the trained label wins; the forget importance
-            # handed back (to take Df out of the stored importance) stays that of all of Df.
+    objective = forget_objective(estimator, settings if alpha == "auto" else None)
+    if alpha == "auto" and settings.forget_kind in CORRECTIVE:
+        corrective = {"objective": objective}
+        if settings.winning_only:
+            size = winners_batch_size(request.forget, imp_d, imp_f)
+            winners = WinningSamples(model, request.forget, request.forward, size)
+            corrective.update(identified=winners.total, winning=winners.count)
+            seconds["winning"] = perf_counter() - t
+            if winners.count == 0:
+                if request.heldout is not None:  # checked as it would be by a search
+                    corrective["heldout_acc"] = accuracy(model, request.heldout, request.forward)
+                corrective["kind"] = settings.forget_kind
+                return _untouched(
+                    model,
+                    method,
+                    estimator,
+                    (lambda_, exponent, upper),
+                    imp_d,
+                    imp_f,
+                    source,
+                    seconds,
+                    start,
+                    corrective,
+                )
+            # Dampen for the samples where the trained label wins.
             request = replace(request, forget=winners)
-            t = perf_counter()
-            imp_f = _forget_importance(model, request, estimator, "forget set")
-            seconds["importance_forget"] += perf_counter() - t
+        # With the importance of what makes the trained labels win; the forget importance
+        # handed back (to take Df out of the stored importance) stays the cross-entropy one
+        # of all of Df.
+        t = perf_counter()
+        imp_f = _forget_importance(model, request, estimator, "forget set", objective)
+        seconds["importance_forget"] += perf_counter() - t
         t = perf_counter()
     if alpha == "auto" and _several_classes(imp_d, imp_f, settings, request):
         stats = _class_by_class_(
@@ -372,7 +402,9 @@ def ssd_(
             model,
             imp_d,
             imp_f,
-            remeasure=lambda: _forget_importance(model, request, estimator, "forget set, again"),
+            remeasure=lambda: _forget_importance(
+                model, request, estimator, "forget set, again", objective
+            ),
             forget=request.forget,
             heldout=request.heldout,
             forward=request.forward,
