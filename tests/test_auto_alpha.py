@@ -425,7 +425,24 @@ def test_replay_gives_the_weights_of_every_kind_of_request(digits_cnn: tuple) ->
     )
     auto = corrective.stats["auto"]
     assert 0 < auto["winning"] < auto["identified"] and auto["rounds"]
+    assert auto["objective"] == "log_odds"
     assert _replayed_equals(model, wrong, per_sample, corrective)
+    # Every identified sample wins: dampened for the caller's batches as they are (uneven).
+    with torch.no_grad():
+        right = (model(train.x).argmax(dim=1) == train.y).nonzero().flatten()[:148]
+    x, y = train.x[right], train.y[right]
+    uneven = [(x[:64], y[:64]), (x[64:84], y[64:84]), (x[84:], y[84:])]
+    winners = dampen.unlearn(
+        model,
+        uneven,
+        importance=imp,
+        forget_kind="poison",
+        heldout=data_loader(test, torch.arange(100), batch_size=64),
+        max_selected=0.5,
+        max_heldout_drop=1.0,
+    )
+    assert winners.stats["auto"]["winning"] == winners.stats["auto"]["identified"] == 148
+    assert _replayed_equals(model, uneven, imp, winners)
 
 
 def test_an_empty_heldout_is_refused_not_ignored() -> None:

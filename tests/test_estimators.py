@@ -239,8 +239,10 @@ def test_log_odds_losses_match_a_loop_for_classes_and_tokens() -> None:
         want.append(sum(per) / len(per) if per else 0.0)
     got = sample_log_odds_losses(tok, labels)
     torch.testing.assert_close(got.double(), torch.tensor(want).double())
-    with pytest.raises(ValueError, match="integer labels"):
-        sample_log_odds_losses(logits, torch.softmax(logits, dim=1))
+    soft = torch.softmax(logits, dim=1)  # soft labels: their arg-max is the label
+    torch.testing.assert_close(
+        sample_log_odds_losses(logits, soft), sample_log_odds_losses(logits, soft.argmax(dim=1))
+    )
 
 
 def test_log_odds_gradient_is_the_cross_entropys_over_one_minus_p() -> None:

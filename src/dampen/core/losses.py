@@ -4,7 +4,9 @@ Every gradient dampen takes and every accuracy it reads goes through here, so th
 definition serves both kinds of output:
 
 - **classes**: logits ``[n, classes]`` and integer labels ``[n]`` (or soft labels shaped like
-  the logits). A sample's loss is its cross-entropy; it is right when the arg-max is its label.
+  the logits). A sample's loss is its cross-entropy (or, for ``objective="log_odds"``, minus
+  the log-odds of its label, :func:`sample_log_odds_losses`); it is right when the arg-max is
+  its label.
 - **token sequences**: logits ``[n, T, vocab]`` and integer labels ``[n, T]`` where
   :data:`IGNORE_INDEX` (−100) marks positions without a target (prompt, padding). Logits and
   labels are already aligned (a causal LM's shift is done by the forward, see
@@ -132,12 +134,13 @@ def token_log_odds_losses(logits: Tensor, targets: Tensor) -> Tensor:
     """Per position, minus the log-odds of the label, ``logsumexp_{c≠y} z_c − z_y`` in fp32
     (``[n]`` for classes, ``[n, T]`` for tokens, 0 where the label is :data:`IGNORE_INDEX`).
 
-    Its gradient is the cross-entropy's divided by ``1 − p_y``: it does not vanish when the
+    Soft labels count their arg-max as the label. Its gradient is the cross-entropy's divided
+    by ``1 − p_y``: it does not vanish when the
     label already wins with certainty. Computed from the logits, not from ``1 − p_y``, which
     rounds to 0 in fp32 once the label's margin exceeds about 17.
     """
-    if targets.is_floating_point():
-        raise ValueError("the log-odds objective needs integer labels, not soft labels")
+    if targets.is_floating_point():  # soft labels: their arg-max, as in sample_wins
+        targets = targets.argmax(dim=-1)
     z = logits.float()
     known = targets != IGNORE_INDEX
     y = torch.where(known, targets, torch.zeros_like(targets)).unsqueeze(-1)

@@ -24,8 +24,8 @@ Target (``forget_kind``):
   the dampening removes. Only the identified samples on which their trained label still wins
   are used (:mod:`dampen.methods.winning`), and their importance is that of minus the
   log-odds of those labels (:func:`dampen.methods.ssd.forget_objective`): the cross-entropy's
-  gradients vanish on poison the model fits with certainty. One round; ``heldout`` clean samples of any class
-  guard it as in class forgetting, and without them at most
+  gradients vanish on poison the model fits with certainty. One round; ``heldout`` clean
+  samples of any class guard it as in class forgetting, and without them at most
   :data:`BLIND_CORRECTIVE_SHARE` of the parameters is selected.
 - ``"auto"``: ``"class"`` when the forget set holds every training sample of each of its labels
   (read from the importance's label histogram), else ``"samples"``.

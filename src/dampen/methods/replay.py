@@ -68,14 +68,14 @@ def replay_(
     if "per_class" in auto:
         _classes(model, forget, importance, auto["per_class"], options, forward)
         return
-    if auto.get("kind") in CORRECTIVE and auto.get("winning", 0) < auto.get("identified", 0):
-        whole = None if importance.batch_size else _measure(model, forget, importance, forward)
-        size = winners_batch_size(forget, importance, whole or importance)
-        forget = WinningSamples(model, forget, forward, size)
     try:
         objective = check_objective(str(auto.get("objective", "cross_entropy")))
     except ValueError as e:
         raise ValueError(f"the stats record an unknown objective: {e}") from None
+    if auto.get("kind") in CORRECTIVE and auto.get("winning", 0) < auto.get("identified", 0):
+        whole = None if importance.batch_size else _measure(model, forget, importance, forward)
+        size = winners_batch_size(forget, importance, whole or importance)
+        forget = WinningSamples(model, forget, forward, size)
     _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
 
 

@@ -347,6 +347,7 @@ def ssd_(
     corrective: dict[str, Any] | None = None
     imp_all = imp_f  # Df's importance as handed back (all of Df, also when only part is used)
     objective = forget_objective(estimator, settings if alpha == "auto" else None)
+    imp_source = request.forget  # what imp_f was measured on
     if alpha == "auto" and settings.forget_kind in CORRECTIVE:
         corrective = {"objective": objective}
         if settings.winning_only:
@@ -370,14 +371,15 @@ def ssd_(
                     start,
                     corrective,
                 )
-            # Dampen for the samples where the trained label wins.
-            request = replace(request, forget=winners)
+            if winners.count < winners.total:  # dampen for the samples where it wins
+                request = replace(request, forget=winners)
         # With the importance of what makes the trained labels win; the forget importance
         # handed back (to take Df out of the stored importance) stays the cross-entropy one
         # of all of Df.
-        t = perf_counter()
-        imp_f = _forget_importance(model, request, estimator, "forget set", objective)
-        seconds["importance_forget"] += perf_counter() - t
+        if objective != "cross_entropy" or request.forget is not imp_source:
+            t = perf_counter()
+            imp_f = _forget_importance(model, request, estimator, "forget set", objective)
+            seconds["importance_forget"] += perf_counter() - t
         t = perf_counter()
     if alpha == "auto" and _several_classes(imp_d, imp_f, settings, request):
         stats = _class_by_class_(
