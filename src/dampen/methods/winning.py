@@ -3,11 +3,12 @@
 With ``forget_kind="poison"`` (or ``"label_errors"``) the forget set is the identified part of
 a backdoor or of the wrong labels, each sample with the label the model was trained with. On
 some of them that label does not win (the trigger did not take, or the model kept the true
-class): their cross-entropy towards the wrong label is large, and its gradients point at the
-samples' *content*. Measured on Fashion-MNIST (ResNet18, 1 % poison, 10 of 100 poisoned
+class): their loss towards the wrong label is large, and its gradients point at the samples'
+*content*. Measured on Fashion-MNIST (ResNet18, 1 % poison, 10 of 100 poisoned
 samples identified, 2 of them not predicted as the target): with them, SSD's most selective
 α already erased a whole class (Bag, the content of one of them); without them, ``alpha="auto"``
-healed 96 % of the backdoor with 0.5 % of the parameters at a 1-point cost in clean accuracy.
+healed 96 % of the backdoor with 0.5 % of the parameters at a 1-point cost in clean accuracy
+(with the cross-entropy importance of the time).
 """
 
 from __future__ import annotations
