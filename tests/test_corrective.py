@@ -428,6 +428,16 @@ def test_ssd_forget_kind_poison(
     auto = dampen.unlearn(model, forget, method="ssd", importance=imp, heldout=heldout)
     assert auto.stats["auto"]["kind"] == "samples"
     assert auto.stats["auto"]["target_forget_acc"] > 0.5
+    # Without heldout=, "label_errors" does no harm: nothing tells healing from erasing.
+    with pytest.warns(UserWarning, match='forget_kind="label_errors" needs heldout='):
+        blind = dampen.unlearn(
+            model, forget, method="ssd", importance=imp, forget_kind="label_errors"
+        )
+    assert blind.stats["selected"] == 0 and blind.stats["auto"]["rounds"] == []
+    assert "nothing dampened" in blind.stats["auto"]["reason"]
+    assert all(torch.equal(v, before[k]) for k, v in blind.model.state_dict().items())
+    poison_blind = dampen.unlearn(model, forget, method="ssd", importance=imp, forget_kind="poison")
+    assert poison_blind.stats["selected"] > 0  # the backdoor's kind still acts without it
 
 
 def test_forget_kind_values(poisoned_model: tuple[Scenario, nn.Module, dampen.Importance]) -> None:

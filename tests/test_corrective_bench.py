@@ -250,7 +250,8 @@ def test_corrective_presets() -> None:
         per_seed = len(config.scenarios) * len(config.rows())
         assert len(cells) == len(config.seeds) * per_seed  # every method runs on every one
         auto = [m for m in config.methods if m.options.get("alpha") == "auto"]
-        assert auto and all(m.options["forget_kind"] == "poison" for m in auto)
+        kind = "label_errors" if name == "fmnist-label-errors" else "poison"
+        assert auto and all(m.options["forget_kind"] == kind for m in auto)
     digits = preset("digits-poison")
     assert [s.label for s in digits.scenarios] == [
         "poison/5%/id1",

@@ -361,13 +361,12 @@ learning rates of :data:`TUNING_GRIDS` (the published one and a larger one; fine
 the same) × two budgets: the grids run once per scenario, and ``fmnist-poison`` has twelve."""
 
 
-def corrective_methods(heldout: int) -> tuple[MethodSpec, ...]:
+def corrective_methods(heldout: int, kind: str = "poison") -> tuple[MethodSpec, ...]:
     """The SSD family (SSD α = 10, LF-SSD α = 10, ASSD, ALF), ``alpha="auto"`` with
-    ``forget_kind="poison"`` without and with ``heldout`` clean samples, the same without
+    ``forget_kind=kind`` without and with ``heldout`` clean samples, the same without
     its winning-samples filter (all of Df, as Potion's search takes it), and the tuned
-    baselines of :data:`CORRECTIVE_GRIDS`. ``"poison"`` serves label errors too: both remove
-    what makes Df's trained labels win."""
-    auto = {"alpha": "auto", "forget_kind": "poison"}
+    baselines of :data:`CORRECTIVE_GRIDS`."""
+    auto = {"alpha": "auto", "forget_kind": kind}
     return (
         MethodSpec("ssd", options={"alpha": 10.0, "lambda_": 1.0}),
         MethodSpec("lfssd", options={"alpha": 10.0, "lambda_": 1.0}),
@@ -462,7 +461,7 @@ def fmnist_label_errors() -> BenchConfig:
             ScenarioSpec("label_errors", share=0.2, confuse=("T-shirt/top", "Shirt"), **found)
             for found in IDENTIFIED[1:]
         ),
-        methods=corrective_methods(heldout=200),
+        methods=corrective_methods(heldout=200, kind="label_errors"),
         seeds=(0, 1, 2),
         eval_retain_limit=2_000,
         out_dir="runs/fmnist-label-errors",
