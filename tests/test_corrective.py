@@ -618,12 +618,32 @@ def test_poison_kind_without_a_winning_sample_changes_nothing(
 def test_poison_kind_without_heldout_stays_within_the_blind_share(
     poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
 ) -> None:
-    from dampen.methods.auto_alpha import BLIND_CORRECTIVE_SHARE
+    from dampen.methods.auto_alpha import BLIND_CORRECTIVE_REMOVED, BLIND_CORRECTIVE_SHARE
 
     s, model, imp = poisoned_model
     forget = loader(s.data.train, s.forget, batch_size=64)
     blind = dampen.unlearn(model, forget, method="ssd", importance=imp, forget_kind="poison")
     assert blind.stats["selected_fraction"] <= BLIND_CORRECTIVE_SHARE
+    # ... and within the data-free guard, measured here from the weights themselves.
+    report = blind.stats["auto"]
+    assert report["max_importance_removed"] == BLIND_CORRECTIVE_REMOVED
+    origin = dict(model.named_parameters())
+    removed = sum(
+        float((imp[n] * (p.detach() - origin[n].detach()) ** 2).sum())
+        for n, p in blind.model.named_parameters()
+    ) / sum(float((imp[n] * p.detach() ** 2).sum()) for n, p in model.named_parameters())
+    assert removed == pytest.approx(report["importance_removed"], rel=1e-4)
+    assert 0 < removed <= BLIND_CORRECTIVE_REMOVED
+    lower = dampen.unlearn(
+        model,
+        forget,
+        method="ssd",
+        importance=imp,
+        forget_kind="poison",
+        max_importance_removed=removed / 2,  # a smaller share of the caller's stays
+    ).stats["auto"]
+    assert lower["max_importance_removed"] == removed / 2
+    assert lower["importance_removed"] <= removed / 2
     held = dampen.unlearn(
         model,
         forget,

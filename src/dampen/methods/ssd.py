@@ -73,7 +73,8 @@ class _Alpha(_Dampening):
             largest share of D's importance-weighted squared weights,
             ``Σ I_D (Δθ)² / Σ I_D θ²``, that the dampening of one class may remove (a guard
             that needs no data; in a several-class request each class has its own share);
-            round r of R may remove r/R of it.
+            round r of R may remove r/R of it. Corrective kinds without ``heldout=`` remove
+            at most the smaller of it and 0.3 % (``BLIND_CORRECTIVE_REMOVED``).
         winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
             which their trained label still wins (:mod:`dampen.methods.winning`); ``False``
             uses all of Df, as Potion's search does.
