@@ -92,7 +92,12 @@ def sample_losses(logits: Tensor, targets: Tensor) -> Tensor:
     """Each sample's loss in fp32 (``[n]``): see the module docstring."""
     if not is_sequence(logits):
         return F.cross_entropy(logits.float(), targets, reduction="none")
-    token = token_losses(logits, targets)
+    return sequence_means(token_losses(logits, targets), targets)
+
+
+def sequence_means(token: Tensor, targets: Tensor) -> Tensor:
+    """Each sequence's mean of ``token`` (``[n, T]``) over its labelled positions (0 for a
+    sequence without labels)."""
     counts = (targets != IGNORE_INDEX).sum(dim=1)
     return token.sum(dim=1) / counts.clamp(min=1).to(token.dtype)
 
@@ -153,10 +158,7 @@ def sample_log_odds_losses(logits: Tensor, targets: Tensor) -> Tensor:
     """Each sample's minus log-odds of its label (``[n]``); for sequences the mean over its
     labelled tokens, as :func:`sample_losses` averages the cross-entropy."""
     token = token_log_odds_losses(logits, targets)
-    if not is_sequence(logits):
-        return token
-    counts = (targets != IGNORE_INDEX).sum(dim=1)
-    return token.sum(dim=1) / counts.clamp(min=1).to(token.dtype)
+    return sequence_means(token, targets) if is_sequence(logits) else token
 
 
 def sample_wins(logits: Tensor, targets: Tensor) -> Tensor:
