@@ -98,3 +98,44 @@ def test_models_with_other_parameters_use_vmap() -> None:
 def test_unknown_impl_is_refused() -> None:
     with pytest.raises(ValueError, match="per_sample_impl"):
         accumulate(nn.Linear(2, 2), [], "per_sample", per_sample_impl="fast")
+
+
+class TwoBranches(nn.Module):
+    """Two layers read the raw input; a convolution wider than one block of output channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide = nn.Conv2d(2, 70, 3, padding=1)
+        self.side = nn.Conv1d(2, 3, 2, bias=False)
+        self.head = nn.Linear(70 + 3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.wide(x)).mean(dim=(2, 3))
+        b = self.side(x.flatten(2)).mean(dim=2)
+        return self.head(torch.cat([a, b], dim=1))
+
+
+def test_every_branch_from_the_input_and_wide_convolutions() -> None:
+    torch.manual_seed(1)
+    model = TwoBranches().eval()
+    x, y = torch.randn(7, 2, 5, 5), torch.arange(7) % 4
+    want = _oracle(model, x, y)
+    model.head.bias.requires_grad_(False)  # a caller's frozen parameter stays frozen
+    with preserved(model):
+        sums = accumulate(model, [(x, y)], "per_sample", per_sample_impl="layers")
+    assert not model.head.bias.requires_grad and model.wide.weight.requires_grad
+    for n, v in want.items():
+        torch.testing.assert_close(sums.tensors[n], v, rtol=1e-4, atol=1e-8, msg=n)
+
+
+def test_inputs_that_require_grad_are_left_alone() -> None:
+    torch.manual_seed(2)
+    model = TwoBranches().eval()
+    x, y = torch.randn(5, 2, 5, 5), torch.arange(5) % 4
+    want = _oracle(model, x, y)
+    leaf = x.clone().requires_grad_(True)
+    with preserved(model):
+        sums = accumulate(model, [(leaf, y)], "per_sample", per_sample_impl="layers")
+    assert leaf.grad is None
+    for n, v in want.items():
+        torch.testing.assert_close(sums.tensors[n], v, rtol=1e-4, atol=1e-8, msg=n)

@@ -237,6 +237,17 @@ def take_rows(value: Any, mask: Tensor, n: int) -> Any:
     return value
 
 
+def detached(value: Any) -> Any:
+    """A batch whose every tensor is detached from any graph it carries."""
+    if isinstance(value, Tensor):
+        return value.detach()
+    if isinstance(value, Mapping):
+        return {k: detached(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(detached(v) for v in value)
+    return value
+
+
 def cat_rows(parts: list[Any]) -> Any:
     """Batches of one structure joined along their leading dimension."""
     first = parts[0]
