@@ -1,7 +1,7 @@
 """``alpha="auto"`` called plainly, as the README's first example does (not a test).
 
-For each model: train the original (seeded), compute the ``batch_sq`` importance of D with the
-loader in its fixed order and shuffled by two seeds, and then
+For each model: train the original (seeded), compute the importance of D (``--estimator``,
+default ``batch_sq``) with the loader in its fixed order and shuffled by two seeds, and then
 
 - forget every class in turn with ``dampen.unlearn(model, forget, importance=imp)`` (no
   ``heldout=``), once per loader order: Df and Dr accuracy, and Dr as a share of the
@@ -15,7 +15,8 @@ training samples). Each (model, seed) is written to ``OUT/<model>-<seed>.json`` 
 a second run skips what is there (``--redo-random`` measures the random rows of stored
 files again). ``--report`` prints the table from the files.
 
-Run: ``python benchmarks/auto_plain.py [--fmnist] [--seeds 0 1 2] [--out DIR]``.
+Run: ``python benchmarks/auto_plain.py [--fmnist] [--seeds 0 1 2] [--out DIR]
+[--estimator batch_sq|per_sample|shuffled_sq]``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(right) / len(y)
 
 
-def run(name: str, seed: int, done: dict[str, Any] | None = None) -> dict[str, Any]:
+def run(
+    name: str, seed: int, done: dict[str, Any] | None = None, estimator: str = "batch_sq"
+) -> dict[str, Any]:
     """Every class without held-out data in three orders (unless ``done`` has them), then
     random samples."""
     data_name, recipe, count = MODELS[name]
@@ -92,14 +95,19 @@ def run(name: str, seed: int, done: dict[str, Any] | None = None) -> dict[str, A
     train = data.train
     t = perf_counter()
     original = train_model(recipe, data, seed=seed).eval()
-    out: dict[str, Any] = {"model": name, "seed": seed, "train_seconds": perf_counter() - t}
+    out: dict[str, Any] = {
+        "model": name,
+        "seed": seed,
+        "estimator": estimator,
+        "train_seconds": perf_counter() - t,
+    }
 
     def batches(indices: torch.Tensor | None, order: int | None) -> Any:
         return loader(train, indices, batch_size=BATCH, shuffle=order is not None, seed=order or 0)
 
     orders = ORDERS if done is None else {"fixed": None}  # the random rows use the fixed one
     imps = {
-        o: dampen.importance(original, batches(None, s), estimator="batch_sq")
+        o: dampen.importance(original, batches(None, s), estimator=estimator)
         for o, s in orders.items()
     }
     if done is not None:
@@ -113,7 +121,9 @@ def run(name: str, seed: int, done: dict[str, Any] | None = None) -> dict[str, A
         row: dict[str, Any] = {"class": cls, "dr_original": dr0}
         for o, s in ORDERS.items():
             t = perf_counter()
-            result = dampen.unlearn(original, batches(sc.forget, s), importance=imps[o])
+            result = dampen.unlearn(
+                original, batches(sc.forget, s), importance=imps[o], estimator=estimator
+            )
             row[o] = {
                 "df": evaluate(result.model, train.x[sc.forget], train.y[sc.forget]),
                 "dr": evaluate(result.model, train.x[sc.retain], train.y[sc.retain]),
@@ -157,24 +167,31 @@ def random_rows(
     retrained = train_model(recipe, data, sc.retain, seed=seed)
     randoms = {"count": count, "original": scores(original), "retrain": scores(retrained)}
     for label, heldout in (("auto", None), ("auto, heldout", held)):
-        result = dampen.unlearn(original, batches(sc.forget, None), importance=imp, heldout=heldout)
+        result = dampen.unlearn(
+            original,
+            batches(sc.forget, None),
+            importance=imp,
+            heldout=heldout,
+            estimator=imp.estimator,
+        )
         randoms[label] = {**scores(result.model), "reason": result.stats["auto"]["reason"]}
     return randoms
 
 
 def report(folder: Path) -> str:
     """The summary table of every file in ``folder``."""
+    files = sorted(folder.glob("*.json"))
+    results = [json.loads(f.read_text()) for f in files]
+    estimators = sorted({r.get("estimator", "batch_sq") for r in results}) or ["batch_sq"]
     lines = [
-        "Every class forgotten with the plain call (no heldout=), batch_sq importance, loaders "
-        "in three orders (fixed, shuffled 1, shuffled 2).",
+        f"Every class forgotten with the plain call (no heldout=), {', '.join(estimators)} "
+        "importance, loaders in three orders (fixed, shuffled 1, shuffled 2).",
         "",
         "| model | seed | worst Df (class) | worst Dr / original (class) | classes with Df ≤ 5 % "
         "and Dr ≥ 97 % of the original's | with Df ≤ 2 % and Dr at most 1 point below the "
         "original's | largest spread over the orders: Df / Dr (points) |",
         "|---|---|---|---|---|---|---|",
     ]
-    files = sorted(folder.glob("*.json"))
-    results = [json.loads(f.read_text()) for f in files]
     for r in results:
         cells = [(c["class"], c[o], c["dr_original"]) for c in r["classes"] for o in ORDERS]
         worst_df = max(cells, key=lambda c: c[1]["df"])
@@ -218,6 +235,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/auto-plain"))
     parser.add_argument("--report", action="store_true", help="print the table and stop")
     parser.add_argument(
+        "--estimator", default="batch_sq", choices=("batch_sq", "per_sample", "shuffled_sq")
+    )
+    parser.add_argument(
         "--redo-random", action="store_true", help="measure the random rows of stored files again"
     )
     args = parser.parse_args()
@@ -231,7 +251,8 @@ def main() -> None:
                 done = json.loads(path.read_text()) if path.exists() else None
                 if done is not None and not args.redo_random:
                     continue
-                atomic_write_text(path, json.dumps(run(name, seed, done), indent=1))
+                result = run(name, seed, done, args.estimator)
+                atomic_write_text(path, json.dumps(result, indent=1))
     print(report(args.out), end="")
 
 

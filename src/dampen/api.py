@@ -38,7 +38,9 @@ def importance(
     Args:
         model: the trained model.
         batches: a DataLoader (or any iterable) of ``(x, y)``/``(x, ..., y)``/dict batches.
-        estimator: ``"batch_sq"`` (the paper's), ``"per_sample"`` or ``"lf"`` (label-free).
+        estimator: ``"batch_sq"`` (the paper's), ``"per_sample"``, ``"shuffled_sq"``
+            (``batch_sq``'s value over shuffled batches of the loader's batch size, from one
+            per-sample pass: no loader order changes it) or ``"lf"`` (label-free).
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         progress: show a progress bar.
         chunk_size: samples per ``vmap`` chunk for ``per_sample`` (default: from memory).

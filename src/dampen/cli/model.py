@@ -86,7 +86,7 @@ PRETRAINED = click.option(
     "--estimator",
     default="batch_sq",
     show_default=True,
-    type=click.Choice(["batch_sq", "per_sample", "lf"]),
+    type=click.Choice(["batch_sq", "per_sample", "shuffled_sq", "lf"]),
 )
 @click.option(
     "--shard/--no-shard",

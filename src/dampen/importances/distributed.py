@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from dampen.importances.estimators import Sums
 
@@ -66,17 +66,9 @@ def all_reduce_sums_(sums: Sums) -> None:
         return
     names = list(sums.tensors)
     device = sums.tensors[names[0]].device if names else torch.device("cpu")
-    by_dtype: dict[torch.dtype, list[str]] = {}
-    for n in names:
-        by_dtype.setdefault(sums.tensors[n].dtype, []).append(n)
-    for group in by_dtype.values():
-        flat = torch.cat([sums.tensors[n].reshape(-1) for n in group])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        offset = 0
-        for n in group:
-            t = sums.tensors[n]
-            t.copy_(flat[offset : offset + t.numel()].view_as(t))
-            offset += t.numel()
+    _all_reduce_tensors_(sums.tensors)
+    if sums.firsts is not None:
+        _all_reduce_tensors_(sums.firsts)
     counts = torch.tensor(
         [sums.units, sums.samples, sums.batches], dtype=torch.float64, device=device
     )
@@ -86,6 +78,21 @@ def all_reduce_sums_(sums: Sums) -> None:
     dist.broadcast(first, src=0)
     sums.first_batch_size = int(first.item()) or sums.first_batch_size
     _all_reduce_labels_(sums, device)
+
+
+def _all_reduce_tensors_(tensors: dict[str, Tensor]) -> None:
+    """Sum each tensor over all ranks in place, through one flat buffer per dtype."""
+    by_dtype: dict[torch.dtype, list[str]] = {}
+    for n, t in tensors.items():
+        by_dtype.setdefault(t.dtype, []).append(n)
+    for group in by_dtype.values():
+        flat = torch.cat([tensors[n].reshape(-1) for n in group])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for n in group:
+            t = tensors[n]
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 def _all_reduce_labels_(sums: Sums, device: torch.device) -> None:

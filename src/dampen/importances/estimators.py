@@ -8,6 +8,13 @@ exactly; :class:`dampen.importances.store.Importance` divides them into means.
   :mod:`dampen.core.losses`); the unit counted is the batch.
 - ``per_sample``: per sample s, ``(dℓ_s/dθ)²`` (the diagonal empirical Fisher), computed with
   ``torch.func.vmap(grad(...))`` in chunks; the unit counted is the sample.
+- ``shuffled_sq``: what ``batch_sq`` gives on average when the batches of size B are drawn
+  by shuffling, ``μ² + (n − B)/(B(n − 1)) · (m₂ − μ²)`` per parameter, from the per-sample
+  gradients' mean μ and mean square m₂ over n samples (a random batch's mean gradient has
+  mean μ and variance ``(m₂ − μ²)/B · (n − B)/(n − 1)``). It keeps ``batch_sq``'s weight on
+  the gradient the samples share, which per-sample squares dilute, but no loader order can
+  change it, and its sums (of ``g`` and ``g²``, per sample) subtract exactly. The pass is
+  ``per_sample``'s, adding up the gradients too; B is the loader's batch size.
 - ``lf``: per batch, ``|d/dθ mean_s ||f(x_s)||₂²|`` on the logits f; needs no labels.
 
 ``objective="log_odds"`` makes the two label-based estimators differentiate minus the log-odds
@@ -48,8 +55,14 @@ from dampen.core.losses import (
 from dampen.core.progress import progress_bar
 from dampen.importances.per_sample_layers import LayerwisePerSample, supports
 
-Estimator = Literal["batch_sq", "per_sample", "lf"]
+Estimator = Literal["batch_sq", "per_sample", "shuffled_sq", "lf"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+
+LABELLED_ESTIMATORS: tuple[str, ...] = ("batch_sq", "per_sample", "shuffled_sq")
+"""Estimators of the loss: they need labels (``lf`` does not)."""
+
+PER_SAMPLE_PASS: tuple[str, ...] = ("per_sample", "shuffled_sq")
+"""Estimators computed from per-sample gradients: their unit is the sample, not the batch."""
 
 #: Default memory budget for one chunk of per-sample gradients (bytes).
 PER_SAMPLE_CHUNK_BYTES = 2 * 2**30
@@ -60,6 +73,8 @@ class Sums:
     """Raw accumulation of one pass: per-parameter sums (fp32) and what they count."""
 
     tensors: dict[str, Tensor]
+    firsts: dict[str, Tensor] | None = None
+    """Per-parameter sums of the per-sample gradients themselves (``shuffled_sq`` only)."""
     units: int = 0
     samples: int = 0
     batches: int = 0
@@ -135,8 +150,10 @@ def accumulate(
     if not params:
         raise ValueError("the model has no parameters")
     acc = sums if sums is not None else zero_sums(params)
+    if estimator == "shuffled_sq" and acc.firsts is None:
+        acc.firsts = {n: torch.zeros_like(t) for n, t in acc.tensors.items()}
     bar = progress_bar(batches, enabled=progress, desc=f"importance ({estimator})")
-    if estimator == "per_sample":
+    if estimator in PER_SAMPLE_PASS:
         if per_sample_impl not in ("auto", "layers", "vmap"):
             raise ValueError(f"per_sample_impl must be auto, layers or vmap; got {per_sample_impl}")
         layerwise = per_sample_impl == "layers" or (
@@ -203,8 +220,10 @@ def _layerwise_pass(
     acc: Sums,
     objective: str,
 ) -> None:
-    """``per_sample`` from layer inputs and output gradients (one backward per batch)."""
+    """Per-sample squares (and sums, when ``acc.firsts`` is kept) from layer inputs and output
+    gradients (one backward per batch)."""
     step = LayerwisePerSample(model)
+    firsts = None if acc.firsts is None else acc.firsts.__getitem__
     fn = forward or default_forward
     sizes: list[int] = []
 
@@ -217,7 +236,7 @@ def _layerwise_pass(
 
     for batch in batches:
         sizes.clear()
-        step(batch, loss_of, acc.tensors.__getitem__)
+        step(batch, loss_of, acc.tensors.__getitem__, firsts)
         if sizes and sizes[0]:
             _count(acc, units=sizes[0], samples=sizes[0])
 
@@ -309,7 +328,8 @@ def _unsqueeze(value: Any, dims: Any) -> Any:
 
 
 class _PerSampleStep:
-    """Adds ``sum_s (dℓ_s/dθ)²`` of one batch into the accumulators, chunk by chunk."""
+    """Adds ``sum_s (dℓ_s/dθ)²`` of one batch into the accumulators, chunk by chunk (and
+    ``sum_s dℓ_s/dθ`` when ``acc.firsts`` is kept)."""
 
     def __init__(
         self,
@@ -354,8 +374,12 @@ class _PerSampleStep:
                 self._one_by_one(chunk, acc)
                 continue
             for key, g in grads.items():
-                target = acc.tensors[key[len("model.") :]]
-                target.add_(g.to(target.dtype).square_().sum(dim=0))
+                name = key[len("model.") :]
+                target = acc.tensors[name]
+                g = g.to(target.dtype)
+                if acc.firsts is not None:
+                    acc.firsts[name].add_(g.sum(dim=0))
+                target.add_(g.square_().sum(dim=0))
         _count(acc, units=n, samples=n)
 
     def _give_up_vectorising(self, error: RuntimeError) -> None:
@@ -381,6 +405,8 @@ class _PerSampleStep:
                     target = acc.tensors[name]
                     g = g.to(target.dtype)
                     target.addcmul_(g, g)
+                    if acc.firsts is not None:
+                        acc.firsts[name].add_(g)
 
     def _check_labels(self, batch: Any) -> None:
         """Check labels: a forward pass on the first batch, then a range check on the rest."""

@@ -25,6 +25,7 @@ def measure(
     what: str = "data",
     per_sample_impl: str = "auto",
     objective: str = "cross_entropy",
+    batch_size: int | None = None,
 ) -> Importance:
     """Compute the importance of ``batches`` for ``model``.
 
@@ -32,7 +33,9 @@ def measure(
     :mod:`dampen.importances.distributed`); ``shard=True`` makes each rank take every
     world-th batch of ``batches`` itself. ``objective`` is what the label-based estimators
     differentiate: the cross-entropy, or minus the log-odds of the label (see
-    :mod:`dampen.importances.estimators`).
+    :mod:`dampen.importances.estimators`). ``batch_size`` is the batch size to record (by
+    default the loader's, else the first batch's): ``shuffled_sq``'s B, which a forget set's
+    importance takes from the training data's.
 
     Raises:
         ValueError: naming ``what`` when it holds no samples.
@@ -62,7 +65,8 @@ def measure(
         samples=sums.samples,
         batches=sums.batches,
         estimator=estimator,
-        batch_size=loader_batch_size(batches) or sums.first_batch_size,
+        batch_size=batch_size or loader_batch_size(batches) or sums.first_batch_size,
         fingerprint=Fingerprint.of(inner, values=hash_values),
         label_counts=sums.labels,
+        firsts=sums.firsts,
     )

@@ -113,31 +113,48 @@ _ROWS = 64
 """Output channels per block when a convolution's per-sample gradients are folded in."""
 
 
-def _fold_squares(module: nn.Module, x: Tensor, g: Tensor, target: Callable[[str], Tensor]) -> bool:
-    """Add ``Σ_s (dℓ_s/dθ)²`` of one call of ``module`` into ``target(key)`` without holding
-    every sample's gradient; False (nothing added) where :func:`_squares` must do it."""
+def _fold_squares(
+    module: nn.Module,
+    x: Tensor,
+    g: Tensor,
+    target: Callable[[str], Tensor],
+    first: Callable[[str], Tensor] | None,
+) -> bool:
+    """Add ``Σ_s (dℓ_s/dθ)²`` of one call of ``module`` into ``target(key)`` (and
+    ``Σ_s dℓ_s/dθ`` into ``first(key)`` when given) without holding every sample's gradient;
+    False (nothing added) where :func:`_squares` must do it."""
     n = x.shape[0]
     if isinstance(module, nn.Linear) and x.dim() == 2:
         acc = target("weight")
         g2 = g * g
         acc.addmm_(g2.t().to(acc.dtype), (x * x).to(acc.dtype))
+        if first is not None:
+            total = first("weight")
+            total.addmm_(g.t().to(total.dtype), x.to(total.dtype))
         if module.bias is not None:
             bias = target("bias")
             bias.add_(g2.sum(dim=0).to(bias.dtype))
+            if first is not None:
+                first("bias").add_(g.sum(dim=0).to(bias.dtype))
         return True
     if isinstance(module, _CONVS) and module.groups == 1:
         acc = target("weight")
         flat = acc.view(acc.shape[0], -1)
+        flat_first = None if first is None else first("weight").view(acc.shape[0], -1)
         cols = _conv_unfold(module, x).transpose(1, 2)  # [N, L, C·k]
         grads = g.reshape(n, g.shape[1], -1)  # [N, O, L]
         for s in range(n):
             for r in range(0, grads.shape[1], _ROWS):
                 w = (grads[s, r : r + _ROWS] @ cols[s]).to(flat.dtype)
                 flat[r : r + _ROWS].addcmul_(w, w)
+                if flat_first is not None:
+                    flat_first[r : r + _ROWS].add_(w)
         if module.bias is not None:
             bias = target("bias")
             b = grads.sum(dim=2).to(bias.dtype)
             bias.add_((b * b).sum(dim=0))
+            if first is not None:
+                first("bias").add_(b.sum(dim=0))
         return True
     return False
 
@@ -158,9 +175,11 @@ class LayerwisePerSample:
         batch: Any,
         loss_of: Callable[[Any], Tensor],
         acc: Callable[[str], Tensor],
+        first: Callable[[str], Tensor] | None = None,
     ) -> None:
         """Run ``loss_of(batch)`` (the *sum* of per-sample losses) and add each parameter's
-        ``sum_s g_s²`` into ``acc(name)``, the accumulator tensor of that parameter."""
+        ``sum_s g_s²`` into ``acc(name)``, the accumulator tensor of that parameter, and
+        ``sum_s g_s`` into ``first(name)`` when given."""
         calls: list[tuple[nn.Module, Tensor, list[Tensor]]] = []
         leaves: list[Tensor] = []
 
@@ -202,7 +221,8 @@ class LayerwisePerSample:
             if not holder:  # the output did not reach the loss
                 continue
             single = remaining[module] == 1 and module not in pending
-            if single and _fold_squares(module, x, holder[0], self._target(module, acc)):
+            firsts = None if first is None else self._target(module, first)
+            if single and _fold_squares(module, x, holder[0], self._target(module, acc), firsts):
                 continue
             grads = _squares(module, x, holder[0])
             del x, holder
@@ -214,7 +234,7 @@ class LayerwisePerSample:
                 if remaining[module]:
                     continue
                 grads = pending.pop(module)
-            self._add_squares(module, grads, acc)
+            self._add_squares(module, grads, acc, firsts)
             del grads
 
     def _target(self, module: nn.Module, acc: Callable[[str], Tensor]) -> Callable[[str], Tensor]:
@@ -222,11 +242,17 @@ class LayerwisePerSample:
         return lambda key: acc(f"{prefix}.{key}" if prefix else key)
 
     def _add_squares(
-        self, module: nn.Module, grads: dict[str, Tensor], acc: Callable[[str], Tensor]
+        self,
+        module: nn.Module,
+        grads: dict[str, Tensor],
+        acc: Callable[[str], Tensor],
+        first: Callable[[str], Tensor] | None,
     ) -> None:
         target_of = self._target(module, acc)
         for key, value in grads.items():
             target = target_of(key)
             value = value.to(target.dtype)
+            if first is not None:
+                first(key).add_(value.sum(dim=0))
             for sample in value:  # in-place multiply-adds: ~5x faster than square().sum(0)
                 target.addcmul_(sample, sample)

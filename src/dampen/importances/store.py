@@ -21,6 +21,7 @@ from dampen.importances.estimators import ESTIMATORS
 
 FORMAT = "dampen.importance/1"
 _PREFIX = "sum/"
+_FIRST = "first/"  # the per-sample gradients' own sums (shuffled_sq)
 
 
 @dataclass(frozen=True)
@@ -86,22 +87,27 @@ class Importance(Mapping[str, Tensor]):
     """Per-parameter importance of a data set for one model.
 
     Holds raw sums and the number of units they add up (batches for ``batch_sq`` and ``lf``,
-    samples for ``per_sample``), so that shards and updates merge exactly. ``tensors()`` gives
-    the means that SSD uses.
+    samples for ``per_sample`` and ``shuffled_sq``), so that shards and updates merge exactly.
+    ``tensors()`` gives the importance that SSD uses: the means, or for ``shuffled_sq``
+    ``μ² + (n − B)/(B(n − 1)) · (m₂ − μ²)`` from the mean gradient μ (``firsts / samples``), the
+    mean squared gradient m₂ (``sums / samples``), n samples and the batch size B (see
+    :mod:`dampen.importances.estimators`).
 
     Attributes:
         sums: per-parameter fp32 (or fp64) sums, keyed by parameter name.
         units: how many units the sums add up.
         samples: number of samples seen.
         batches: number of batches seen.
-        estimator: ``"batch_sq"``, ``"per_sample"`` or ``"lf"``.
-        batch_size: nominal batch size of the pass (``batch_sq`` scale depends on it).
+        estimator: ``"batch_sq"``, ``"per_sample"``, ``"shuffled_sq"`` or ``"lf"``.
+        batch_size: nominal batch size of the pass (``batch_sq`` scale depends on it; it is
+            ``shuffled_sq``'s B).
         fingerprint: the model the importance belongs to.
         shapes: parameter shapes, for error messages about another model.
         version: the dampen version that made it.
         label_counts: samples per integer label, when the data's labels were readable; lets
             ``alpha="auto"`` tell class forgetting (every sample of a class) from sample
             forgetting.
+        firsts: per-parameter sums of the per-sample gradients (``shuffled_sq`` only).
     """
 
     sums: Mapping[str, Tensor]
@@ -114,6 +120,7 @@ class Importance(Mapping[str, Tensor]):
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     version: str = __version__
     label_counts: Mapping[int, int] | None = None
+    firsts: Mapping[str, Tensor] | None = None
 
     def __post_init__(self) -> None:
         for name in ("units", "samples", "batches"):
@@ -147,17 +154,38 @@ class Importance(Mapping[str, Tensor]):
             isinstance(v, Tensor) for v in self.sums.values()
         ):
             raise TypeError("Importance.sums must map parameter names to tensors")
+        if (self.firsts is not None) != (self.estimator == "shuffled_sq"):
+            raise ValueError(
+                "Importance.firsts (the sums of the gradients) belong to shuffled_sq and only to "
+                f"it; estimator {self.estimator!r} "
+                + ("lacks them" if self.firsts is None else "has no use for them")
+            )
+        if self.estimator == "shuffled_sq" and self.batch_size is None:
+            raise ValueError("a shuffled_sq importance needs its batch size")
+        if self.firsts is not None and (
+            not isinstance(self.firsts, Mapping)
+            or not all(isinstance(v, Tensor) for v in self.firsts.values())
+        ):
+            raise TypeError("Importance.firsts must map parameter names to tensors")
         if not self.shapes:
             object.__setattr__(self, "shapes", {n: tuple(t.shape) for n, t in self.sums.items()})
 
     # -- reading ---------------------------------------------------------------------------
     def tensors(self) -> dict[str, Tensor]:
-        """The importance itself: ``sums / units`` per parameter."""
-        return {n: s / self.units for n, s in self.sums.items()}
+        """The importance itself per parameter: ``sums / units`` (for ``shuffled_sq`` see the
+        class docstring)."""
+        return {n: self[n] for n in self.sums}
 
     def __getitem__(self, name: str) -> Tensor:
-        """The mean importance of one parameter (computed on access)."""
-        return self.sums[name] / self.units
+        """The importance of one parameter (computed on access)."""
+        if self.firsts is None:
+            return self.sums[name] / self.units
+        n, size = self.samples, self.batch_size or 1
+        mean_sq = self.sums[name] / n
+        mean = self.firsts[name].to(mean_sq.device) / n
+        shared = mean * mean
+        spread = (n - size) / (size * (n - 1)) if n > size else 0.0  # one batch: no spread
+        return shared + spread * (mean_sq - shared).clamp_(min=0)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.sums)
@@ -175,7 +203,11 @@ class Importance(Mapping[str, Tensor]):
 
     def to(self, device: torch.device | str) -> Importance:
         """A copy with the sums on ``device``."""
-        return replace(self, sums={n: t.to(device) for n, t in self.sums.items()})
+        return replace(
+            self,
+            sums={n: t.to(device) for n, t in self.sums.items()},
+            firsts=_moved(self.firsts, device),
+        )
 
     # -- checks ----------------------------------------------------------------------------
     def validate(self) -> None:
@@ -214,6 +246,22 @@ class Importance(Mapping[str, Tensor]):
                     f"importance tensor {name} holds negative values; an importance is a sum "
                     "of squares or absolute values (the file was altered or is not an importance)"
                 )
+        if self.firsts is not None:
+            if set(self.firsts) != names:
+                raise ValueError(
+                    "the importance's gradient sums (firsts) do not match its parameters"
+                )
+            for name, tensor in self.firsts.items():
+                if tuple(tensor.shape) != tuple(self.shapes[name]) or tensor.dtype != (
+                    self.sums[name].dtype
+                ):
+                    raise ValueError(
+                        f"the gradient sum of {name} has shape {tuple(tensor.shape)} and dtype "
+                        f"{tensor.dtype}; its importance has {tuple(self.shapes[name])} and "
+                        f"{self.sums[name].dtype}"
+                    )
+                if not bool(torch.isfinite(tensor).all()):
+                    raise ValueError(f"the gradient sum of {name} holds NaN or inf")
 
     def check_model(self, model: nn.Module, *, check_values: bool = True) -> None:
         """Raise ``ValueError`` unless this importance was computed for ``model``.
@@ -285,6 +333,7 @@ class Importance(Mapping[str, Tensor]):
         return replace(
             self,
             sums=sums,
+            firsts=_combined(self.firsts, other.firsts, 1),
             units=self.units + other.units,
             samples=self.samples + other.samples,
             batches=self.batches + other.batches,
@@ -296,11 +345,12 @@ class Importance(Mapping[str, Tensor]):
     def subtract(self, other: Importance) -> Importance:
         """Remove a pass over a subset of this data (e.g. a forget set already forgotten).
 
-        Exact for ``per_sample``, whose sums are per sample: the result is the importance of
-        the remaining samples. For ``batch_sq`` and ``lf`` the sums are per batch, so the
-        result is exact only when ``other`` covered whole batches of this pass; otherwise it
-        approximates the remaining data's importance (the forget set's own batches stand in for
-        the mixed batches they were part of). Tiny negative round-off is clipped to zero.
+        Exact for ``per_sample`` and ``shuffled_sq``, whose sums are per sample: the result is
+        the importance of the remaining samples. For ``batch_sq`` and ``lf`` the sums are per
+        batch, so the result is exact only when ``other`` covered whole batches of this pass;
+        otherwise it approximates the remaining data's importance (the forget set's own batches
+        stand in for the mixed batches they were part of). Tiny negative round-off is clipped
+        to zero.
 
         Raises:
             ValueError: if ``other`` is incompatible or not smaller than this importance.
@@ -315,6 +365,7 @@ class Importance(Mapping[str, Tensor]):
         return replace(
             self,
             sums=sums,
+            firsts=_combined(self.firsts, other.firsts, -1),
             units=self.units - other.units,
             samples=self.samples - other.samples,
             batches=max(self.batches - other.batches, 1),
@@ -349,6 +400,8 @@ class Importance(Mapping[str, Tensor]):
         """A function writing this importance to a file, for
         :func:`dampen.core.files.atomic_writes` (several files, all or none)."""
         tensors = {_PREFIX + n: t.detach().cpu().contiguous() for n, t in self.sums.items()}
+        for n, t in (self.firsts or {}).items():
+            tensors[_FIRST + n] = t.detach().cpu().contiguous()
         metadata = self.metadata()
         return lambda tmp: save_file(tensors, tmp, metadata=metadata)
 
@@ -381,10 +434,11 @@ class Importance(Mapping[str, Tensor]):
             raise ValueError(f"{source} is not a readable safetensors file: {e}") from e
         if meta.get("format") != FORMAT:
             raise ValueError(f"{source} is not a dampen importance file (format {FORMAT})")
-        stray = [k for k in stored if not k.startswith(_PREFIX)]
+        stray = [k for k in stored if not k.startswith((_PREFIX, _FIRST))]
         if stray:
             raise ValueError(f"{source} holds tensors that are not importances: {stray[:3]}")
-        sums = {k[len(_PREFIX) :]: v for k, v in stored.items()}
+        sums = {k[len(_PREFIX) :]: v for k, v in stored.items() if k.startswith(_PREFIX)}
+        firsts = {k[len(_FIRST) :]: v for k, v in stored.items() if k.startswith(_FIRST)}
         try:
             imp = cls(
                 sums=sums,
@@ -397,6 +451,7 @@ class Importance(Mapping[str, Tensor]):
                 shapes=_read_shapes(meta["shapes"]),
                 version=meta["version"],
                 label_counts=_read_labels(meta.get("label_counts", "")),
+                firsts=firsts or None,
             )
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise ValueError(f"{source} has broken dampen metadata: {e}") from e
@@ -409,6 +464,21 @@ class Importance(Mapping[str, Tensor]):
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
             imp = imp.to(device)
         return imp
+
+
+def _moved(
+    tensors: Mapping[str, Tensor] | None, device: torch.device | str
+) -> dict[str, Tensor] | None:
+    return None if tensors is None else {n: t.to(device) for n, t in tensors.items()}
+
+
+def _combined(
+    a: Mapping[str, Tensor] | None, b: Mapping[str, Tensor] | None, sign: int
+) -> dict[str, Tensor] | None:
+    """``a + sign · b`` per tensor (the gradient sums of two compatible importances)."""
+    if a is None or b is None:
+        return None
+    return {n: t + sign * b[n].to(t.device) for n, t in a.items()}
 
 
 def _combine_labels(

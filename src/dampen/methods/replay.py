@@ -23,7 +23,12 @@ from dampen.importances.measure import measure
 from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import CORRECTIVE
 from dampen.methods.class_batches import ClassBatches
-from dampen.methods.ssd import check_stored, class_batch_size, winners_batch_size
+from dampen.methods.ssd import (
+    check_stored,
+    class_batch_size,
+    shuffled_batch_size,
+    winners_batch_size,
+)
 from dampen.methods.winning import WinningSamples
 
 SSD_FAMILY = ("ssd", "lfssd", "assd", "alf")
@@ -123,6 +128,7 @@ def _measure(
         forward=forward,
         hash_values=False,
         objective=objective,
+        batch_size=shuffled_batch_size(importance),
     )
 
 

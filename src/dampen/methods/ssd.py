@@ -17,6 +17,7 @@ from torch import nn
 
 from dampen.core.batches import has_labels, loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_model_
+from dampen.importances.estimators import LABELLED_ESTIMATORS, PER_SAMPLE_PASS
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import (
@@ -130,16 +131,18 @@ class SSDConfig(_Alpha):
     """SSD. ``alpha`` defaults to ``"auto"``; pass ``alpha=10.0`` for the paper's ResNet18 setting.
 
     Attributes:
-        estimator: ``"batch_sq"`` (the paper's) or ``"per_sample"``.
+        estimator: ``"batch_sq"`` (the paper's), ``"per_sample"`` or ``"shuffled_sq"``
+            (``batch_sq``'s value over shuffled batches: no loader order changes it).
     """
 
     estimator: str = "batch_sq"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.estimator not in ("batch_sq", "per_sample"):
+        if self.estimator not in LABELLED_ESTIMATORS:
             raise ValueError(
-                f"estimator must be 'batch_sq' or 'per_sample' for ssd; got {self.estimator!r} "
+                f"estimator must be one of {', '.join(LABELLED_ESTIMATORS)} for ssd; got "
+                f"{self.estimator!r} "
                 "(use method='lfssd' for the loss-free estimator)"
             )
 
@@ -158,9 +161,10 @@ class ASSDConfig(_Dampening):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.estimator not in ("batch_sq", "per_sample"):
+        if self.estimator not in LABELLED_ESTIMATORS:
             raise ValueError(
-                f"estimator must be 'batch_sq' or 'per_sample' for assd; got {self.estimator!r}"
+                f"estimator must be one of {', '.join(LABELLED_ESTIMATORS)} for assd; got "
+                f"{self.estimator!r}"
             )
 
 
@@ -211,6 +215,7 @@ def compute_importance(
     request: Request,
     what: str,
     objective: str = "cross_entropy",
+    batch_size: int | None = None,
 ) -> Importance:
     """One importance pass for a method: caller's state preserved, ranks combined."""
     return measure(
@@ -222,7 +227,14 @@ def compute_importance(
         hash_values=False,
         what=what,
         objective=objective,
+        batch_size=batch_size,
     )
+
+
+def shuffled_batch_size(imp_d: Importance) -> int | None:
+    """The batch size a forget set's importance must record to be compared with ``imp_d``:
+    D's, for ``shuffled_sq`` (its B; the forget loader's own batches do not matter)."""
+    return imp_d.batch_size if imp_d.estimator == "shuffled_sq" else None
 
 
 def forget_objective(estimator: str, settings: AutoSettings | None) -> str:
@@ -245,9 +257,12 @@ def _forget_importance(
     estimator: str,
     what: str,
     objective: str = "cross_entropy",
+    batch_size: int | None = None,
 ) -> Importance:
     """The importance of the forget set for ``model`` as it is now (checked finite)."""
-    imp_f = compute_importance(model, request.forget, estimator, request, what, objective)
+    imp_f = compute_importance(
+        model, request.forget, estimator, request, what, objective, batch_size
+    )
     if not imp_f.is_finite():
         raise ValueError(f"the importance of the {what} holds NaN or inf")
     return imp_f
@@ -272,7 +287,7 @@ def _check_reiterable(batches: Any, what: str) -> None:
 
 
 def _check_batch_sizes(imp_d: Importance, imp_f: Importance, forget: Any) -> None:
-    if imp_d.estimator == "per_sample" or imp_d.batch_size is None:
+    if imp_d.estimator in PER_SAMPLE_PASS or imp_d.batch_size is None:
         return
     nominal = loader_batch_size(forget)
     mismatch = (
@@ -336,7 +351,8 @@ def ssd_(
     seconds["importance_train"] = perf_counter() - start
 
     t = perf_counter()
-    imp_f = _forget_importance(model, request, estimator, "forget set")
+    size = shuffled_batch_size(imp_d)
+    imp_f = _forget_importance(model, request, estimator, "forget set", batch_size=size)
     _check_batch_sizes(imp_d, imp_f, request.forget)
     seconds["importance_forget"] = perf_counter() - t
 
@@ -379,7 +395,7 @@ def ssd_(
         # of all of Df.
         if objective != "cross_entropy" or request.forget is not imp_source:
             t = perf_counter()
-            imp_f = _forget_importance(model, request, estimator, "forget set", objective)
+            imp_f = _forget_importance(model, request, estimator, "forget set", objective, size)
             seconds["importance_forget"] += perf_counter() - t
         t = perf_counter()
     if alpha == "auto" and _several_classes(imp_d, imp_f, settings, request):
@@ -406,7 +422,7 @@ def ssd_(
             imp_d,
             imp_f,
             remeasure=lambda: _forget_importance(
-                model, request, estimator, "forget set, again", objective
+                model, request, estimator, "forget set, again", objective, size
             ),
             forget=request.forget,
             heldout=request.heldout,
@@ -671,13 +687,13 @@ def _plan_classes(imp_d: Importance, imp_f: Importance, labels: list[int], size:
     units, samples = imp_d.units, imp_d.samples
     for label in labels[:-1]:
         n = counts[label]
-        unit = n if imp_d.estimator == "per_sample" else math.ceil(n / size)
+        unit = n if imp_d.estimator in PER_SAMPLE_PASS else math.ceil(n / size)
         units, samples = units - unit, samples - n
         if units <= 0 or samples <= 0:
             raise ValueError(
                 f"cannot forget {len(labels)} classes one at a time: after class {label} the "
                 f"{imp_d.estimator} importance of D ({imp_d.samples} samples in {imp_d.units} "
-                f"{'samples' if imp_d.estimator == 'per_sample' else 'batches'}) would have "
+                f"{'samples' if imp_d.estimator in PER_SAMPLE_PASS else 'batches'}) would have "
                 "nothing left for the next class; forget fewer classes per request, or use "
                 "the per_sample estimator, which counts samples, not batches"
             )

@@ -1,0 +1,146 @@
+"""The ``shuffled_sq`` estimator: batch_sq's mean over every way of drawing a batch, order-free."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import dampen
+from conftest import loader, make_data, make_model, same_state, state_copy
+from dampen.importances.store import Importance
+
+
+def _over_every_batch(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, size: int
+) -> dict[str, torch.Tensor]:
+    """Oracle: the mean of ``(d mean-loss of the batch / dθ)²`` over every batch of ``size``
+    distinct samples (what batch_sq averages to when the loader shuffles)."""
+    model.eval()
+    params = dict(model.named_parameters())
+    out = {n: torch.zeros_like(p) for n, p in params.items()}
+    subsets = list(itertools.combinations(range(len(x)), size))
+    for subset in subsets:
+        rows = torch.tensor(subset)
+        loss = F.cross_entropy(model(x[rows]), y[rows])
+        grads = torch.autograd.grad(loss, list(params.values()))
+        for n, g in zip(out, grads, strict=True):
+            out[n] += g**2 / len(subsets)
+    return out
+
+
+@pytest.mark.parametrize("impl", ["layers", "vmap"])
+def test_equals_batch_sq_over_every_batch_of_its_size(impl: str) -> None:
+    model = make_model()
+    x, y = make_data(7)
+    want = _over_every_batch(model, x, y, 3)
+    imp = dampen.importance(model, loader(x, y, 3), estimator="shuffled_sq", per_sample_impl=impl)
+    assert (imp.batch_size, imp.samples, imp.units) == (3, 7, 7)
+    for n, v in want.items():
+        torch.testing.assert_close(imp[n], v, rtol=1e-4, atol=1e-9, msg=n)
+
+
+def test_no_order_or_partition_of_the_batches_changes_it() -> None:
+    model = make_model()
+    x, y = make_data(24)
+    fixed = dampen.importance(model, loader(x, y, 8), estimator="shuffled_sq")
+    order = torch.randperm(24, generator=torch.Generator().manual_seed(3))
+    shuffled = dampen.importance(model, loader(x[order], y[order], 8), estimator="shuffled_sq")
+    uneven = [(x[:5], y[:5]), (x[5:], y[5:])]  # other batches, B given as the loader's
+    regrouped = dampen.importance(model, uneven, estimator="shuffled_sq")
+    regrouped = replace(regrouped, batch_size=8)
+    for n in fixed:
+        torch.testing.assert_close(shuffled[n], fixed[n], rtol=1e-5, atol=1e-10)
+        torch.testing.assert_close(regrouped[n], fixed[n], rtol=1e-5, atol=1e-10)
+    batch_sq = [dampen.importance(model, loader(x, y, 8), estimator="batch_sq")]
+    batch_sq.append(dampen.importance(model, loader(x[order], y[order], 8), estimator="batch_sq"))
+    assert any(not torch.allclose(batch_sq[0][n], batch_sq[1][n]) for n in fixed)
+
+
+def test_one_batch_of_everything_is_batch_sq_of_that_batch() -> None:
+    model = make_model()
+    x, y = make_data(6)
+    imp = dampen.importance(model, loader(x, y, 6), estimator="shuffled_sq")
+    whole = dampen.importance(model, loader(x, y, 6), estimator="batch_sq")
+    for n in whole:
+        torch.testing.assert_close(imp[n], whole[n], rtol=1e-4, atol=1e-10)
+
+
+def test_merge_and_subtract_are_exact_and_files_keep_the_sums(tmp_path) -> None:
+    model = make_model()
+    x, y = make_data(24)
+    whole = dampen.importance(model, loader(x, y, 8), estimator="shuffled_sq")
+    part = dampen.importance(model, loader(x[:5], y[:5], 8), estimator="shuffled_sq")
+    rest = dampen.importance(model, loader(x[5:], y[5:], 8), estimator="shuffled_sq")
+    for combined in (whole.subtract(part), part.merge(rest)):
+        want = rest if combined.samples == 19 else whole
+        for n in whole:
+            torch.testing.assert_close(combined[n], want[n], rtol=1e-4, atol=1e-10)
+    whole.save(tmp_path / "imp.safetensors")
+    back = Importance.load(tmp_path / "imp.safetensors", model=model)
+    assert back.estimator == "shuffled_sq" and back.firsts is not None
+    for n in whole:
+        assert torch.equal(back[n], whole[n])
+
+
+def test_gradient_sums_belong_to_shuffled_sq_alone(tmp_path) -> None:
+    model = make_model()
+    x, y = make_data(12)
+    imp = dampen.importance(model, loader(x, y, 4), estimator="shuffled_sq")
+    with pytest.raises(ValueError, match="lacks them"):
+        replace(imp, firsts=None)
+    per_sample = dampen.importance(model, loader(x, y, 4), estimator="per_sample")
+    with pytest.raises(ValueError, match="no use for them"):
+        replace(per_sample, firsts=imp.firsts)
+    with pytest.raises(ValueError, match="batch size"):
+        replace(imp, batch_size=None)
+    assert imp.firsts is not None
+    broken = replace(imp, firsts={**imp.firsts, "head.bias": torch.full((3,), float("nan"))})
+    with pytest.raises(ValueError, match="head.bias holds NaN"):
+        broken.validate()
+    other = dampen.importance(model, loader(x, y, 6), estimator="shuffled_sq")
+    with pytest.raises(ValueError, match="batch size"):
+        imp.merge(other)
+
+
+def test_ssd_takes_b_from_the_stored_importance_and_replays() -> None:
+    model = make_model().eval()
+    x, y = make_data(48)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(100):  # fit the data, so that there is something to forget
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    imp = dampen.importance(model, loader(x, y, 8), estimator="shuffled_sq")
+    forget = (y == 1).nonzero().flatten()
+    before = state_copy(model)
+    results = [
+        dampen.unlearn(
+            model,
+            loader(x[forget], y[forget], size),
+            importance=imp,
+            estimator="shuffled_sq",
+            alpha=2.0,
+        )
+        for size in (3, 16)  # the forget loader's batch size does not matter
+    ]
+    assert same_state(model, before)
+    assert results[0].stats["selected"] > 0
+    for n, p in results[0].model.named_parameters():
+        torch.testing.assert_close(p, dict(results[1].model.named_parameters())[n])
+    auto = dampen.unlearn(
+        model,
+        loader(x[forget], y[forget], 5),
+        importance=imp,
+        estimator="shuffled_sq",
+        max_importance_removed=0.5,  # the tiny model forgets nothing within the default
+    )
+    assert auto.stats["auto"]["rounds"]
+    assert not same_state(auto.model, before)  # it dampened something
+    stats = json.loads(json.dumps(auto.stats))
+    again = dampen.replay(model, loader(x[forget], y[forget], 5), importance=imp, stats=stats)
+    assert same_state(again, state_copy(auto.model))
