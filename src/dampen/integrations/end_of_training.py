@@ -18,7 +18,7 @@ class Settings:
     """A callback's options, checked when the callback is made (not after hours of training).
 
     Attributes:
-        estimator: ``"batch_sq"``, ``"per_sample"`` or ``"lf"``.
+        estimator: ``"batch_sq"``, ``"per_sample"``, ``"shuffled_sq"`` or ``"lf"``.
         filename: the file's name (no folder) inside the folder the callback writes to.
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         progress: show a progress bar during the pass.

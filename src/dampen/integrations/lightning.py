@@ -50,7 +50,9 @@ class ImportanceCallback(pl.Callback):
 
     Args:
         estimator: ``"batch_sq"`` (the paper's; its value depends on how the batches are made,
-            so later forget sets must use the same batch size), ``"per_sample"`` or ``"lf"``.
+            so later forget sets must use the same batch size), ``"per_sample"``,
+            ``"shuffled_sq"`` (``batch_sq``'s mean over shuffled batches: order-free) or
+            ``"lf"``.
         filename: the file's name inside ``dirpath``.
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         progress: show a progress bar (on global rank zero, when the trainer shows its own).

@@ -48,7 +48,9 @@ class ImportanceCallback(TrainerCallback):
 
     Args:
         estimator: ``"batch_sq"`` (the paper's; its value depends on how the batches are made,
-            so later forget sets must use the same batch size), ``"per_sample"`` or ``"lf"``.
+            so later forget sets must use the same batch size), ``"per_sample"``,
+            ``"shuffled_sq"`` (``batch_sq``'s mean over shuffled batches: order-free) or
+            ``"lf"``.
         filename: the file's name inside ``args.output_dir``.
         forward: ``forward(model, batch) -> (logits, targets)`` for other outputs or batches.
         progress: show a progress bar (on the local main process, unless ``disable_tqdm``).
