@@ -238,7 +238,10 @@ def take_rows(value: Any, mask: Tensor, n: int) -> Any:
 
 
 def detached(value: Any) -> Any:
-    """A batch whose every tensor is detached from any graph it carries."""
+    """A batch whose every tensor is detached from any graph it carries (the batch itself,
+    of whatever type, when none carries one)."""
+    if not _carries_graph(value):
+        return value
     if isinstance(value, Tensor):
         return value.detach()
     if isinstance(value, Mapping):
@@ -246,6 +249,16 @@ def detached(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(detached(v) for v in value)
     return value
+
+
+def _carries_graph(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.requires_grad
+    if isinstance(value, Mapping):
+        return any(_carries_graph(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_carries_graph(v) for v in value)
+    return False
 
 
 def cat_rows(parts: list[Any]) -> Any:
