@@ -139,3 +139,53 @@ def test_inputs_that_require_grad_are_left_alone() -> None:
     assert leaf.grad is None
     for n, v in want.items():
         torch.testing.assert_close(sums.tensors[n], v, rtol=1e-4, atol=1e-8, msg=n)
+
+
+def test_a_graph_of_the_callers_own_before_the_model_does_not_hide_layers() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3))
+    prompt = nn.Parameter(torch.randn(5))  # e.g. a learned input offset outside the model
+    x, y = torch.randn(6, 5), torch.arange(6) % 3
+    want = _oracle(model, x + prompt.detach(), y)
+    with preserved(model):
+        sums = accumulate(
+            model,
+            [(x, y)],
+            "per_sample",
+            forward=lambda m, b: (m(b[0] + prompt), b[1]),
+            per_sample_impl="layers",
+        )
+    assert prompt.grad is None
+    for n, v in want.items():
+        torch.testing.assert_close(sums.tensors[n], v, rtol=1e-4, atol=1e-8, msg=n)
+
+
+class InPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        h += self.b(h)  # changes b's input after b used it
+        return self.head(h)
+
+
+def test_an_input_changed_in_place_after_its_layer_is_refused() -> None:
+    model = InPlace()
+    x, y = torch.randn(5, 4), torch.arange(5) % 3
+    with preserved(model), pytest.raises(RuntimeError, match="modified in place"):
+        accumulate(model, [(x, y)], "per_sample", per_sample_impl="layers")
+
+
+def test_channels_last_convolutions() -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(100, 3)
+    ).to(memory_format=torch.channels_last)
+    x, y = torch.randn(6, 3, 5, 5), torch.arange(6) % 3
+    want = _oracle(model, x, y)
+    with preserved(model):
+        sums = accumulate(model, [(x, y)], "per_sample", per_sample_impl="layers")
+    for n, v in want.items():
+        torch.testing.assert_close(sums.tensors[n], v, rtol=1e-4, atol=1e-8, msg=n)

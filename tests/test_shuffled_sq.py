@@ -144,3 +144,31 @@ def test_ssd_takes_b_from_the_stored_importance_and_replays() -> None:
     stats = json.loads(json.dumps(auto.stats))
     again = dampen.replay(model, loader(x[forget], y[forget], 5), importance=imp, stats=stats)
     assert same_state(again, state_copy(auto.model))
+
+
+def test_a_corrective_request_measures_the_forget_set_with_ds_batch_size(monkeypatch) -> None:
+    import importlib
+
+    ssd = importlib.import_module("dampen.methods.ssd")
+    recorded: list[tuple[str, int | None]] = []
+    measure = ssd.measure
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        imp = measure(*args, **kwargs)
+        recorded.append((kwargs.get("objective"), imp.batch_size))
+        return imp
+
+    monkeypatch.setattr(ssd, "measure", spy)
+    model = make_model()
+    x, y = make_data(48)
+    imp = dampen.importance(model, loader(x, y, 8), estimator="shuffled_sq")
+    result = dampen.unlearn(
+        model,
+        loader(x[:12], y[:12], 4),
+        importance=imp,
+        forget_kind="poison",
+        estimator="shuffled_sq",
+    )
+    assert 0 < result.stats["auto"]["winning"] < result.stats["auto"]["identified"]
+    assert ("log_odds", 8) in recorded
+    assert all(size == 8 for _, size in recorded)

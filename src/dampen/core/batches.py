@@ -246,6 +246,8 @@ def detached(value: Any) -> Any:
         return value.detach()
     if isinstance(value, Mapping):
         return {k: detached(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*(detached(v) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(detached(v) for v in value)
     return value

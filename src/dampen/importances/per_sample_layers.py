@@ -137,7 +137,7 @@ def _fold_squares(
             if first is not None:
                 first("bias").add_(g.sum(dim=0).to(bias.dtype))
         return True
-    if isinstance(module, _CONVS) and module.groups == 1:
+    if isinstance(module, _CONVS) and module.groups == 1 and target("weight").is_contiguous():
         acc = target("weight")
         flat = acc.view(acc.shape[0], -1)
         flat_first = None if first is None else first("weight").view(acc.shape[0], -1)
@@ -181,19 +181,25 @@ class LayerwisePerSample:
         ``sum_s g_s²`` into ``acc(name)``, the accumulator tensor of that parameter, and
         ``sum_s g_s`` into ``first(name)`` when given."""
         calls: list[tuple[nn.Module, Tensor, list[Tensor]]] = []
-        leaves: list[Tensor] = []
+        roots: list[Tensor] = []  # every layer's input: the backward reaches each layer
+        versions: list[tuple[Tensor, int]] = []
 
         def pre_hook(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
             x = inputs[0]
-            if not isinstance(x, Tensor) or not x.is_floating_point() or x.grad_fn is not None:
-                return None  # not data, or it comes from an earlier layer
+            if not isinstance(x, Tensor) or not x.is_floating_point():
+                return None
+            if x.requires_grad:  # from an earlier layer (or a graph of the caller's)
+                roots.append(x)
+                return None
             leaf = x.detach().requires_grad_(True)  # where the gradients start flowing back
-            leaves.append(leaf)
+            roots.append(leaf)
             return (leaf, *inputs[1:])
 
         def forward_hook(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
             holder: list[Tensor] = []
-            calls.append((module, inputs[0].detach().float(), holder))
+            x = inputs[0]
+            versions.append((x, x._version))
+            calls.append((module, x.detach().float(), holder))
             output.register_hook(lambda grad: holder.append(grad.detach().float()))
 
         params = list(self.params.values())
@@ -205,8 +211,14 @@ class LayerwisePerSample:
                 p.requires_grad_(False)
             # Inputs that carry a graph of their own would hide layers from the leaves below.
             loss = loss_of(detached(batch))
-            if leaves:
-                torch.autograd.grad(loss, leaves, allow_unused=True)
+            if roots:
+                torch.autograd.grad(loss, roots, allow_unused=True)
+            if any(x._version != version for x, version in versions):
+                # The frozen weights keep autograd from saving the inputs, so it cannot tell.
+                raise RuntimeError(
+                    "per_sample: a layer's input was modified in place after the layer used it; "
+                    "its per-sample gradients cannot be formed (make the operation out of place)"
+                )
         finally:
             for h in handles:
                 h.remove()

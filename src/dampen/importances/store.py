@@ -198,8 +198,9 @@ class Importance(Mapping[str, Tensor]):
         return sum(t.numel() for t in self.sums.values())
 
     def is_finite(self) -> bool:
-        """True when no sum holds NaN or ±inf."""
-        return all(bool(torch.isfinite(t).all()) for t in self.sums.values())
+        """True when no sum (nor sum of gradients) holds NaN or ±inf."""
+        tensors = [*self.sums.values(), *(self.firsts or {}).values()]
+        return all(bool(torch.isfinite(t).all()) for t in tensors)
 
     def to(self, device: torch.device | str) -> Importance:
         """A copy with the sums on ``device``."""

@@ -352,7 +352,7 @@ def ssd_(
 
     t = perf_counter()
     size = shuffled_batch_size(imp_d)
-    imp_f = _forget_importance(model, request, estimator, "forget set", batch_size=size)
+    imp_f = _forget_importance(model, request, estimator, "forget set", "cross_entropy", size)
     _check_batch_sizes(imp_d, imp_f, request.forget)
     seconds["importance_forget"] = perf_counter() - t
 
@@ -368,8 +368,8 @@ def ssd_(
     if alpha == "auto" and settings.forget_kind in CORRECTIVE:
         corrective = {"objective": objective}
         if settings.winning_only:
-            size = winners_batch_size(request.forget, imp_d, imp_f)
-            winners = WinningSamples(model, request.forget, request.forward, size)
+            regroup = winners_batch_size(request.forget, imp_d, imp_f)
+            winners = WinningSamples(model, request.forget, request.forward, regroup)
             corrective.update(identified=winners.total, winning=winners.count)
             seconds["winning"] = perf_counter() - t
             if winners.count == 0:
