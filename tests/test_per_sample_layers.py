@@ -101,7 +101,7 @@ def test_unknown_impl_is_refused() -> None:
 
 
 class TwoBranches(nn.Module):
-    """Two layers read the raw input; a convolution wider than one block of output channels."""
+    """Two layers read the raw input; a wide convolution."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,7 +115,11 @@ class TwoBranches(nn.Module):
         return self.head(torch.cat([a, b], dim=1))
 
 
-def test_every_branch_from_the_input_and_wide_convolutions() -> None:
+@pytest.mark.parametrize("chunk", [1 << 18, 2000])  # all samples at once, or 1 at a time
+def test_every_branch_from_the_input_and_wide_convolutions(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dampen.importances.per_sample_layers._CHUNK", chunk)
     torch.manual_seed(1)
     model = TwoBranches().eval()
     x, y = torch.randn(7, 2, 5, 5), torch.arange(7) % 4

@@ -6,9 +6,9 @@ of the layer's input and the gradient of its output. One backward pass of ``sum_
 provides the output gradients; it runs with the parameters frozen, so it computes no weight
 gradient at all, only the gradients that flow between layers. The squares are then summed
 without keeping every sample's gradient at once: a ``Linear`` on one vector per sample needs
-none (``Σ_s (g_s x_sᵀ)² = (g²)ᵀ x²``), and a convolution forms each sample's gradient a block
-of output channels at a time and folds its square in while the block is still in cache
-(3× faster than one batched ``einsum`` on the last ResNet18 stage). Samples must not interact
+none (``Σ_s (g_s x_sᵀ)² = (g²)ᵀ x²``), and a convolution forms the gradients of a few samples
+at a time (about 1 MiB) and folds their squares in while they are still in cache (on the last
+ResNet18 stage 1.4-2× faster than one batched ``einsum`` of all samples). Samples must not interact
 (true in eval mode), which the ``per_sample`` estimator assumes anyway.
 
 :func:`supports` says whether a model qualifies; otherwise the estimator uses ``vmap``.
@@ -109,8 +109,9 @@ def _squares(module: nn.Module, x: Tensor, g: Tensor) -> dict[str, Tensor]:
     return out
 
 
-_ROWS = 64
-"""Output channels per block when a convolution's per-sample gradients are folded in."""
+_CHUNK = 1 << 18
+"""How many gradient entries (1 MiB in fp32) a convolution forms at a time when it folds its
+per-sample gradients in: as many samples as fit, at least one."""
 
 
 def _fold_squares(
@@ -143,12 +144,14 @@ def _fold_squares(
         flat_first = None if first is None else first("weight").view(acc.shape[0], -1)
         cols = _conv_unfold(module, x).transpose(1, 2)  # [N, L, C·k]
         grads = g.reshape(n, g.shape[1], -1)  # [N, O, L]
-        for s in range(n):
-            for r in range(0, grads.shape[1], _ROWS):
-                w = (grads[s, r : r + _ROWS] @ cols[s]).to(flat.dtype)
-                flat[r : r + _ROWS].addcmul_(w, w)
-                if flat_first is not None:
-                    flat_first[r : r + _ROWS].add_(w)
+        step = max(1, _CHUNK // flat.numel())
+        for start in range(0, n, step):
+            chunk = torch.bmm(grads[start : start + step], cols[start : start + step])
+            chunk = chunk.to(flat.dtype)  # [samples, O, C·k]
+            for w in chunk:
+                flat.addcmul_(w, w)
+            if flat_first is not None:
+                flat_first.add_(chunk.sum(dim=0))
         if module.bias is not None:
             bias = target("bias")
             b = grads.sum(dim=2).to(bias.dtype)
