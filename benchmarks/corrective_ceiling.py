@@ -30,21 +30,13 @@ from dampen.bench.runner import BenchRunner, load_with_validation, make_scenario
 from dampen.data import loader
 from dampen.data.base import DataSplits
 from dampen.eval.corrective import attack_figures, healed_share
+from dampen.methods.auto_alpha import accuracy
 from dampen.recipe import cache_key
 
 CEILINGS = (0.002, 0.003, 0.005, 0.0075, 0.01)
 TOOK = [(0, "1%"), (0, "2%"), (1, "1%"), (1, "2%"), (2, "0.5%"), (2, "1%"), (2, "2%")]
 """The (seed, poison share) pairs whose backdoor took (original attack success ≥ 50 %)."""
 MAX_DROP = 1.4  # points: the corrective issue's bound on the clean accuracy drop
-
-
-def accuracy(model: torch.nn.Module, batches: Any) -> float:
-    right = total = 0
-    with torch.no_grad():
-        for x, y in batches:
-            right += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return right / total
 
 
 def cell(run: BenchRunner, seed: int, label: str) -> dict[str, Any]:
@@ -73,7 +65,7 @@ def cell(run: BenchRunner, seed: int, label: str) -> dict[str, Any]:
         k: (
             attack_figures(original, a, scenario.target)["healed_acc"],
             attack_figures(clean, a, scenario.target)["healed_acc"],
-            accuracy(original, t),
+            accuracy(original, t, None),
         )
         for k, (a, t) in splits.items()
     }
@@ -89,7 +81,7 @@ def cell(run: BenchRunner, seed: int, label: str) -> dict[str, Any]:
                 figures = attack_figures(result.model, attack, scenario.target)
                 row[f"{k}{ceiling}"] = (
                     100 * healed_share(figures["healed_acc"], healed_o, healed_c),
-                    100 * (acc_o - accuracy(result.model, test)),
+                    100 * (acc_o - accuracy(result.model, test, None)),
                     100 * figures["attack_success"],
                 )
     finally:

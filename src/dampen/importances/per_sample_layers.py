@@ -138,28 +138,30 @@ def _fold_squares(
             if first is not None:
                 first("bias").add_(g.sum(dim=0).to(bias.dtype))
         return True
-    if isinstance(module, _CONVS) and module.groups == 1 and target("weight").is_contiguous():
-        acc = target("weight")
-        flat = acc.view(acc.shape[0], -1)
-        flat_first = None if first is None else first("weight").view(acc.shape[0], -1)
-        cols = _conv_unfold(module, x).transpose(1, 2)  # [N, L, C·k]
-        grads = g.reshape(n, g.shape[1], -1)  # [N, O, L]
-        step = max(1, _CHUNK // flat.numel())
-        for start in range(0, n, step):
-            chunk = torch.bmm(grads[start : start + step], cols[start : start + step])
-            chunk = chunk.to(flat.dtype)  # [samples, O, C·k]
-            for w in chunk:
-                flat.addcmul_(w, w)
-            if flat_first is not None:
-                flat_first.add_(chunk.sum(dim=0))
-        if module.bias is not None:
-            bias = target("bias")
-            b = grads.sum(dim=2).to(bias.dtype)
-            bias.add_((b * b).sum(dim=0))
-            if first is not None:
-                first("bias").add_(b.sum(dim=0))
-        return True
-    return False
+    if not (isinstance(module, _CONVS) and module.groups == 1):
+        return False
+    acc = target("weight")
+    if not acc.is_contiguous():  # channels_last accumulators take the general path
+        return False
+    flat = acc.view(acc.shape[0], -1)
+    flat_first = None if first is None else first("weight").view(acc.shape[0], -1)
+    cols = _conv_unfold(module, x).transpose(1, 2)  # [N, L, C·k]
+    grads = g.reshape(n, g.shape[1], -1)  # [N, O, L]
+    step = max(1, _CHUNK // flat.numel())
+    for start in range(0, n, step):
+        chunk = torch.bmm(grads[start : start + step], cols[start : start + step])
+        chunk = chunk.to(flat.dtype)  # [samples, O, C·k]
+        for w in chunk:
+            flat.addcmul_(w, w)
+        if flat_first is not None:
+            flat_first.add_(chunk.sum(dim=0))
+    if module.bias is not None:
+        bias = target("bias")
+        b = grads.sum(dim=2).to(bias.dtype)
+        bias.add_((b * b).sum(dim=0))
+        if first is not None:
+            first("bias").add_(b.sum(dim=0))
+    return True
 
 
 class LayerwisePerSample:
@@ -236,8 +238,9 @@ class LayerwisePerSample:
             if not holder:  # the output did not reach the loss
                 continue
             single = remaining[module] == 1 and module not in pending
+            target = self._target(module, acc)
             firsts = None if first is None else self._target(module, first)
-            if single and _fold_squares(module, x, holder[0], self._target(module, acc), firsts):
+            if single and _fold_squares(module, x, holder[0], target, firsts):
                 continue
             grads = _squares(module, x, holder[0])
             del x, holder
@@ -249,25 +252,26 @@ class LayerwisePerSample:
                 if remaining[module]:
                     continue
                 grads = pending.pop(module)
-            self._add_squares(module, grads, acc, firsts)
+            _add_squares(grads, target, firsts)
             del grads
 
     def _target(self, module: nn.Module, acc: Callable[[str], Tensor]) -> Callable[[str], Tensor]:
+        """``acc`` of the module's own parameter names (``"weight"`` → ``"layer.weight"``)."""
         prefix = self.layers[module]
         return lambda key: acc(f"{prefix}.{key}" if prefix else key)
 
-    def _add_squares(
-        self,
-        module: nn.Module,
-        grads: dict[str, Tensor],
-        acc: Callable[[str], Tensor],
-        first: Callable[[str], Tensor] | None,
-    ) -> None:
-        target_of = self._target(module, acc)
-        for key, value in grads.items():
-            target = target_of(key)
-            value = value.to(target.dtype)
-            if first is not None:
-                first(key).add_(value.sum(dim=0))
-            for sample in value:  # in-place multiply-adds: ~5x faster than square().sum(0)
-                target.addcmul_(sample, sample)
+
+def _add_squares(
+    grads: dict[str, Tensor],
+    target: Callable[[str], Tensor],
+    first: Callable[[str], Tensor] | None,
+) -> None:
+    """Add the squares of per-sample gradients ``{key: [N, *shape]}`` into ``target(key)``
+    (and their sum into ``first(key)`` when given)."""
+    for key, value in grads.items():
+        acc = target(key)
+        value = value.to(acc.dtype)
+        if first is not None:
+            first(key).add_(value.sum(dim=0))
+        for sample in value:  # in-place multiply-adds: ~5x faster than square().sum(0)
+            acc.addcmul_(sample, sample)
