@@ -45,6 +45,10 @@ FAST: dict[str, dict[str, Any]] = {
 # 0.65/0.30). On a 3-class task SSD at α=10 selected no parameter at all: Df is a third of D,
 # which caps the ratios I_Df/I_D well below 10.
 FORGET: dict[str, dict[str, Any]] = {
+    # The paper's α: on this 10-class toy auto's data-free guard stops before any dampening
+    # with the default shuffled_sq importance (its second parameter alone removes 2.8 % of D's
+    # importance-weighted weights); auto is tested in test_auto_alpha.
+    "ssd": {"alpha": 10.0},
     "retrain": {"epochs": 10},
     "finetune": {"lr": 0.1, "epochs": 10},
     "neggrad": {"plus": True, "beta": 0.99},

@@ -730,7 +730,9 @@ def test_winning_only_false_dampens_for_all_of_df(
     assert every.stats["auto"]["objective"] == "log_odds"
     # The recorded α on the log-odds importance of all of Df (losers included) gives its weights.
     same = copy.deepcopy(model)
-    imp_f = measure(model, forget, estimator="batch_sq", objective="log_odds")
+    imp_f = measure(
+        model, forget, estimator=imp.estimator, objective="log_odds", batch_size=imp.batch_size
+    )
     dampen_model_(same, imp, imp_f, alpha=every.stats["alpha"])
     for k, v in every.model.state_dict().items():
         assert torch.equal(v, same.state_dict()[k]), k

@@ -288,7 +288,7 @@ def test_several_classes_are_planned_before_any_weight_changes(trained: tuple) -
     """batch_sq counts batches: 8 classes of 10 samples at batch 8 need 2 units each, D has 13.
     Before, 7 classes were dampened into the caller's model and the 8th failed."""
     model, x, y = trained
-    imp = dampen.importance(model, loader(x, y, 8))
+    imp = dampen.importance(model, loader(x, y, 8), estimator="batch_sq")
     mine = copy.deepcopy(model)
     before = state_copy(mine)
     forget = loader(x[y < 8], y[y < 8], 8)

@@ -290,7 +290,7 @@ def test_lightning_callback_saves_beside_the_checkpoints(tmp_path: Path) -> None
     assert before.state == after.state and not all(before.state[1])
     assert all(before.state[0])  # the module was training; dampen measured it in eval mode
     saved = Importance.load(callback.path, model=module)
-    assert saved.estimator == "batch_sq" and saved.samples == 160 and saved.batch_size == 32
+    assert saved.estimator == "shuffled_sq" and saved.samples == 160 and saved.batch_size == 32
     again = dampen.importance(module, DataLoader(data, batch_size=32))
     other = dampen.importance(module, DataLoader(_digits(160, offset=500), batch_size=32))
     assert _close(saved, again)

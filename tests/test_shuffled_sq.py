@@ -172,3 +172,71 @@ def test_a_corrective_request_measures_the_forget_set_with_ds_batch_size(monkeyp
     assert 0 < result.stats["auto"]["winning"] < result.stats["auto"]["identified"]
     assert ("log_odds", 8) in recorded
     assert all(size == 8 for _, size in recorded)
+
+
+def _fitted() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    model = make_model().eval()
+    x, y = make_data(48)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, x, y
+
+
+def test_the_plain_calls_are_order_free() -> None:
+    """``dampen.importance`` and ``dampen.unlearn`` without an estimator: shuffled_sq, so
+    another loader order gives the same selection and (to rounding) the same weights."""
+    model, x, y = _fitted()
+    forget = (y == 1).nonzero().flatten()
+    outcomes = []
+    for seed in (0, 1):
+        order = torch.randperm(48, generator=torch.Generator().manual_seed(seed))
+        imp = dampen.importance(model, loader(x[order], y[order], 8))
+        assert imp.estimator == "shuffled_sq"
+        f = forget[torch.randperm(len(forget), generator=torch.Generator().manual_seed(seed))]
+        result = dampen.unlearn(model, loader(x[f], y[f], 4), importance=imp, alpha=2.0)
+        assert result.stats["estimator"] == "shuffled_sq"
+        outcomes.append(result)
+    assert outcomes[0].stats["selected"] == outcomes[1].stats["selected"] > 0
+    after = [dict(r.model.named_parameters()) for r in outcomes]
+    for n, p in after[0].items():
+        torch.testing.assert_close(p, after[1][n], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("estimator", ["batch_sq", "per_sample", "shuffled_sq"])
+@pytest.mark.parametrize("method", ["ssd", "assd"])
+def test_without_an_estimator_the_stored_importance_decides(method: str, estimator: str) -> None:
+    model, x, y = _fitted()
+    imp = dampen.importance(model, loader(x, y, 8), estimator=estimator)
+    forget = loader(x[y == 1], y[y == 1], 8)
+    alpha = {"alpha": 2.0} if method == "ssd" else {}
+    plain = dampen.unlearn(model, forget, method=method, importance=imp, **alpha)
+    named = dampen.unlearn(
+        model, forget, method=method, importance=imp, estimator=estimator, **alpha
+    )
+    assert plain.stats["estimator"] == estimator
+    assert same_state(plain.model, state_copy(named.model))
+
+
+def test_an_estimator_chosen_must_match_the_stored_one() -> None:
+    model, x, y = _fitted()
+    forget = loader(x[y == 1], y[y == 1], 8)
+    imp = dampen.importance(model, loader(x, y, 8), estimator="batch_sq")
+    with pytest.raises(ValueError, match="computed with estimator 'batch_sq'.*needs 'shuffled_sq'"):
+        dampen.unlearn(model, forget, importance=imp, estimator="shuffled_sq", alpha=2.0)
+    lf = dampen.importance(model, loader(x, y, 8), estimator="lf")
+    with pytest.raises(ValueError, match="'lf' importance serves method='lfssd' or 'alf'"):
+        dampen.unlearn(model, forget, importance=lf, alpha=2.0)
+
+
+def test_computed_now_without_an_estimator_is_shuffled_sq() -> None:
+    model, x, y = _fitted()
+    forget = loader(x[y == 1], y[y == 1], 8)
+    result = dampen.unlearn(model, forget, train=loader(x, y, 8), alpha=2.0)
+    stored = dampen.unlearn(
+        model, forget, importance=dampen.importance(model, loader(x, y, 8)), alpha=2.0
+    )
+    assert result.stats["estimator"] == "shuffled_sq"
+    assert same_state(result.model, state_copy(stored.model))

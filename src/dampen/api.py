@@ -14,6 +14,7 @@ from torch import nn
 from dampen import registry
 from dampen.core.batches import Batches, ForwardFn, checked_forward
 from dampen.importances.distributed import unwrap
+from dampen.importances.estimators import DEFAULT_ESTIMATOR
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
 from dampen.registry import Request
@@ -23,7 +24,7 @@ def importance(
     model: nn.Module,
     batches: Batches,
     *,
-    estimator: str = "batch_sq",
+    estimator: str = DEFAULT_ESTIMATOR,
     forward: ForwardFn | None = None,
     progress: bool = False,
     chunk_size: int | None = None,
@@ -38,9 +39,10 @@ def importance(
     Args:
         model: the trained model.
         batches: a DataLoader (or any iterable) of ``(x, y)``/``(x, ..., y)``/dict batches.
-        estimator: ``"batch_sq"`` (the paper's), ``"per_sample"``, ``"shuffled_sq"``
-            (``batch_sq``'s value over shuffled batches of the loader's batch size, from one
-            per-sample pass: no loader order changes it) or ``"lf"`` (label-free).
+        estimator: ``"shuffled_sq"`` (the default: ``batch_sq``'s value over shuffled batches
+            of the loader's batch size, from one per-sample pass, so no loader order changes
+            it), ``"batch_sq"`` (the paper's: faster, but its value depends on how the loader
+            makes its batches), ``"per_sample"`` or ``"lf"`` (label-free).
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         progress: show a progress bar.
         chunk_size: samples per ``vmap`` chunk for ``per_sample`` (default: from memory).

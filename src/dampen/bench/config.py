@@ -17,12 +17,20 @@ from typing import Any
 import torch
 
 from dampen.bench.tuning import BUDGET_OPTION, budget_fields, check_grid
+from dampen.importances.estimators import LABELLED_ESTIMATORS, PAPER_ESTIMATOR
 from dampen.methods.auto_alpha import CORRECTIVE
 from dampen.recipe import TrainConfig
 from dampen.registry import get
 
-SSD_FAMILY: Mapping[str, str] = {"ssd": "batch_sq", "assd": "batch_sq", "lfssd": "lf", "alf": "lf"}
-"""SSD-family methods and the default estimator of their importance."""
+SSD_FAMILY: Mapping[str, str] = {
+    "ssd": PAPER_ESTIMATOR,
+    "assd": PAPER_ESTIMATOR,
+    "lfssd": "lf",
+    "alf": "lf",
+}
+"""SSD-family methods and the estimator of their importance in the bench unless a row's options
+name another (the paper's, which the committed results use; the library's default is
+``shuffled_sq``)."""
 
 REFERENCE_ROWS: tuple[str, ...] = ("original", "retrain")
 """Rows every benchmark has: the model before unlearning and the one retrained without Df."""
@@ -399,6 +407,15 @@ class MethodSpec:
         if self.method not in SSD_FAMILY:
             return None
         return str(options.get("estimator", SSD_FAMILY[self.method]))
+
+    def pinned(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` with the bench's estimator spelled out for the methods that take one, so
+        a method that computes D's importance itself uses the same one as a stored importance."""
+        out = dict(options)
+        estimator = self.estimator(options)
+        if estimator in LABELLED_ESTIMATORS:
+            out["estimator"] = estimator
+        return out
 
 
 @dataclass(frozen=True)

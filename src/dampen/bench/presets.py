@@ -268,9 +268,10 @@ def fmnist_classes() -> BenchConfig:
     """Every Fashion-MNIST class forgotten in turn (full-class), ResNet18 and the small ViT.
 
     Same data and models as ``fmnist``; three seeds; SSD (paper α), ASSD and SSD ``alpha="auto"``
-    with the ``batch_sq`` and the ``per_sample`` importance (with 200 held-out test samples of
-    the retained classes as its collapse guard) against the original and a model retrained
-    without each class: 1 original and 10 retrains per model and seed.
+    with the ``batch_sq`` and the ``shuffled_sq`` importance (with 200 held-out test samples of
+    the retained classes as its collapse guard, and ``shuffled_sq`` also without them) against
+    the original and a model retrained without each class: 1 original and 10 retrains per
+    model and seed.
     The report adds the worst case and the mean over the classes.
     """
     return BenchConfig(
@@ -288,9 +289,14 @@ def fmnist_classes() -> BenchConfig:
             MethodSpec("ssd", label="ssd (auto)", options={"alpha": "auto"}, heldout=200),
             MethodSpec(
                 "ssd",
-                label="ssd (auto, per_sample)",
-                options={"alpha": "auto", "estimator": "per_sample"},
+                label="ssd (auto, shuffled_sq)",
+                options={"alpha": "auto", "estimator": "shuffled_sq"},
                 heldout=200,
+            ),
+            MethodSpec(
+                "ssd",
+                label="ssd (auto, shuffled_sq, no heldout)",
+                options={"alpha": "auto", "estimator": "shuffled_sq"},
             ),
         ),
         seeds=(0, 1, 2),

@@ -837,12 +837,12 @@ class BenchRunner:
         bs = self.config.batch_size
         recipe = self._recipe(cell.model)
         train_steps = original_steps(recipe.epochs, recipe.batch_size, len(train))
-        kwargs, budget_steps = resolve_budget(spec.method, cell.options, train_steps)
+        kwargs, budget_steps = resolve_budget(spec.method, spec.pinned(cell.options), train_steps)
         extra: dict[str, Any] = {"importance": None, "importance_seconds": None}
         if budget_steps is not None:
             extra.update(budget_steps=budget_steps, original_steps=train_steps)
         if spec.method in SSD_FAMILY:
-            estimator = spec.estimator(cell.options) or "batch_sq"
+            estimator = str(spec.estimator(cell.options))
             if spec.importance == "stored":
                 imp, imp_seconds = self._importance(original, model_key, train, estimator)
                 kwargs["importance"] = imp

@@ -17,6 +17,7 @@ from dampen.cli.pretrained import check_output_folder, load_pretrained, write_pr
 from dampen.cli.userspec import build_model, load_weights_, parse_option, resolve, weights_writer
 from dampen.core.files import atomic_writes, check_distinct, check_writable
 from dampen.importances.distributed import init_from_env, rank_and_world
+from dampen.importances.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from dampen.methods.auto_alpha import FORGET_KINDS
 
 
@@ -84,9 +85,11 @@ PRETRAINED = click.option(
 )
 @click.option(
     "--estimator",
-    default="batch_sq",
+    default=DEFAULT_ESTIMATOR,
     show_default=True,
-    type=click.Choice(["batch_sq", "per_sample", "shuffled_sq", "lf"]),
+    type=click.Choice(ESTIMATORS),
+    help="shuffled_sq: batch_sq's value over shuffled batches (no loader order changes it); "
+    "batch_sq: the paper's, faster, order-dependent.",
 )
 @click.option(
     "--shard/--no-shard",

@@ -14,10 +14,11 @@ exactly; :class:`dampen.importances.store.Importance` divides them into means.
   mean μ and variance ``(m₂ − μ²)/B · (n − B)/(n − 1)``). It keeps ``batch_sq``'s weight on
   the gradient the samples share, which per-sample squares dilute, but no loader order can
   change it, and its sums (of ``g`` and ``g²``, per sample) subtract exactly. The pass is
-  ``per_sample``'s, adding up the gradients too; B is the loader's batch size.
+  ``per_sample``'s, adding up the gradients too; B is the loader's batch size. The default
+  (:data:`DEFAULT_ESTIMATOR`).
 - ``lf``: per batch, ``|d/dθ mean_s ||f(x_s)||₂²|`` on the logits f; needs no labels.
 
-``objective="log_odds"`` makes the two label-based estimators differentiate minus the log-odds
+``objective="log_odds"`` makes the label-based estimators differentiate minus the log-odds
 of the label instead of the cross-entropy (:func:`dampen.core.losses.sample_log_odds_losses`):
 the importance of what makes a label win, which does not vanish on samples the model already
 fits with certainty (corrective unlearning measures the identified poison with it).
@@ -63,6 +64,14 @@ LABELLED_ESTIMATORS: tuple[str, ...] = ("batch_sq", "per_sample", "shuffled_sq")
 
 PER_SAMPLE_PASS: tuple[str, ...] = ("per_sample", "shuffled_sq")
 """Estimators computed from per-sample gradients: their unit is the sample, not the batch."""
+
+DEFAULT_ESTIMATOR = "shuffled_sq"
+"""What :func:`dampen.importance`, the CLI and the callbacks use unless told: ``batch_sq``'s
+value over shuffled batches, so no loader order or batch partition decides a request."""
+
+PAPER_ESTIMATOR = "batch_sq"
+"""The SSD paper's estimator: faster (no per-sample pass), but its value depends on how the
+loader makes its batches. The ``dampen bench`` rows use it unless they name another."""
 
 #: Default memory budget for one chunk of per-sample gradients (bytes).
 PER_SAMPLE_CHUNK_BYTES = 2 * 2**30

@@ -9,7 +9,7 @@ from torch import nn
 
 from dampen.api import importance
 from dampen.core.batches import Batches, ForwardFn, checked_forward
-from dampen.importances.estimators import check_estimator
+from dampen.importances.estimators import DEFAULT_ESTIMATOR, check_estimator
 from dampen.importances.store import Importance
 
 
@@ -18,13 +18,13 @@ class Settings:
     """A callback's options, checked when the callback is made (not after hours of training).
 
     Attributes:
-        estimator: ``"batch_sq"``, ``"per_sample"``, ``"shuffled_sq"`` or ``"lf"``.
+        estimator: ``"shuffled_sq"`` (default), ``"batch_sq"``, ``"per_sample"`` or ``"lf"``.
         filename: the file's name (no folder) inside the folder the callback writes to.
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         progress: show a progress bar during the pass.
     """
 
-    estimator: str = "batch_sq"
+    estimator: str = DEFAULT_ESTIMATOR
     filename: str = "importance.safetensors"
     forward: ForwardFn | None = None
     progress: bool = True

@@ -19,6 +19,7 @@ except ImportError as e:  # pragma: no cover - exercised with the library hidden
     ) from e
 
 from dampen.core.batches import Batches, ForwardFn
+from dampen.importances.estimators import DEFAULT_ESTIMATOR
 from dampen.importances.store import Importance
 from dampen.integrations.end_of_training import Settings, measure_and_save
 
@@ -49,10 +50,9 @@ class ImportanceCallback(pl.Callback):
     and are not supported.
 
     Args:
-        estimator: ``"batch_sq"`` (the paper's; its value depends on how the batches are made,
-            so later forget sets must use the same batch size), ``"per_sample"``,
-            ``"shuffled_sq"`` (``batch_sq``'s mean over shuffled batches: order-free) or
-            ``"lf"``.
+        estimator: ``"shuffled_sq"`` (the default: ``batch_sq``'s mean over shuffled batches,
+            order-free, from a per-sample pass), ``"batch_sq"`` (the paper's, faster; its value
+            depends on how the batches are made), ``"per_sample"`` or ``"lf"``.
         filename: the file's name inside ``dirpath``.
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         progress: show a progress bar (on global rank zero, when the trainer shows its own).
@@ -68,7 +68,7 @@ class ImportanceCallback(pl.Callback):
 
     def __init__(
         self,
-        estimator: str = "batch_sq",
+        estimator: str = DEFAULT_ESTIMATOR,
         filename: str = "importance.safetensors",
         forward: ForwardFn | None = None,
         progress: bool = True,

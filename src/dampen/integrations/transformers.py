@@ -17,6 +17,7 @@ except ImportError as e:  # pragma: no cover - exercised with the library hidden
     ) from e
 
 from dampen.core.batches import ForwardFn
+from dampen.importances.estimators import DEFAULT_ESTIMATOR
 from dampen.importances.store import Importance
 from dampen.integrations.end_of_training import Outcome, Settings, measure_and_save
 
@@ -47,10 +48,9 @@ class ImportanceCallback(TrainerCallback):
     processes and are not supported.
 
     Args:
-        estimator: ``"batch_sq"`` (the paper's; its value depends on how the batches are made,
-            so later forget sets must use the same batch size), ``"per_sample"``,
-            ``"shuffled_sq"`` (``batch_sq``'s mean over shuffled batches: order-free) or
-            ``"lf"``.
+        estimator: ``"shuffled_sq"`` (the default: ``batch_sq``'s mean over shuffled batches,
+            order-free, from a per-sample pass), ``"batch_sq"`` (the paper's, faster; its value
+            depends on how the batches are made), ``"per_sample"`` or ``"lf"``.
         filename: the file's name inside ``args.output_dir``.
         forward: ``forward(model, batch) -> (logits, targets)`` for other outputs or batches.
         progress: show a progress bar (on the local main process, unless ``disable_tqdm``).
@@ -65,7 +65,7 @@ class ImportanceCallback(TrainerCallback):
 
     def __init__(
         self,
-        estimator: str = "batch_sq",
+        estimator: str = DEFAULT_ESTIMATOR,
         filename: str = "importance.safetensors",
         forward: ForwardFn | None = None,
         progress: bool = True,

@@ -17,7 +17,7 @@ from torch import nn
 
 from dampen.core.batches import has_labels, loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_model_
-from dampen.importances.estimators import LABELLED_ESTIMATORS, PER_SAMPLE_PASS
+from dampen.importances.estimators import DEFAULT_ESTIMATOR, LABELLED_ESTIMATORS, PER_SAMPLE_PASS
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import (
@@ -131,20 +131,16 @@ class SSDConfig(_Alpha):
     """SSD. ``alpha`` defaults to ``"auto"``; pass ``alpha=10.0`` for the paper's ResNet18 setting.
 
     Attributes:
-        estimator: ``"batch_sq"`` (the paper's), ``"per_sample"`` or ``"shuffled_sq"``
-            (``batch_sq``'s value over shuffled batches: no loader order changes it).
+        estimator: ``"shuffled_sq"`` (``batch_sq``'s value over shuffled batches: no loader
+            order changes it), ``"batch_sq"`` (the paper's) or ``"per_sample"``. ``None`` (the
+            default): the stored importance's, or ``"shuffled_sq"`` when D's is computed now.
     """
 
-    estimator: str = "batch_sq"
+    estimator: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.estimator not in LABELLED_ESTIMATORS:
-            raise ValueError(
-                f"estimator must be one of {', '.join(LABELLED_ESTIMATORS)} for ssd; got "
-                f"{self.estimator!r} "
-                "(use method='lfssd' for the loss-free estimator)"
-            )
+        _check_labelled(self.estimator, "ssd", " (use method='lfssd' for the loss-free estimator)")
 
 
 @dataclass(frozen=True)
@@ -157,15 +153,31 @@ class LFSSDConfig(_Alpha):
 class ASSDConfig(_Dampening):
     """Adaptive SSD: λ = 1 and α from the percentile rule, nothing to tune."""
 
-    estimator: str = "batch_sq"
+    estimator: str | None = None
+    """As :class:`SSDConfig`'s."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.estimator not in LABELLED_ESTIMATORS:
-            raise ValueError(
-                f"estimator must be one of {', '.join(LABELLED_ESTIMATORS)} for assd; got "
-                f"{self.estimator!r}"
-            )
+        _check_labelled(self.estimator, "assd", "")
+
+
+def _check_labelled(estimator: str | None, method: str, hint: str) -> None:
+    if estimator is not None and estimator not in LABELLED_ESTIMATORS:
+        raise ValueError(
+            f"estimator must be one of {', '.join(LABELLED_ESTIMATORS)} for {method}; got "
+            f"{estimator!r}{hint}"
+        )
+
+
+def labelled_estimator(chosen: str | None, request: Request) -> str:
+    """The estimator of a labelled SSD method: the one chosen, else the stored importance's,
+    else the default (D's importance computed now)."""
+    if chosen is not None:
+        return chosen
+    stored = request.importance
+    if isinstance(stored, Importance) and stored.estimator in LABELLED_ESTIMATORS:
+        return stored.estimator
+    return DEFAULT_ESTIMATOR
 
 
 @dataclass(frozen=True)
@@ -197,9 +209,11 @@ def check_stored(imp: Any, model: nn.Module, *, estimator: str, check_values: bo
     if not isinstance(imp, Importance):
         raise TypeError(f"importance must be a dampen.Importance; got {type(imp).__name__}")
     if imp.estimator != estimator:
+        hint = " (an 'lf' importance serves method='lfssd' or 'alf')"
+        hint = hint if imp.estimator == "lf" else ""
         raise ValueError(
             f"the importance was computed with estimator {imp.estimator!r}; "
-            f"this method needs {estimator!r}"
+            f"this method needs {estimator!r}{hint}"
         )
     try:
         imp.validate()  # finite, non-negative, shapes as recorded
@@ -706,7 +720,7 @@ def run_ssd_(model: nn.Module, request: Request, config: SSDConfig) -> dict[str,
         model,
         request,
         method="ssd",
-        estimator=config.estimator,
+        estimator=labelled_estimator(config.estimator, request),
         alpha=config.alpha,
         lambda_=config.lambda_,
         exponent=config.exponent,
@@ -738,7 +752,7 @@ def run_assd_(model: nn.Module, request: Request, config: ASSDConfig) -> dict[st
         model,
         request,
         method="assd",
-        estimator=config.estimator,
+        estimator=labelled_estimator(config.estimator, request),
         alpha=None,
         lambda_=1.0,
         exponent=config.exponent,

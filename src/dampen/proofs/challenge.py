@@ -164,7 +164,7 @@ def run_challenge(
                     data,
                     torch.arange(len(data.train)),
                     model_key=cache_key(recipe, data, None, config.seed),
-                    estimator=spec.estimator(spec.options) or "batch_sq",
+                    estimator=str(spec.estimator(spec.options)),
                     batch_size=config.batch_size,
                     cache_dir=cache,
                 )

@@ -203,7 +203,7 @@ def run_method(
     Baselines get ``retain = train \\ forget``, shuffled with ``seed``. ``heldout`` test samples
     (``spec.heldout``) are drawn with ``seed``.
     """
-    options: dict[str, Any] = dict(spec.options)
+    options: dict[str, Any] = spec.pinned(spec.options)
     retain = train[~torch.isin(train, forget)]
     shuffle = stochastic_fraction is not None
     forget_batches = loader(data.train, forget, batch_size=batch_size, shuffle=shuffle, seed=seed)

@@ -145,7 +145,7 @@ def _shadow_record(
             continue
         imp = None
         if spec.method in SSD_FAMILY:
-            estimator = spec.estimator(spec.options) or "batch_sq"
+            estimator = str(spec.estimator(spec.options))
             if estimator not in imps:
                 imps[estimator] = cached_importance(
                     original,
