@@ -93,11 +93,13 @@ def stream_memory(batch: int) -> list[tuple[int, float]]:
     """Peak RSS growth (MiB) of the importance pass over streams of growing length."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-    dampen.importance(model, synthetic(batch, batch))  # warm-up allocator and kernels
+    dampen.importance(model, synthetic(batch, batch), estimator="batch_sq")  # warm-up
     rows = []
     for factor in (1, 2, 5, 10):
         with PeakRSS() as peak:
-            imp = dampen.importance(model, synthetic(factor * FMNIST_TRAIN, batch, seed=factor))
+            imp = dampen.importance(
+                model, synthetic(factor * FMNIST_TRAIN, batch, seed=factor), estimator="batch_sq"
+            )
         rows.append((imp.samples, (peak.peak - peak.start) / 2**20))
     return rows
 

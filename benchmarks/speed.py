@@ -184,7 +184,10 @@ def main() -> None:
         1,
         lambda: dampen.unlearn(model, forget, importance=imp, alpha="auto", forget_kind="class"),
     )
-    t_fly = best_of(1, lambda: dampen.unlearn(model, forget, train=train, alpha=PAPER_ALPHA))
+    t_fly = best_of(
+        1,
+        lambda: dampen.unlearn(model, forget, train=train, alpha=PAPER_ALPHA, estimator="batch_sq"),
+    )
 
     floor_mem = probe_memory(args, imp, "floor")
     ssd_mem = probe_memory(args, imp, "ssd")

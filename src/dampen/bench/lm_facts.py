@@ -37,6 +37,7 @@ from dampen.core.files import atomic_write, atomic_write_text
 from dampen.core.progress import progress_bar
 from dampen.data.facts import FactsData, Person, QAItem, forget_split, make_facts, qa_batches
 from dampen.eval.answers import answer_accuracy, perplexity, teacher_forced_accuracy
+from dampen.importances.estimators import PAPER_ESTIMATOR
 
 FORMAT = 1
 
@@ -233,7 +234,9 @@ class LMFactsRunner:
         d.heldout_level = teacher_forced_accuracy(original, _loader(d.facts, d.heldout_for_auto, c))
         split = forget_split(d.facts, count, seed=seed, batch_size=c.batch_size)
         start = time.perf_counter()
-        importance = dampen.importance(original, _loader(d.facts, d.facts.train_items, c))
+        importance = dampen.importance(
+            original, _loader(d.facts, d.facts.train_items, c), estimator=PAPER_ESTIMATOR
+        )
         importance_seconds = time.perf_counter() - start
         for row in progress_bar(todo, enabled=self.progress, desc=f"seed {seed}, forget {count}"):
             name = row["name"]
