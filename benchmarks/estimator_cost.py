@@ -7,8 +7,8 @@
 - ResNet18 width 8, whose parameters all sit in layers the hooks handle (the layer-wise path);
 - the ViT (patch 7, dim 64, depth 4), whose attention needs ``torch.func.vmap``.
 
-Prints seconds and the ratios to ``batch_sq`` (best of ``--repeats``). Data: Fashion-MNIST
-training images when the Debian package is installed, else random images of that shape.
+Prints seconds and the ratios to ``batch_sq`` (the median of ``--repeats`` passes). Data:
+Fashion-MNIST training images when the Debian package is installed, else random images.
 Run: ``python benchmarks/estimator_cost.py [--samples 2048] [--batch 64] [--threads 1]``.
 """
 
@@ -33,7 +33,7 @@ MODELS = {
 
 
 def timed(model: torch.nn.Module, data: list, estimator: str, repeats: int) -> float:
-    """Best-of-``repeats`` seconds of one importance pass."""
+    """Median seconds of ``repeats`` importance passes."""
     return best_of(repeats, lambda: dampen.importance(model, data, estimator=estimator))
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     data = batches(x, y, args.batch)
     print(
         f"|D| = {len(x)}, batch {args.batch}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; best of {args.repeats}"
+        f"{torch.get_num_threads()} threads; median of {args.repeats}"
     )
     for label, (name, kwargs) in MODELS.items():
         torch.manual_seed(0)

@@ -22,7 +22,7 @@ def main(out: Path, mode: str) -> None:
     model = make_model()
     if mode == "ddp":
         model = DistributedDataParallel(model)
-    for estimator in ("batch_sq", "per_sample", "lf"):
+    for estimator in ("batch_sq", "per_sample", "shuffled_sq", "lf"):
         if mode == "sampler":
             # Each rank's own loader (the DistributedSampler idiom): rank r holds batches r, r+2, …
             mine = [b for i, b in enumerate(loader(x, y, 8)) if i % 2 == rank]

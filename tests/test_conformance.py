@@ -40,10 +40,10 @@ FAST: dict[str, dict[str, Any]] = {
 # Options for the forgetting check on the toy task: 600 samples of a tiny MLP make far fewer
 # optimisation steps than the published defaults assume (they are tuned for ResNet18 on
 # CIFAR), so the baselines get larger rates or more epochs here. The SSD family runs with its
-# defaults. Its forgetting on toy MLPs depends on the draw: with data seed 0 instead of 1, ASSD
-# only takes the forget accuracy from 0.92 to 0.75, and LF-SSD/ALF reach 0.58/0.48 (seed 4:
-# 0.65/0.30). On a 3-class task SSD at α=10 selected no parameter at all: Df is a third of D,
-# which caps the ratios I_Df/I_D well below 10.
+# defaults, except SSD's α (below). Its forgetting on toy MLPs depends on the draw: with data
+# seed 0 instead of 1, ASSD only takes the forget accuracy from 0.92 to 0.75, and LF-SSD/ALF
+# reach 0.58/0.48 (seed 4: 0.65/0.30). On a 3-class task SSD at α=10 selected no parameter at
+# all: Df is a third of D, which caps the ratios I_Df/I_D well below 10.
 FORGET: dict[str, dict[str, Any]] = {
     # The paper's α: on this 10-class toy auto's data-free guard stops before any dampening
     # with the default shuffled_sq importance (its second parameter alone removes 2.8 % of D's
@@ -234,3 +234,25 @@ def test_forgets_the_class_and_keeps_the_rest(name: str, task: Task, toy_model: 
     retain_after = accuracy(model, task.x[~f], task.y[~f])
     assert forget_after <= forget_before - 0.2, (forget_before, forget_after)
     assert retain_after >= retain_before - 0.2, (retain_before, retain_after)
+
+
+def test_ssd_auto_on_the_toy_stops_at_the_guard_without_heldout(
+    task: Task, toy_model: ToyNet
+) -> None:
+    """The default call (shuffled_sq, alpha="auto", no heldout=) leaves this toy unchanged: the
+    second parameter of its selection alone removes more of D's importance-weighted weights
+    than the data-free guard allows. Held-out samples of the other classes lift the guard."""
+    f = task.forget_mask
+    before = snapshot(toy_model)
+    blind = run(toy_model, task, "ssd")
+    assert blind.stats["estimator"] == "shuffled_sq" and blind.stats["selected"] == 0
+    assert "data-free guard" in blind.stats["auto"]["reason"]
+    assert same_snapshot(snapshot(blind.model), before)
+    g = torch.Generator().manual_seed(1)  # make_task's centres, fresh samples
+    centers = torch.randn(CLASSES, DIM, generator=g) * 1.5
+    y = torch.arange(1, CLASSES).repeat_interleave(20)
+    x = centers[y] + torch.randn(len(y), DIM, generator=torch.Generator().manual_seed(99))
+    guided = run(toy_model, task, "ssd", heldout=DataLoader(TensorDataset(x, y), batch_size=64))
+    assert accuracy(guided.model, task.x[f], task.y[f]) <= 0.05
+    kept = accuracy(guided.model, task.x[~f], task.y[~f])
+    assert kept >= accuracy(toy_model, task.x[~f], task.y[~f]) - 0.02

@@ -55,7 +55,7 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path, mode: str) -> None:
     _launch(tmp_path, mode)
     x, y = make_data(40)
     model = make_model()
-    for estimator in ("batch_sq", "per_sample", "lf"):
+    for estimator in ("batch_sq", "per_sample", "shuffled_sq", "lf"):
         single = dampen.importance(model, loader(x, y, 8), estimator=estimator)
         both = dampen.Importance.load(tmp_path / f"{mode}-{estimator}.safetensors", model=model)
         assert (both.units, both.samples, both.batches) == (

@@ -280,7 +280,7 @@ def test_lightning_callback_saves_beside_the_checkpoints(tmp_path: Path) -> None
     from dampen.integrations.lightning import ImportanceCallback
 
     module, data = _lightning_module(dict_batches=False), _digits(160)
-    loader = DataLoader(data, batch_size=32)  # in order: batch_sq depends on the batches
+    loader = DataLoader(data, batch_size=32)
     checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts")
     before, callback, after = _probe(), ImportanceCallback(), _probe()
     _fit(module, loader, tmp_path, [checkpoints, before, callback, after])

@@ -136,9 +136,9 @@ def test_subtract_is_exact_for_per_sample() -> None:
 
 def test_subtract_whole_batches_is_exact_for_batch_sq() -> None:
     model, (x, y) = make_model(), make_data()
-    whole = dampen.importance(model, loader(x, y, 4))
-    first = dampen.importance(model, loader(x[:8], y[:8], 4))
-    rest = dampen.importance(model, loader(x[8:], y[8:], 4))
+    whole = dampen.importance(model, loader(x, y, 4), estimator="batch_sq")
+    first = dampen.importance(model, loader(x[:8], y[:8], 4), estimator="batch_sq")
+    rest = dampen.importance(model, loader(x[8:], y[8:], 4), estimator="batch_sq")
     left = whole.subtract(first)
     for n in rest:
         torch.testing.assert_close(left[n], rest[n], rtol=1e-4, atol=1e-7)

@@ -56,7 +56,7 @@ def test_assd_alpha_is_the_percentile_of_ratios() -> None:
 
     model, _train, forget, imp = _setup("assd")
     result = dampen.unlearn(model, forget, method="assd", importance=imp)
-    imp_f = dampen.importance(model, forget)
+    imp_f = dampen.importance(model, forget, estimator=ESTIMATOR["assd"])
     ratios = torch.cat([(imp_f[n] / imp[n]).reshape(-1) for n in imp])
     ratios = ratios[torch.isfinite(ratios)].double().numpy()
     p = 100 - math.log(1 + 100 * 8 / 24)
@@ -71,11 +71,17 @@ def test_inplace_changes_the_callers_model() -> None:
     assert same_state(model, state_copy(copy_result.model))
 
 
-def test_on_the_fly_equals_stored() -> None:
-    model, train, forget, imp = _setup("ssd")
-    stored = dampen.unlearn(model, forget, importance=imp)
-    fly = dampen.unlearn(model, forget, train=train)
+@pytest.mark.parametrize("estimator", [None, "batch_sq", "per_sample"])
+def test_on_the_fly_equals_stored(estimator: str | None) -> None:
+    """Without an estimator both sides take the default (shuffled_sq)."""
+    model, train, forget, _ = _setup("ssd")
+    named = {} if estimator is None else {"estimator": estimator}
+    imp = dampen.importance(model, train, **named)
+    stored = dampen.unlearn(model, forget, importance=imp, alpha=1.0)
+    fly = dampen.unlearn(model, forget, train=train, alpha=1.0, **named)
     assert fly.stats["importance"] == "computed"
+    assert fly.stats["estimator"] == stored.stats["estimator"] == (estimator or "shuffled_sq")
+    assert stored.stats["selected"] > 0
     assert same_state(fly.model, state_copy(stored.model))
 
 

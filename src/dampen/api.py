@@ -80,7 +80,8 @@ class UnlearnResult:
     Attributes:
         model: the unlearned model (a copy unless ``inplace=True``).
         method: the method's registered name.
-        config: the frozen config used, defaults filled in.
+        config: the frozen config used, defaults filled in (an SSD/ASSD ``estimator`` left
+            ``None`` followed the stored importance: ``stats["estimator"]`` names it).
         stats: method-specific figures; the SSD family reports ``alpha``, ``selected``,
             ``selected_per_tensor``, ``parameters`` and ``seconds`` per phase (and ``auto``
             for ``alpha="auto"``).

@@ -394,7 +394,8 @@ class _PerSampleStep:
     def _give_up_vectorising(self, error: RuntimeError) -> None:
         self.vectorised = False
         warnings.warn(
-            "per_sample: this model cannot run under torch.func.vmap (data-dependent control "
+            "the per-sample pass (per_sample, shuffled_sq): this model cannot run under "
+            "torch.func.vmap (data-dependent control "
             f"flow: {str(error).splitlines()[0][:120]}); computing one sample at a time instead "
             "(same result, slower)",
             RuntimeWarning,

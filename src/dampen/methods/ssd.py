@@ -314,7 +314,8 @@ def _check_batch_sizes(imp_d: Importance, imp_f: Importance, forget: Any) -> Non
         raise ValueError(
             f"{imp_d.estimator} importance depends on the batch size: the training data used "
             f"{imp_d.batch_size}, the forget set uses {nominal or imp_f.batch_size}; use the "
-            "same batch size (or the per_sample estimator, which does not depend on it)"
+            "same batch size (or the shuffled_sq or per_sample estimator, whose forget sets may "
+            "use any)"
         )
 
 
@@ -624,7 +625,8 @@ def _class_by_class_(
 
     With all classes at once, ``I_Df`` averages the classes' importances and dilutes what is
     specific to each, so SSD forgets less for the same dampening. After each class the stored
-    importance is updated with :meth:`Importance.subtract` (exact for ``per_sample``; the next
+    importance is updated with :meth:`Importance.subtract` (exact for ``shuffled_sq`` and
+    ``per_sample``; the next
     class's importance is measured on the already dampened model, an approximation).
     """
     size = class_batch_size(imp_d, imp_f)
@@ -709,7 +711,7 @@ def _plan_classes(imp_d: Importance, imp_f: Importance, labels: list[int], size:
                 f"{imp_d.estimator} importance of D ({imp_d.samples} samples in {imp_d.units} "
                 f"{'samples' if imp_d.estimator in PER_SAMPLE_PASS else 'batches'}) would have "
                 "nothing left for the next class; forget fewer classes per request, or use "
-                "the per_sample estimator, which counts samples, not batches"
+                "the shuffled_sq or per_sample estimator, which count samples, not batches"
             )
 
 
