@@ -95,9 +95,14 @@ class Task:
         }
 
 
+def _centers(g: torch.Generator, scale: float = 1.5) -> Tensor:
+    """The classes' means, the first draw of ``make_task``'s generator."""
+    return torch.randn(CLASSES, DIM, generator=g) * scale
+
+
 def make_task(seed: int = 0, per_class: int = 60, scale: float = 1.5) -> Task:
     g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(CLASSES, DIM, generator=g) * scale
+    centers = _centers(g, scale)
     y = torch.arange(CLASSES).repeat_interleave(per_class)
     return Task(centers[y] + torch.randn(len(y), DIM, generator=g), y)
 
@@ -248,8 +253,7 @@ def test_ssd_auto_on_the_toy_stops_at_the_guard_without_heldout(
     assert blind.stats["estimator"] == "shuffled_sq" and blind.stats["selected"] == 0
     assert "data-free guard" in blind.stats["auto"]["reason"]
     assert same_snapshot(snapshot(blind.model), before)
-    g = torch.Generator().manual_seed(1)  # make_task's centres, fresh samples
-    centers = torch.randn(CLASSES, DIM, generator=g) * 1.5
+    centers = _centers(torch.Generator().manual_seed(1))  # the task's (seed 1), fresh samples
     y = torch.arange(1, CLASSES).repeat_interleave(20)
     x = centers[y] + torch.randn(len(y), DIM, generator=torch.Generator().manual_seed(99))
     guided = run(toy_model, task, "ssd", heldout=DataLoader(TensorDataset(x, y), batch_size=64))

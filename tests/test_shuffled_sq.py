@@ -107,14 +107,20 @@ def test_gradient_sums_belong_to_shuffled_sq_alone(tmp_path) -> None:
         imp.merge(other)
 
 
-def test_ssd_takes_b_from_the_stored_importance_and_replays() -> None:
+def _fitted() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A tiny model fitted to 48 samples, so that there is something to forget."""
     model = make_model().eval()
     x, y = make_data(48)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(100):  # fit the data, so that there is something to forget
+    for _ in range(100):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
+    return model, x, y
+
+
+def test_ssd_takes_b_from_the_stored_importance_and_replays() -> None:
+    model, x, y = _fitted()
     imp = dampen.importance(model, loader(x, y, 8), estimator="shuffled_sq")
     forget = (y == 1).nonzero().flatten()
     before = state_copy(model)
@@ -172,17 +178,6 @@ def test_a_corrective_request_measures_the_forget_set_with_ds_batch_size(monkeyp
     assert 0 < result.stats["auto"]["winning"] < result.stats["auto"]["identified"]
     assert ("log_odds", 8) in recorded
     assert all(size == 8 for _, size in recorded)
-
-
-def _fitted() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    model = make_model().eval()
-    x, y = make_data(48)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for _ in range(100):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model, x, y
 
 
 def test_the_plain_calls_are_order_free() -> None:
