@@ -33,7 +33,7 @@ from dampen.eval.corrective import attack_figures, healed_share
 from dampen.methods.auto_alpha import accuracy
 from dampen.recipe import cache_key
 
-CEILINGS = (0.002, 0.003, 0.005, 0.0075, 0.01)
+CEILINGS = (0.0015, 0.002, 0.0025, 0.003)
 TOOK = [(0, "1%"), (0, "2%"), (1, "1%"), (1, "2%"), (2, "0.5%"), (2, "1%"), (2, "2%")]
 """The (seed, poison share) pairs whose backdoor took (original attack success ≥ 50 %)."""
 MAX_DROP = 1.4  # points: the corrective issue's bound on the clean accuracy drop
@@ -124,19 +124,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("runs/fmnist-poison/cache"))
     parser.add_argument("--out", type=Path, default=Path("runs/corrective-ceiling.jsonl"))
+    parser.add_argument("--more", type=Path, nargs="*", default=[], help="more rows to report")
     parser.add_argument("--report", action="store_true", help="print the table of --out and stop")
+    parser.add_argument(
+        "--pairs",
+        default=",".join(map(str, range(len(TOOK)))),
+        help="which (seed, share) pairs of TOOK to run, by position (to split the run)",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     if not args.report:
         torch.set_num_threads(1)
         run = BenchRunner(fmnist_poison().replace(cache_dir=str(args.cache), threads=1))
         with args.out.open("w") as f:
-            for seed, share in TOOK:
+            for seed, share in (TOOK[int(i)] for i in args.pairs.split(",")):
                 for identified in ("id1", "id10%", "id30%", "id100%"):
                     row = cell(run, seed, f"poison/{share}/{identified}")
                     f.write(json.dumps(row) + "\n")
                     f.flush()
-    rows = [json.loads(line) for line in args.out.read_text().splitlines() if line]
+    rows = [
+        json.loads(line)
+        for out in (args.out, *args.more)
+        for line in out.read_text().splitlines()
+        if line
+    ]
     print(report(rows), end="")
 
 

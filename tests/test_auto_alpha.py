@@ -444,6 +444,8 @@ def test_replay_gives_the_weights_of_every_kind_of_request(digits_cnn: tuple) ->
         max_heldout_drop=1.0,
     )
     assert winners.stats["auto"]["winning"] == winners.stats["auto"]["identified"] == 148
+    assert winners.stats["auto"]["erased_winning"] > 0  # replayed with its erased copies
+    assert "erased_fallback" not in winners.stats["auto"]
     assert _replayed_equals(model, uneven, imp, winners)
 
 

@@ -395,8 +395,14 @@ def test_ssd_forget_kind_poison(
     before = {k: v.clone() for k, v in model.state_dict().items()}
     forget = loader(s.data.train, s.forget, batch_size=64)
     heldout = loader(s.data.test, torch.arange(100), batch_size=64)
-    result = dampen.unlearn(
-        model, forget, method="ssd", importance=imp, heldout=heldout, forget_kind="poison"
+    result = dampen.unlearn(  # the identified samples alone (erased copies: their own test)
+        model,
+        forget,
+        method="ssd",
+        importance=imp,
+        heldout=heldout,
+        forget_kind="poison",
+        erased_copies=0,
     )
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     report = result.stats["auto"]
@@ -723,7 +729,13 @@ def test_winning_only_false_dampens_for_all_of_df(
     x, y = with_losers(s, 10)
     forget = [(x[i : i + 64], y[i : i + 64]) for i in range(0, len(y), 64)]
     every = dampen.unlearn(
-        model, forget, method="ssd", importance=imp, forget_kind="poison", winning_only=False
+        model,
+        forget,
+        method="ssd",
+        importance=imp,
+        forget_kind="poison",
+        winning_only=False,
+        erased_copies=0,
     )
     assert "winning" not in every.stats["auto"]
     assert every.stats["auto"]["original_forget_acc"] == pytest.approx(accuracy_on(model, x, y))
@@ -738,3 +750,105 @@ def test_winning_only_false_dampens_for_all_of_df(
         assert torch.equal(v, same.state_dict()[k]), k
     with pytest.raises(TypeError, match="winning_only must be a bool"):
         dampen.unlearn(model, forget, method="ssd", importance=imp, winning_only=1)
+
+
+def test_erase_rectangles_change_one_rectangle_of_each_copy_to_its_minimum() -> None:
+    from dampen.methods.erased import erase_rectangles
+
+    h = w = 12
+    x = torch.rand(3, 2, h, w) + 1.0  # distinct values: a changed pixel shows
+    copies = erase_rectangles(x, 5, torch.Generator().manual_seed(1))
+    assert copies.shape == (15, 2, h, w)
+    again = erase_rectangles(x, 5, torch.Generator().manual_seed(1))
+    assert torch.equal(copies, again)  # the seed fixes them
+    for i in range(15):
+        source = x[i // 5]  # copies of a sample sit next to each other
+        changed = (copies[i] != source).any(dim=0)
+        rows = changed.any(dim=1).nonzero().flatten()
+        cols = changed.any(dim=0).nonzero().flatten()
+        top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+        box = copies[i][:, top : bottom + 1, left : right + 1]
+        assert torch.all(box == source.min())  # every channel of the rectangle
+        outside = torch.ones(h, w, dtype=torch.bool)
+        outside[top : bottom + 1, left : right + 1] = False
+        assert not changed[outside].any()
+        for side, full in ((bottom - top + 1, h), (right - left + 1, w)):
+            # the image's minimum inside the box may leave one row or column unchanged
+            assert full // 4 - 1 <= side <= full * 3 // 4
+    assert not torch.equal(copies[0], copies[1])
+
+
+def test_with_erased_copies_counts_and_leaves_other_batches_alone() -> None:
+    from dampen.methods.erased import ERASED_TOTAL, with_erased_copies
+
+    x, y = torch.rand(22, 1, 8, 8), torch.arange(22) % 10
+    batches, added = with_erased_copies([(x[:16], y[:16]), (x[16:], y[16:])], 32, 64)
+    per_sample = ERASED_TOTAL // 22
+    assert added == 22 * per_sample < ERASED_TOTAL
+    assert sum(len(b[1]) for b in batches[2:]) == added and len(batches[2][1]) == 64
+    labels = torch.cat([b[1] for b in batches[2:]])
+    assert torch.equal(labels, y.repeat_interleave(per_sample))
+    _, one = with_erased_copies([(x[:1], y[:1])], 32, 64)
+    assert one == 32
+    _, many = with_erased_copies([(torch.rand(600, 1, 8, 8), torch.zeros(600).long())], 32, 64)
+    assert many == 600  # one each
+    flat = [(x.flatten(1), y)]
+    assert with_erased_copies(flat, 32, 64) == (flat, 0)  # not images
+    assert with_erased_copies([(x, y)], 0, 64)[1] == 0
+
+
+def test_poison_kind_adds_the_erased_copies_its_label_still_wins_on(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    from dampen.methods.erased import ERASED_SEED, ERASED_TOLERANCE, erase_rectangles
+
+    s, model, imp = poisoned_model
+    assert s.attack is not None
+    forget = loader(s.data.train, s.forget, batch_size=64)
+    heldout = loader(s.data.test, torch.arange(100), batch_size=64)
+    result = dampen.unlearn(model, forget, importance=imp, heldout=heldout, forget_kind="poison")
+    report = result.stats["auto"]
+    x, y = s.data.train.x[s.forget], s.data.train.y[s.forget]
+    assert accuracy_on(model, x, y) == 1.0  # every identified sample wins here
+    per_sample = min(32, 512 // len(y))
+    copies = erase_rectangles(x, per_sample, torch.Generator().manual_seed(ERASED_SEED))
+    labels = y.repeat_interleave(per_sample)
+    won = [
+        bool(model(copies[i : i + 1]).argmax(dim=1) == labels[i]) for i in range(len(labels))
+    ]  # oracle: one copy at a time
+    assert report["erased_copies"] == 32 and report["erased_added"] == len(labels)
+    assert report["erased_winning"] == sum(won) > 0
+    assert report["target_forget_acc"] == pytest.approx(ERASED_TOLERANCE)
+    kept = torch.tensor(won)
+    joined_x, joined_y = torch.cat([x, copies[kept]]), torch.cat([y, labels[kept]])
+    assert report["forget_acc"] == pytest.approx(accuracy_on(result.model, joined_x, joined_y))
+    assert "erased_fallback" not in report
+    # ... and they take more of the backdoor out than the identified samples alone.
+    alone = dampen.unlearn(
+        model, forget, importance=imp, heldout=heldout, forget_kind="poison", erased_copies=0
+    )
+    assert "erased_added" not in alone.stats["auto"]
+    triggered = loader(s.attack, batch_size=512)
+    assert (
+        attack_figures(result.model, triggered, 0)["attack_success"]
+        < attack_figures(alone.model, triggered, 0)["attack_success"]
+    )
+    with pytest.raises(ValueError, match="erased_copies must be an integer >= 0"):
+        dampen.unlearn(model, forget, importance=imp, forget_kind="poison", erased_copies=-1)
+
+
+def test_poison_kind_falls_back_to_the_identified_samples_when_copies_change_nothing(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    # On digits (5 % poison: the trigger weighs in D's importance too) no dampening within the
+    # blind guards takes the label off the copies.
+    s, model, imp = poisoned_model
+    forget = loader(s.data.train, s.forget, batch_size=64)
+    blind = dampen.unlearn(model, forget, importance=imp, forget_kind="poison")
+    alone = dampen.unlearn(model, forget, importance=imp, forget_kind="poison", erased_copies=0)
+    report = blind.stats["auto"]
+    assert report["erased_winning"] > 0 and report["erased_fallback"] is True
+    assert blind.stats["selected"] == alone.stats["selected"] > 0
+    assert report["target_forget_acc"] == pytest.approx(0.01)
+    for k, v in blind.model.state_dict().items():
+        assert torch.equal(v, alone.model.state_dict()[k]), k

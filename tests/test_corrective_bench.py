@@ -571,9 +571,12 @@ def test_digits_poison_preset_runs_in_ci(tmp_path: Path) -> None:
         "ssd (auto)",
         "ssd (auto, heldout)",
         "ssd (auto, all of Df)",
+        "ssd (auto, no copies)",
     }
     figures = {r: c["corrective"] for r, c in cells.items()}
     assert "winning" not in cells["ssd (auto, all of Df)"]["auto"]
+    assert "erased_added" not in cells["ssd (auto, no copies)"]["auto"]
+    assert cells["ssd (auto)"]["auto"]["erased_added"] > 0
     assert figures["original"]["attack_success"] > 0.5  # the 5 % backdoor was learnt
     assert figures["clean"]["attack_success"] < 0.1
     assert figures["original"]["healed"] == 0.0 and figures["clean"]["healed"] == 1.0

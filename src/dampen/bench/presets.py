@@ -370,9 +370,10 @@ the same) × two budgets: the grids run once per scenario, and ``fmnist-poison``
 def corrective_methods(heldout: int, kind: str = "poison") -> tuple[MethodSpec, ...]:
     """The SSD family (SSD α = 10, LF-SSD α = 10, ASSD, ALF), ``alpha="auto"`` with
     ``forget_kind=kind`` without and with ``heldout`` clean samples, the same without
-    its winning-samples filter (all of Df, as Potion's search takes it), and the tuned
-    baselines of :data:`CORRECTIVE_GRIDS`."""
+    its winning-samples filter (all of Df, as Potion's search takes it) and, for poison,
+    without the erased copies, and the tuned baselines of :data:`CORRECTIVE_GRIDS`."""
     auto = {"alpha": "auto", "forget_kind": kind}
+    no_copies = {**auto, "erased_copies": 0}
     return (
         MethodSpec("ssd", options={"alpha": 10.0, "lambda_": 1.0}),
         MethodSpec("lfssd", options={"alpha": 10.0, "lambda_": 1.0}),
@@ -381,6 +382,11 @@ def corrective_methods(heldout: int, kind: str = "poison") -> tuple[MethodSpec, 
         MethodSpec("ssd", label="ssd (auto)", options=auto),
         MethodSpec("ssd", label="ssd (auto, heldout)", options=auto, heldout=heldout),
         MethodSpec("ssd", label="ssd (auto, all of Df)", options={**auto, "winning_only": False}),
+        *(
+            (MethodSpec("ssd", label="ssd (auto, no copies)", options=no_copies),)
+            if kind == "poison"
+            else ()
+        ),
         *(
             MethodSpec(name, group="baselines", grid=grid, kinds=("poison", "label_errors"))
             for name, grid in CORRECTIVE_GRIDS.items()

@@ -26,6 +26,7 @@ from dampen.methods.class_batches import ClassBatches
 from dampen.methods.ssd import (
     check_stored,
     class_batch_size,
+    join_erased_copies,
     shuffled_batch_size,
     winners_batch_size,
 )
@@ -77,10 +78,13 @@ def replay_(
         objective = check_objective(str(auto.get("objective", "cross_entropy")))
     except ValueError as e:
         raise ValueError(f"the stats record an unknown objective: {e}") from None
-    if auto.get("kind") in CORRECTIVE and auto.get("winning", 0) < auto.get("identified", 0):
+    if auto.get("kind") in CORRECTIVE:
         whole = None if importance.batch_size else _measure(model, forget, importance, forward)
         size = winners_batch_size(forget, importance, whole or importance)
-        forget = WinningSamples(model, forget, forward, size)
+        if auto.get("winning", 0) < auto.get("identified", 0):
+            forget = WinningSamples(model, forget, forward, size)
+        if auto.get("erased_winning") and not auto.get("erased_fallback"):
+            forget, _ = join_erased_copies(model, forget, int(auto["erased_copies"]), size)
     _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from dampen.core.batches import has_labels, loader_batch_size
+from dampen.core.batches import Batches, has_labels, loader_batch_size
 from dampen.functional import adaptive_alpha, dampen_model_
 from dampen.importances.estimators import DEFAULT_ESTIMATOR, LABELLED_ESTIMATORS, PER_SAMPLE_PASS
 from dampen.importances.measure import measure
@@ -29,6 +29,7 @@ from dampen.methods.auto_alpha import (
     forget_kind,
 )
 from dampen.methods.class_batches import ClassBatches
+from dampen.methods.erased import ERASED_TOLERANCE, with_erased_copies
 from dampen.methods.winning import WinningSamples
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 
@@ -62,7 +63,9 @@ class _Alpha(_Dampening):
             ``"label_errors"`` or ``"auto"`` (class or samples, read from the label
             histograms). The corrective kinds take Df with the labels it was trained with
             and remove what makes those labels win on it.
-        tolerance: for ``"auto"``: how far above the target forget accuracy may stay.
+        tolerance: for ``"auto"``: how far above the target forget accuracy may stay;
+            ``None``: 1 %, or 5 % (``ERASED_TOLERANCE``) when erased copies join the forget
+            set.
         max_selected: for ``"auto"``: the largest share of parameters it may select (at most
             1 % for the corrective kinds without ``heldout=``).
         max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained (class) or clean
@@ -75,24 +78,32 @@ class _Alpha(_Dampening):
             ``Σ I_D (Δθ)² / Σ I_D θ²``, that the dampening of one class may remove (a guard
             that needs no data; in a several-class request each class has its own share);
             round r of R may remove r/R of it. Corrective kinds without ``heldout=`` remove
-            at most the smaller of it and 0.3 % (``BLIND_CORRECTIVE_REMOVED``).
+            at most the smaller of it and 0.2 % (``BLIND_CORRECTIVE_REMOVED``).
         winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
             which their trained label still wins (:mod:`dampen.methods.winning`); ``False``
             uses all of Df, as Potion's search does.
+        erased_copies: for ``"auto"`` with ``forget_kind="poison"`` on ``(images, labels)``
+            batches: how many copies of each identified sample, each with a random rectangle
+            erased, join the forget set (those on which the poison label still wins; at most
+            512 in all); ``0`` turns them off (:mod:`dampen.methods.erased`).
     """
 
     alpha: float | str = "auto"
     lambda_: float = 1.0
     forget_kind: str = "auto"
-    tolerance: float = 0.01
+    tolerance: float | None = None
     max_selected: float = 0.1
     max_heldout_drop: float = 0.02
     rounds: int = 3
     winning_only: bool = True
     max_importance_removed: float = 0.025
+    erased_copies: int = 32
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        copies = self.erased_copies
+        if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+            raise ValueError(f"erased_copies must be an integer >= 0; got {copies!r}")
         if not isinstance(self.winning_only, bool):
             raise TypeError(f"winning_only must be a bool; got {self.winning_only!r}")
         if self.alpha != "auto":
@@ -105,6 +116,8 @@ class _Alpha(_Dampening):
             )
         for name in ("tolerance", "max_heldout_drop"):
             value = getattr(self, name)
+            if value is None and name == "tolerance":
+                continue
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1]; got {value!r}")
         if not isinstance(self.max_selected, (int, float)) or not 0.0 < self.max_selected <= 1.0:
@@ -123,6 +136,7 @@ class _Alpha(_Dampening):
             rounds=self.rounds,
             winning_only=self.winning_only,
             max_importance_removed=self.max_importance_removed,
+            erased_copies=self.erased_copies,
         )
 
 
@@ -319,6 +333,23 @@ def _check_batch_sizes(imp_d: Importance, imp_f: Importance, forget: Any) -> Non
         )
 
 
+def join_erased_copies(
+    model: nn.Module, forget: Batches, copies: int, size: int
+) -> tuple[Batches, dict[str, int]]:
+    """The forget batches followed by the erased copies of their samples on which the label
+    still wins (:mod:`dampen.methods.erased`), ``size`` a batch, and what was added:
+    ``{"erased_copies": copies, "erased_added": n, "erased_winning": m}``. The batches are
+    returned as they are when they are not ``(images, labels)`` pairs or no copy wins."""
+    originals = list(forget)
+    batches, added = with_erased_copies(originals, copies, size)
+    info = {"erased_copies": copies, "erased_added": added, "erased_winning": 0}
+    if not added:
+        return forget, info
+    winners = WinningSamples(model, batches[len(originals) :], None, size)
+    info["erased_winning"] = winners.count
+    return (originals + list(winners) if winners.count else forget), info
+
+
 def ssd_(
     model: nn.Module,
     request: Request,
@@ -382,8 +413,8 @@ def ssd_(
     imp_source = request.forget  # what imp_f was measured on
     if alpha == "auto" and settings.forget_kind in CORRECTIVE:
         corrective = {"objective": objective}
+        regroup = winners_batch_size(request.forget, imp_d, imp_f)
         if settings.winning_only:
-            regroup = winners_batch_size(request.forget, imp_d, imp_f)
             winners = WinningSamples(model, request.forget, request.forward, regroup)
             corrective.update(identified=winners.total, winning=winners.count)
             seconds["winning"] = perf_counter() - t
@@ -405,6 +436,17 @@ def ssd_(
                 )
             if winners.count < winners.total:  # dampen for the samples where it wins
                 request = replace(request, forget=winners)
+        without_copies = (request, settings)  # the fallback when the copies change nothing
+        if settings.forget_kind == "poison" and settings.erased_copies and request.forward is None:
+            t = perf_counter()
+            copies = settings.erased_copies
+            joined, info = join_erased_copies(model, request.forget, copies, regroup)
+            corrective.update(info)
+            if info["erased_winning"]:
+                request = replace(request, forget=joined)
+                if settings.tolerance is None:
+                    settings = replace(settings, tolerance=ERASED_TOLERANCE)
+            seconds["erased_copies"] = perf_counter() - t
         # With the importance of what makes the trained labels win; the forget importance
         # handed back (to take Df out of the stored importance) stays the cross-entropy one
         # of all of Df.
@@ -447,6 +489,28 @@ def ssd_(
             exponent=exponent,
             upper=upper,
         )
+        if corrective and corrective.get("erased_winning") and not any(outcome.selected.values()):
+            # No dampening within the guards took the label off the copies: measured on
+            # digits (5 % poison, where the trigger also weighs in D's importance). The
+            # identified samples alone decide, as without copies.
+            request, settings = without_copies
+            corrective["erased_fallback"] = True
+            imp_f = _forget_importance(model, request, estimator, "forget set", objective, size)
+            outcome = auto_dampen_(
+                model,
+                imp_d,
+                imp_f,
+                remeasure=lambda: _forget_importance(
+                    model, request, estimator, "forget set, again", objective, size
+                ),
+                forget=request.forget,
+                heldout=request.heldout,
+                forward=request.forward,
+                settings=settings,
+                lambda_=lambda_,
+                exponent=exponent,
+                upper=upper,
+            )
         alpha, per_tensor, auto_report = outcome.alpha, outcome.selected, outcome.report
         seconds["alpha"] = perf_counter() - t
     else:
