@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import textwrap
 from pathlib import Path
@@ -757,10 +758,11 @@ def test_erase_rectangles_change_one_rectangle_of_each_copy_to_its_minimum() -> 
 
     h = w = 12
     x = torch.rand(3, 2, h, w) + 1.0  # distinct values: a changed pixel shows
-    copies = erase_rectangles(x, 5, torch.Generator().manual_seed(1))
+    copies = erase_rectangles(x, 5)
     assert copies.shape == (15, 2, h, w)
-    again = erase_rectangles(x, 5, torch.Generator().manual_seed(1))
-    assert torch.equal(copies, again)  # the seed fixes them
+    # each sample's copies follow from its values alone, wherever it stands
+    moved = erase_rectangles(x[[2, 0, 1]], 5)
+    assert torch.equal(moved[5:10], copies[:5]) and torch.equal(moved[:5], copies[10:])
     for i in range(15):
         source = x[i // 5]  # copies of a sample sit next to each other
         changed = (copies[i] != source).any(dim=0)
@@ -792,15 +794,21 @@ def test_with_erased_copies_counts_and_leaves_other_batches_alone() -> None:
     assert one == 32
     _, many = with_erased_copies([(torch.rand(600, 1, 8, 8), torch.zeros(600).long())], 32, 64)
     assert many == 600  # one each
-    flat = [(x.flatten(1), y)]
-    assert with_erased_copies(flat, 32, 64) == (flat, 0)  # not images
+    for other in (
+        [(x.flatten(1), y)],  # not images
+        [(x[:, :, :3, :3], y)],  # too small for a rectangle
+        [{"x": x, "labels": y}],
+        [(x, y, y)],
+        [(x, y), (x.flatten(1), y)],  # one batch that is not a pair of images
+    ):
+        assert with_erased_copies(other, 32, 64) == (other, 0)
     assert with_erased_copies([(x, y)], 0, 64)[1] == 0
 
 
 def test_poison_kind_adds_the_erased_copies_its_label_still_wins_on(
     poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
 ) -> None:
-    from dampen.methods.erased import ERASED_SEED, ERASED_TOLERANCE, erase_rectangles
+    from dampen.methods.erased import ERASED_TOLERANCE, erase_rectangles
 
     s, model, imp = poisoned_model
     assert s.attack is not None
@@ -811,7 +819,7 @@ def test_poison_kind_adds_the_erased_copies_its_label_still_wins_on(
     x, y = s.data.train.x[s.forget], s.data.train.y[s.forget]
     assert accuracy_on(model, x, y) == 1.0  # every identified sample wins here
     per_sample = min(32, 512 // len(y))
-    copies = erase_rectangles(x, per_sample, torch.Generator().manual_seed(ERASED_SEED))
+    copies = erase_rectangles(x, per_sample)
     labels = y.repeat_interleave(per_sample)
     won = [
         bool(model(copies[i : i + 1]).argmax(dim=1) == labels[i]) for i in range(len(labels))
@@ -835,6 +843,23 @@ def test_poison_kind_adds_the_erased_copies_its_label_still_wins_on(
     )
     with pytest.raises(ValueError, match="erased_copies must be an integer >= 0"):
         dampen.unlearn(model, forget, importance=imp, forget_kind="poison", erased_copies=-1)
+    # The loader's order changes nothing (the stored importance is shuffled_sq's), and the
+    # request replays exactly from its stats, also from the reordered loader.
+    assert imp.estimator == "shuffled_sq"
+    order = torch.randperm(len(s.forget), generator=torch.Generator().manual_seed(3))
+    shuffled = loader(s.data.train, s.forget[order], batch_size=64)
+    other = dampen.unlearn(model, shuffled, importance=imp, heldout=heldout, forget_kind="poison")
+    assert other.stats["auto"]["erased_winning"] == report["erased_winning"]
+    assert other.stats["auto"]["forget_acc"] == report["forget_acc"]
+    for k, v in other.model.state_dict().items():
+        torch.testing.assert_close(v, result.model.state_dict()[k], rtol=1e-4, atol=1e-6)
+    stats = json.loads(json.dumps(result.stats))
+    again = dampen.replay(model, shuffled, importance=imp, stats=stats)
+    for k, v in again.state_dict().items():
+        torch.testing.assert_close(v, result.model.state_dict()[k], rtol=1e-4, atol=1e-6)
+    stats["auto"]["erased_winning"] += 1  # stats that do not fit the copies made now
+    with pytest.raises(ValueError, match="the erased copies differ from the request's"):
+        dampen.replay(model, forget, importance=imp, stats=stats)
 
 
 def test_poison_kind_falls_back_to_the_identified_samples_when_copies_change_nothing(
@@ -850,5 +875,9 @@ def test_poison_kind_falls_back_to_the_identified_samples_when_copies_change_not
     assert report["erased_winning"] > 0 and report["erased_fallback"] is True
     assert blind.stats["selected"] == alone.stats["selected"] > 0
     assert report["target_forget_acc"] == pytest.approx(0.01)
+    assert "not reached" in report["erased_reason"]  # why the copies were set aside
     for k, v in blind.model.state_dict().items():
         assert torch.equal(v, alone.model.state_dict()[k]), k
+    again = dampen.replay(model, forget, importance=imp, stats=json.loads(json.dumps(blind.stats)))
+    for k, v in again.state_dict().items():
+        assert torch.equal(v, blind.model.state_dict()[k]), k

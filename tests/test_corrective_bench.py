@@ -577,6 +577,8 @@ def test_digits_poison_preset_runs_in_ci(tmp_path: Path) -> None:
     assert "winning" not in cells["ssd (auto, all of Df)"]["auto"]
     assert "erased_added" not in cells["ssd (auto, no copies)"]["auto"]
     assert cells["ssd (auto)"]["auto"]["erased_added"] > 0
+    held = cells["ssd (auto, heldout)"]["auto"]
+    assert held["erased_winning"] > 0 and "erased_fallback" not in held  # the copies were used
     assert figures["original"]["attack_success"] > 0.5  # the 5 % backdoor was learnt
     assert figures["clean"]["attack_success"] < 0.1
     assert figures["original"]["healed"] == 0.0 and figures["clean"]["healed"] == 1.0

@@ -140,7 +140,7 @@ class AutoSettings:
     """What ``alpha="auto"`` aims for (fields of the SSD configs)."""
 
     forget_kind: str = "auto"
-    tolerance: float | None = None  # None: DEFAULT_TOLERANCE
+    tolerance: float | None = None  # None: DEFAULT_TOLERANCE (ERASED_TOLERANCE with copies)
     max_selected: float = 0.1
     max_heldout_drop: float = 0.02
     rounds: int = 3

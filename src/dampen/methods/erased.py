@@ -15,6 +15,7 @@ numbers are in the corrective issue's note).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,37 +31,55 @@ ERASED_TOLERANCE = 0.05
 its content class (the poison's target class is a real class), so a few may keep the label."""
 
 ERASED_SEED = 0
-"""The seed of the rectangles: a request is replayed exactly."""
+"""Mixed into each sample's seed (:func:`sample_seed`): a request is replayed exactly, in any
+loader order."""
 
 
 def image_batch(batch: Any) -> bool:
-    """Is ``batch`` an ``(images, labels)`` pair: a float ``[N, C, H, W]`` and ``N`` labels?"""
+    """Is ``batch`` an ``(images, labels)`` pair: a float ``[N, C, H, W]`` with ``H`` and ``W``
+    at least 4 (a rectangle of a quarter of a side must have a pixel) and ``N`` labels?"""
     return (
         isinstance(batch, (list, tuple))
         and len(batch) == 2
         and isinstance(batch[0], Tensor)
         and batch[0].dim() == 4
+        and min(batch[0].shape[-2:]) >= 4
         and batch[0].is_floating_point()
         and isinstance(batch[1], Tensor)
         and batch[1].shape[:1] == batch[0].shape[:1]
     )
 
 
-def erase_rectangles(x: Tensor, copies: int, generator: torch.Generator) -> Tensor:
+def sample_seed(image: Tensor) -> int:
+    """The seed of one image's rectangles: :data:`ERASED_SEED` mixed with a checksum of its
+    values, so that a sample gets the same copies wherever the loader puts it."""
+    data = image.detach().cpu().contiguous().numpy().tobytes()
+    return (zlib.crc32(data) << 16) ^ ERASED_SEED
+
+
+def erase_rectangles(x: Tensor, copies: int) -> Tensor:
     """``copies`` copies of each image of ``x`` (``[N, C, H, W]``, copies of a sample next to
     each other), each with one random rectangle (sides a quarter to three quarters of the
-    image's) set to that image's minimum, its background on most data sets."""
+    image's) set to that image's minimum, its background on most data sets. Each image's
+    rectangles are drawn from :func:`sample_seed`."""
     n, _, h, w = x.shape
     out = x.repeat_interleave(copies, 0)
-    low = x.amin(dim=(1, 2, 3)).repeat_interleave(copies)
-    sides = torch.randint(0, 1 << 30, (n * copies, 4), generator=generator)
-    for i in range(n * copies):
-        eh = h // 4 + int(sides[i, 0]) % (h * 3 // 4 - h // 4 + 1)
-        ew = w // 4 + int(sides[i, 1]) % (w * 3 // 4 - w // 4 + 1)
-        top = int(sides[i, 2]) % (h - eh + 1)
-        left = int(sides[i, 3]) % (w - ew + 1)
-        out[i, :, top : top + eh, left : left + ew] = low[i]
+    for j in range(n):
+        low = x[j].amin()
+        generator = torch.Generator().manual_seed(sample_seed(x[j]))
+        sides = torch.randint(0, 1 << 30, (copies, 4), generator=generator)
+        for c in range(copies):
+            eh = h // 4 + int(sides[c, 0]) % (h * 3 // 4 - h // 4 + 1)
+            ew = w // 4 + int(sides[c, 1]) % (w * 3 // 4 - w // 4 + 1)
+            top = int(sides[c, 2]) % (h - eh + 1)
+            left = int(sides[c, 3]) % (w - ew + 1)
+            out[j * copies + c, :, top : top + eh, left : left + ew] = low
     return out
+
+
+def per_sample(copies: int, samples: int) -> int:
+    """How many copies each of ``samples`` samples gets when ``copies`` are asked for."""
+    return max(1, min(copies, ERASED_TOTAL // samples))
 
 
 def with_erased_copies(
@@ -68,7 +87,7 @@ def with_erased_copies(
 ) -> tuple[list[tuple[Tensor, Tensor]], int]:
     """The batches of ``(images, labels)`` followed by erased copies of their samples,
     ``size`` samples a batch: ``copies`` per sample, fewer when that would pass
-    :data:`ERASED_TOTAL` in all (but at least one each).
+    :data:`ERASED_TOTAL` in all (but at least one each, :func:`per_sample`).
 
     Returns the batches and how many copies were added (0 when a batch is not an image pair,
     which is then left as it is)."""
@@ -77,9 +96,8 @@ def with_erased_copies(
         return pairs, 0
     x = torch.cat([b[0] for b in pairs])
     y = torch.cat([b[1] for b in pairs])
-    per_sample = max(1, min(copies, ERASED_TOTAL // len(x)))
-    generator = torch.Generator().manual_seed(ERASED_SEED)
-    erased = erase_rectangles(x.detach().cpu(), per_sample, generator).to(x.device)
-    labels = y.repeat_interleave(per_sample, 0)
+    each = per_sample(copies, len(x))
+    erased = erase_rectangles(x.detach().cpu(), each).to(x.device)
+    labels = y.repeat_interleave(each, 0)
     added = [(erased[i : i + size], labels[i : i + size]) for i in range(0, len(erased), size)]
     return pairs + added, len(erased)

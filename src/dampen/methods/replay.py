@@ -84,7 +84,14 @@ def replay_(
         if auto.get("winning", 0) < auto.get("identified", 0):
             forget = WinningSamples(model, forget, forward, size)
         if auto.get("erased_winning") and not auto.get("erased_fallback"):
-            forget, _ = join_erased_copies(model, forget, int(auto["erased_copies"]), size)
+            forget, made = join_erased_copies(model, forget, int(auto["erased_copies"]), size)
+            if any(made[k] != auto.get(k) for k in ("erased_added", "erased_winning")):
+                raise ValueError(
+                    f"the erased copies differ from the request's ({made['erased_added']} made, "
+                    f"{made['erased_winning']} winning; the stats say {auto.get('erased_added')} "
+                    f"and {auto.get('erased_winning')}): another forget set, or stats of "
+                    "another dampen version"
+                )
     _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
 
 

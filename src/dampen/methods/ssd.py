@@ -84,8 +84,10 @@ class _Alpha(_Dampening):
             uses all of Df, as Potion's search does.
         erased_copies: for ``"auto"`` with ``forget_kind="poison"`` on ``(images, labels)``
             batches: how many copies of each identified sample, each with a random rectangle
-            erased, join the forget set (those on which the poison label still wins; at most
-            512 in all); ``0`` turns them off (:mod:`dampen.methods.erased`).
+            erased, join the forget set (those on which the poison label still wins; fewer
+            each when that would pass 512 in all, but one at least); ``0`` turns them off
+            (:mod:`dampen.methods.erased`). Other batches (dicts, a ``forward=``, images
+            under 4 pixels a side) and ``"label_errors"`` get none.
     """
 
     alpha: float | str = "auto"
@@ -338,7 +340,9 @@ def join_erased_copies(
 ) -> tuple[Batches, dict[str, int]]:
     """The forget batches followed by the erased copies of their samples on which the label
     still wins (:mod:`dampen.methods.erased`), ``size`` a batch, and what was added:
-    ``{"erased_copies": copies, "erased_added": n, "erased_winning": m}``. The batches are
+    ``{"erased_copies": copies, "erased_added": n, "erased_winning": m}`` (``copies`` asked
+    per sample; :func:`dampen.methods.erased.per_sample` makes fewer for large forget sets,
+    ``n / identified`` each). The batches are
     returned as they are when they are not ``(images, labels)`` pairs or no copy wins."""
     originals = list(forget)
     batches, added = with_erased_copies(originals, copies, size)
@@ -494,8 +498,11 @@ def ssd_(
             # digits (5 % poison, where the trigger also weighs in D's importance). The
             # identified samples alone decide, as without copies.
             request, settings = without_copies
-            corrective["erased_fallback"] = True
+            corrective.update(erased_fallback=True, erased_reason=outcome.report["reason"])
+            t = perf_counter()
             imp_f = _forget_importance(model, request, estimator, "forget set", objective, size)
+            seconds["importance_forget"] += perf_counter() - t
+            t = perf_counter()
             outcome = auto_dampen_(
                 model,
                 imp_d,
