@@ -23,6 +23,7 @@ from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import (
     CORRECTIVE,
     FORGET_KINDS,
+    AutoOutcome,
     AutoSettings,
     accuracy,
     auto_dampen_,
@@ -478,32 +479,9 @@ def ssd_(
     auto_report: dict[str, Any] | None = None
     per_tensor: dict[str, int]
     if alpha == "auto":
-        outcome = auto_dampen_(
-            model,
-            imp_d,
-            imp_f,
-            remeasure=lambda: _forget_importance(
-                model, request, estimator, "forget set, again", objective, size
-            ),
-            forget=request.forget,
-            heldout=request.heldout,
-            forward=request.forward,
-            settings=settings,
-            lambda_=lambda_,
-            exponent=exponent,
-            upper=upper,
-        )
-        if corrective and corrective.get("erased_winning") and not any(outcome.selected.values()):
-            # No dampening within the guards took the label off the copies: measured on
-            # digits (5 % poison, where the trigger also weighs in D's importance). The
-            # identified samples alone decide, as without copies.
-            request, settings = without_copies
-            corrective.update(erased_fallback=True, erased_reason=outcome.report["reason"])
-            t = perf_counter()
-            imp_f = _forget_importance(model, request, estimator, "forget set", objective, size)
-            seconds["importance_forget"] += perf_counter() - t
-            t = perf_counter()
-            outcome = auto_dampen_(
+
+        def search(request: Request, settings: AutoSettings, imp_f: Importance) -> AutoOutcome:
+            return auto_dampen_(
                 model,
                 imp_d,
                 imp_f,
@@ -518,6 +496,19 @@ def ssd_(
                 exponent=exponent,
                 upper=upper,
             )
+
+        outcome = search(request, settings, imp_f)
+        if corrective and corrective.get("erased_winning") and not any(outcome.selected.values()):
+            # No dampening within the guards took the label off the copies: measured on
+            # digits (5 % poison, where the trigger also weighs in D's importance). The
+            # identified samples alone decide, as without copies.
+            request, settings = without_copies
+            corrective.update(erased_fallback=True, erased_reason=outcome.report["reason"])
+            t = perf_counter()
+            imp_f = _forget_importance(model, request, estimator, "forget set", objective, size)
+            seconds["importance_forget"] += perf_counter() - t
+            t = perf_counter()
+            outcome = search(request, settings, imp_f)
         alpha, per_tensor, auto_report = outcome.alpha, outcome.selected, outcome.report
         seconds["alpha"] = perf_counter() - t
     else:
