@@ -78,12 +78,14 @@ def replay_(
         objective = check_objective(str(auto.get("objective", "cross_entropy")))
     except ValueError as e:
         raise ValueError(f"the stats record an unknown objective: {e}") from None
-    if auto.get("kind") in CORRECTIVE:
+    filtered = auto.get("winning", 0) < auto.get("identified", 0)
+    copied = bool(auto.get("erased_winning")) and not auto.get("erased_fallback")
+    if auto.get("kind") in CORRECTIVE and (filtered or copied):
         whole = None if importance.batch_size else _measure(model, forget, importance, forward)
         size = winners_batch_size(forget, importance, whole or importance)
-        if auto.get("winning", 0) < auto.get("identified", 0):
+        if filtered:
             forget = WinningSamples(model, forget, forward, size)
-        if auto.get("erased_winning") and not auto.get("erased_fallback"):
+        if copied:
             forget, made = join_erased_copies(model, forget, int(auto["erased_copies"]), size)
             if any(made[k] != auto.get(k) for k in ("erased_added", "erased_winning")):
                 raise ValueError(
