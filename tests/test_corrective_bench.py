@@ -28,6 +28,7 @@ from dampen.bench.presets import (
     CORRECTIVE_GRIDS,
     DIGITS_CNN,
     IDENTIFIED,
+    POTION_GRID,
     PRESETS,
     TUNING_GRIDS,
     corrective_methods,
@@ -280,7 +281,9 @@ def test_corrective_methods() -> None:
     assert labels[:6] == ["ssd", "lfssd", "assd", "alf", "ssd (auto)", "ssd (auto, heldout)"]
     assert {m.heldout for m in methods if m.label == "ssd (auto, heldout)"} == {50}
     baselines = [m for m in methods if m.group == "baselines"]
-    assert [m.method for m in baselines] == list(CORRECTIVE_GRIDS)
+    assert [m.method for m in baselines] == [*CORRECTIVE_GRIDS, "potion"]
+    potion = baselines.pop()
+    assert dict(potion.grid) == POTION_GRID and potion.kinds == ("poison", "label_errors")
     for m in baselines:
         assert m.kinds == ("poison", "label_errors")
         assert dict(m.grid) == CORRECTIVE_GRIDS[m.method]

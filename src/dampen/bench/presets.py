@@ -367,11 +367,18 @@ learning rates of :data:`TUNING_GRIDS` (the published one and a larger one; fine
 the same) × two budgets: the grids run once per scenario, and ``fmnist-poison`` has twelve."""
 
 
+POTION_GRID: dict[str, tuple[Any, ...]] = {"rho": (0.0, 0.1, 0.25, 0.5)}
+"""Potion's ρ (its PTN search stops once the identified samples' accuracy is at most ρ times
+the original's), tuned like the other baselines: half of the values its authors' scripts sweep
+(0 to 0.75), to bound the tuning's cost (each point measures D's importance anew)."""
+
+
 def corrective_methods(heldout: int, kind: str = "poison") -> tuple[MethodSpec, ...]:
     """The SSD family (SSD α = 10, LF-SSD α = 10, ASSD, ALF), ``alpha="auto"`` with
     ``forget_kind=kind`` without and with ``heldout`` clean samples, the same without
     its winning-samples filter (all of Df, as Potion's search takes it) and, for poison,
-    without the erased copies, and the tuned baselines of :data:`CORRECTIVE_GRIDS`."""
+    without the erased copies, the tuned baselines of :data:`CORRECTIVE_GRIDS` and Potion
+    (:data:`POTION_GRID`)."""
     auto = {"alpha": "auto", "forget_kind": kind}
     no_copies = {**auto, "erased_copies": 0}
     return (
@@ -389,7 +396,7 @@ def corrective_methods(heldout: int, kind: str = "poison") -> tuple[MethodSpec, 
         ),
         *(
             MethodSpec(name, group="baselines", grid=grid, kinds=("poison", "label_errors"))
-            for name, grid in CORRECTIVE_GRIDS.items()
+            for name, grid in {**CORRECTIVE_GRIDS, "potion": POTION_GRID}.items()
         ),
     )
 
