@@ -368,13 +368,15 @@ def test_a_failing_later_round_leaves_the_callers_model_as_it_was(
     assert same_state(mine, before)
 
 
-def _replayed_equals(model: torch.nn.Module, forget: object, imp: object, result: object) -> bool:
+def _replayed_equals(
+    model: torch.nn.Module, forget: object, imp: object, result: object, heldout: object = None
+) -> bool:
     """``dampen.replay`` of ``result`` on the original gives its weights bit for bit, and
     leaves the original as it was."""
     before = state_copy(model)
     assert not same_state(result.model, before)  # type: ignore[attr-defined]  # it did something
     stats = json.loads(json.dumps(result.stats))  # type: ignore[attr-defined]  # as stored
-    again = dampen.replay(model, forget, importance=imp, stats=stats)
+    again = dampen.replay(model, forget, importance=imp, stats=stats, heldout=heldout)
     assert same_state(model, before)
     return same_state(again, state_copy(result.model))  # type: ignore[attr-defined]
 
@@ -434,19 +436,20 @@ def test_replay_gives_the_weights_of_every_kind_of_request(digits_cnn: tuple) ->
         right = (model(train.x).argmax(dim=1) == train.y).nonzero().flatten()[:148]
     x, y = train.x[right], train.y[right]
     uneven = [(x[:64], y[:64]), (x[64:84], y[64:84]), (x[84:], y[84:])]
+    clean = data_loader(test, torch.arange(100), batch_size=64)
     winners = dampen.unlearn(
         model,
         uneven,
         importance=imp,
         forget_kind="poison",
-        heldout=data_loader(test, torch.arange(100), batch_size=64),
+        heldout=clean,
         max_selected=0.5,
         max_heldout_drop=1.0,
     )
     assert winners.stats["auto"]["winning"] == winners.stats["auto"]["identified"] == 148
     assert winners.stats["auto"]["erased_winning"] > 0  # replayed with its erased copies
     assert "erased_fallback" not in winners.stats["auto"]
-    assert _replayed_equals(model, uneven, imp, winners)
+    assert _replayed_equals(model, uneven, imp, winners, heldout=clean)
 
 
 def test_an_empty_heldout_is_refused_not_ignored() -> None:

@@ -396,7 +396,7 @@ def test_ssd_forget_kind_poison(
     before = {k: v.clone() for k, v in model.state_dict().items()}
     forget = loader(s.data.train, s.forget, batch_size=64)
     heldout = loader(s.data.test, torch.arange(100), batch_size=64)
-    result = dampen.unlearn(  # the identified samples alone (erased copies: their own test)
+    result = dampen.unlearn(  # the identified samples alone (copies, pasted: their own tests)
         model,
         forget,
         method="ssd",
@@ -404,6 +404,7 @@ def test_ssd_forget_kind_poison(
         heldout=heldout,
         forget_kind="poison",
         erased_copies=0,
+        pasted_trigger=False,
     )
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     report = result.stats["auto"]
@@ -814,7 +815,8 @@ def test_poison_kind_adds_the_erased_copies_its_label_still_wins_on(
     assert s.attack is not None
     forget = loader(s.data.train, s.forget, batch_size=64)
     heldout = loader(s.data.test, torch.arange(100), batch_size=64)
-    result = dampen.unlearn(model, forget, importance=imp, heldout=heldout, forget_kind="poison")
+    options: dict[str, Any] = {"forget_kind": "poison", "pasted_trigger": False}  # copies only
+    result = dampen.unlearn(model, forget, importance=imp, heldout=heldout, **options)
     report = result.stats["auto"]
     x, y = s.data.train.x[s.forget], s.data.train.y[s.forget]
     assert accuracy_on(model, x, y) == 1.0  # every identified sample wins here
@@ -833,7 +835,7 @@ def test_poison_kind_adds_the_erased_copies_its_label_still_wins_on(
     assert "erased_fallback" not in report
     # ... and they take more of the backdoor out than the identified samples alone.
     alone = dampen.unlearn(
-        model, forget, importance=imp, heldout=heldout, forget_kind="poison", erased_copies=0
+        model, forget, importance=imp, heldout=heldout, **options, erased_copies=0
     )
     assert "erased_added" not in alone.stats["auto"]
     triggered = loader(s.attack, batch_size=512)
@@ -848,7 +850,7 @@ def test_poison_kind_adds_the_erased_copies_its_label_still_wins_on(
     assert imp.estimator == "shuffled_sq"
     order = torch.randperm(len(s.forget), generator=torch.Generator().manual_seed(3))
     shuffled = loader(s.data.train, s.forget[order], batch_size=64)
-    other = dampen.unlearn(model, shuffled, importance=imp, heldout=heldout, forget_kind="poison")
+    other = dampen.unlearn(model, shuffled, importance=imp, heldout=heldout, **options)
     assert other.stats["auto"]["erased_winning"] == report["erased_winning"]
     assert other.stats["auto"]["forget_acc"] == report["forget_acc"]
     for k, v in other.model.state_dict().items():
@@ -881,3 +883,154 @@ def test_poison_kind_falls_back_to_the_identified_samples_when_copies_change_not
     again = dampen.replay(model, forget, importance=imp, stats=json.loads(json.dumps(blind.stats)))
     for k, v in again.state_dict().items():
         assert torch.equal(v, blind.model.state_dict()[k]), k
+
+
+# --------------------------------------------------------------------------- pasted trigger
+
+
+def test_window_side() -> None:
+    from dampen.methods.pasted import window_side
+
+    assert [window_side(s, s) for s in (4, 8, 14, 28, 32)] == [2, 2, 2, 4, 5]
+    assert window_side(28, 8) == 2
+
+
+def test_locate_trigger_matches_a_loop_over_windows_and_images(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    from dampen.methods.pasted import locate_trigger
+
+    s, model, _ = poisoned_model
+    x, y = s.data.train.x[s.forget][:6], s.data.train.y[s.forget][:6]
+
+    def margin(image: Tensor, label: int) -> float:
+        with torch.no_grad():
+            z = model(image[None])[0]
+        others = [float(z[c]) for c in range(len(z)) if c != label]
+        return float(z[label]) - max(others)
+
+    best: tuple[int, int, int, float] | None = None
+    for top in range(0, 8 - 2 + 1):  # side 2 on 8×8 images, step 1
+        for left in range(0, 8 - 2 + 1):
+            drops = []
+            for i in range(len(y)):
+                occluded = x[i].clone()
+                occluded[:, top : top + 2, left : left + 2] = x[i].min()
+                drops.append(max(0.0, margin(x[i], int(y[i])) - margin(occluded, int(y[i]))))
+            score = sum(drops) / len(drops)
+            if best is None or score > best[3] + 1e-6:
+                best = (top, left, 2, score)
+    assert best is not None
+    found = locate_trigger(model.eval(), x, y)
+    assert found[:3] == best[:3]
+    assert found[3] == pytest.approx(best[3], rel=1e-5)
+    # the trigger is the 2×2 square in the bottom-right corner
+    assert found[:3] == (6, 6, 2)
+
+
+def test_paste_trigger_matches_a_loop() -> None:
+    from dampen.methods.erased import sample_seed
+    from dampen.methods.pasted import paste_trigger
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 1, 8, 8, generator=g), torch.tensor([0, 0, 1])
+    held_x, held_y = torch.rand(7, 1, 8, 8, generator=g), torch.tensor([0, 1, 2, 3, 1, 0, 2])
+    px, py = paste_trigger(held_x, held_y, x, y, (5, 4, 3))
+    sources = sorted(range(3), key=lambda i: sample_seed(x[i]))
+    targets = sorted(range(7), key=lambda i: sample_seed(held_x[i]))
+    expected = []
+    for k, i in enumerate(targets):
+        j = sources[k % 3]
+        if int(held_y[i]) != int(y[j]):
+            image = held_x[i].clone()
+            for r in range(5, 8):
+                for c in range(4, 7):
+                    image[0, r, c] = x[j, 0, r, c]
+            expected.append((image, int(y[j])))
+    assert len(px) == len(expected) > 0
+    for (image, label), got, got_label in zip(expected, px, py, strict=True):
+        assert torch.equal(image, got) and label == int(got_label)
+    # the order of either set changes nothing (as a set of pasted images)
+    qx, _ = paste_trigger(held_x.flip(0), held_y.flip(0), x.flip(0), y.flip(0), (5, 4, 3))
+    assert sorted(map(sample_seed, qx)) == sorted(map(sample_seed, px))
+
+
+def test_pasted_batches_leave_other_batches_alone() -> None:
+    from dampen.methods.pasted import pasted_batches
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+    for ids, held in (
+        ([(x, y)], [{"x": x, "labels": y}]),
+        ([(x.flatten(1), y)], [(x, y)]),
+        ([(x, y)], [(torch.rand(4, 1, 6, 6), y)]),  # another image shape
+        ([(x, y)], []),
+    ):
+        assert pasted_batches(model, ids, held, 64) == ([], {"pasted_added": 0})
+
+
+def test_poison_kind_with_heldout_pastes_the_located_trigger(
+    poisoned_model: tuple[Scenario, nn.Module, dampen.Importance],
+) -> None:
+    from dampen.methods.erased import erase_rectangles
+    from dampen.methods.pasted import LOCATE_SAMPLES, checksum_order, locate_trigger
+    from dampen.methods.pasted import paste_trigger as paste
+
+    s, model, imp = poisoned_model
+    forget = loader(s.data.train, s.forget, batch_size=64)
+    heldout = loader(s.data.test, torch.arange(100), batch_size=64)
+    result = dampen.unlearn(model, forget, importance=imp, heldout=heldout, forget_kind="poison")
+    report = result.stats["auto"]
+    x, y = s.data.train.x[s.forget], s.data.train.y[s.forget]
+    held_x, held_y = s.data.test.x[:100], s.data.test.y[:100]
+    some = checksum_order(x)[:LOCATE_SAMPLES]
+    window = locate_trigger(model, x[some], y[some])
+    assert report["trigger_window"] == [*window[:3]] == [6, 6, 2]
+    px, py = paste(held_x, held_y, x, y, window[:3])
+    won = [bool(model(px[i : i + 1]).argmax(1) == py[i]) for i in range(len(py))]  # oracle
+    assert report["pasted_added"] == len(py) == int((held_y != 0).sum())
+    assert report["pasted_winning"] == sum(won) > 0
+    assert report["importance_allowance"] == pytest.approx(0.002)
+    # the forget accuracy is measured on the identified samples, the winning copies and the
+    # winning pasted images
+    each = min(32, 512 // len(y))
+    copies, labels = erase_rectangles(x, each), y.repeat_interleave(each)
+    kept = torch.tensor(
+        [bool(model(copies[i : i + 1]).argmax(1) == labels[i]) for i in range(len(labels))]
+    )
+    joined_x = torch.cat([x, copies[kept], px[torch.tensor(won)]])
+    joined_y = torch.cat([y, labels[kept], py[torch.tensor(won)]])
+    assert report["forget_acc"] == pytest.approx(accuracy_on(result.model, joined_x, joined_y))
+    # the loaders' order changes nothing; the request replays exactly with the same heldout=
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(1))
+    reordered = loader(s.data.test, order, batch_size=32)
+    other = dampen.unlearn(model, forget, importance=imp, heldout=reordered, forget_kind="poison")
+    assert other.stats["auto"]["pasted_winning"] == report["pasted_winning"]
+    for k, v in other.model.state_dict().items():
+        torch.testing.assert_close(v, result.model.state_dict()[k], rtol=1e-4, atol=1e-6)
+    stats = json.loads(json.dumps(result.stats))
+    again = dampen.replay(model, forget, importance=imp, stats=stats, heldout=heldout)
+    for k, v in again.state_dict().items():
+        assert torch.equal(v, result.model.state_dict()[k]), k
+    with pytest.raises(ValueError, match="pass the same heldout= to replay"):
+        dampen.replay(model, forget, importance=imp, stats=stats)
+    stats["auto"]["pasted_winning"] += 1
+    with pytest.raises(ValueError, match="the pasted images differ from the request's"):
+        dampen.replay(model, forget, importance=imp, stats=stats, heldout=heldout)
+    with pytest.raises(TypeError, match="pasted_trigger must be a bool"):
+        dampen.unlearn(model, forget, importance=imp, forget_kind="poison", pasted_trigger=1)
+    # without heldout= nothing is pasted
+    blind = dampen.unlearn(model, forget, importance=imp, forget_kind="poison")
+    assert "pasted_added" not in blind.stats["auto"]
+    assert "importance_allowance" not in blind.stats["auto"]
+
+
+def test_the_heldout_floor_does_not_stop_what_the_allowance_covers() -> None:
+    from dampen.methods.auto_alpha import _Probe, _Rule
+
+    rule = _Rule(target=0.05, floor=0.80, keep=0.85, allowance=0.002)
+    below_floor = _Probe(10, 1.0, 0.5, 0.70, 0.0015)
+    assert rule.safe(below_floor)  # within the allowance: the floor does not stop it
+    assert not rule.safe(_Probe(10, 1.0, 0.5, 0.70, 0.0025))  # beyond it the floor does
+    assert rule.safe(_Probe(10, 1.0, 0.5, 0.81, 0.0300))  # above the floor: any share
+    assert not _Rule(target=0.05, floor=0.80, keep=0.85).safe(below_floor)

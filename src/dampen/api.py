@@ -181,6 +181,7 @@ def replay(
     importance: Importance,
     stats: dict[str, Any],
     forward: ForwardFn | None = None,
+    heldout: Batches | None = None,
     inplace: bool = False,
     check_values: bool = True,
 ) -> nn.Module:
@@ -198,6 +199,8 @@ def replay(
         importance: the stored importance of the training data the request used.
         stats: ``UnlearnResult.stats`` of the request.
         forward: the request's ``forward``, if it had one.
+        heldout: the request's ``heldout``, needed when a poison request pasted its trigger
+            onto it (``stats["auto"]["pasted_winning"]``).
         inplace: change ``model`` itself (restored bit for bit on any error).
         check_values: refuse an importance computed for other weights of this model, as
             :func:`unlearn` does.
@@ -214,7 +217,13 @@ def replay(
         work = inner if inplace else copy.deepcopy(inner)
         with torch.enable_grad():
             replay_(
-                work, forget, importance, stats, checked_forward(forward), check_values=check_values
+                work,
+                forget,
+                importance,
+                stats,
+                checked_forward(forward),
+                check_values=check_values,
+                heldout=heldout,
             )
     return model if inplace else work
 

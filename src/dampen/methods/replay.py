@@ -27,6 +27,7 @@ from dampen.methods.ssd import (
     check_stored,
     class_batch_size,
     join_erased_copies,
+    join_pasted_trigger,
     shuffled_batch_size,
     winners_batch_size,
 )
@@ -43,12 +44,14 @@ def replay_(
     forward: ForwardFn | None = None,
     *,
     check_values: bool = True,
+    heldout: Batches | None = None,
 ) -> None:
     """Apply the dampenings ``stats`` reports to ``model`` in place.
 
     Raises:
         ValueError: when ``stats`` is not an SSD-family request's (or lacks what a replay
-            needs), or the importance was made with another estimator or for another model.
+            needs, e.g. the ``heldout`` a pasted trigger was pasted onto), or the importance
+            was made with another estimator or for another model.
     """
     method = stats.get("method")
     if method not in SSD_FAMILY:
@@ -79,22 +82,40 @@ def replay_(
     except ValueError as e:
         raise ValueError(f"the stats record an unknown objective: {e}") from None
     filtered = auto.get("winning", 0) < auto.get("identified", 0)
-    copied = bool(auto.get("erased_winning")) and not auto.get("erased_fallback")
-    if auto.get("kind") in CORRECTIVE and (filtered or copied):
+    fallback = bool(auto.get("erased_fallback"))
+    copied = bool(auto.get("erased_winning")) and not fallback
+    pasted = bool(auto.get("pasted_winning")) and not fallback
+    if pasted and heldout is None:
+        raise ValueError(
+            "the request pasted the trigger onto its heldout= samples: pass the same heldout= "
+            "to replay"
+        )
+    if auto.get("kind") in CORRECTIVE and (filtered or copied or pasted):
         whole = None if importance.batch_size else _measure(model, forget, importance, forward)
         size = winners_batch_size(forget, importance, whole or importance)
         if filtered:
             forget = WinningSamples(model, forget, forward, size)
+        identified = forget
         if copied:
             forget, made = join_erased_copies(model, forget, int(auto["erased_copies"]), size)
-            if any(made[k] != auto.get(k) for k in ("erased_added", "erased_winning")):
-                raise ValueError(
-                    f"the erased copies differ from the request's ({made['erased_added']} made, "
-                    f"{made['erased_winning']} winning; the stats say {auto.get('erased_added')} "
-                    f"and {auto.get('erased_winning')}): another forget set, or stats of "
-                    "another dampen version"
-                )
+            _check_made(made, auto, "erased copies", ("erased_added", "erased_winning"))
+        if pasted:
+            assert heldout is not None  # checked above
+            forget, made = join_pasted_trigger(model, forget, identified, heldout, size)
+            _check_made(made, auto, "pasted images", ("pasted_added", "pasted_winning"))
     _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
+
+
+def _check_made(
+    made: Mapping[str, Any], auto: Mapping[str, Any], what: str, keys: tuple[str, str]
+) -> None:
+    """Refuse a replay whose remade ``what`` differ from the request's."""
+    if any(made[k] != auto.get(k) for k in keys):
+        raise ValueError(
+            f"the {what} differ from the request's ({made[keys[0]]} made, {made[keys[1]]} "
+            f"winning; the stats say {auto.get(keys[0])} and {auto.get(keys[1])}): another "
+            "forget set or heldout=, or stats of another dampen version"
+        )
 
 
 def _alphas(report: Mapping[str, Any]) -> list[float]:

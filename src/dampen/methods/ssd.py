@@ -31,6 +31,7 @@ from dampen.methods.auto_alpha import (
 )
 from dampen.methods.class_batches import ClassBatches
 from dampen.methods.erased import ERASED_TOLERANCE, with_erased_copies
+from dampen.methods.pasted import pasted_batches
 from dampen.methods.winning import WinningSamples
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 
@@ -89,6 +90,10 @@ class _Alpha(_Dampening):
             each when that would pass 512 in all, but one at least); ``0`` turns them off
             (:mod:`dampen.methods.erased`). Other batches (dicts, a ``forward=``, images
             under 4 pixels a side) and ``"label_errors"`` get none.
+        pasted_trigger: for ``"auto"`` with ``forget_kind="poison"`` and ``heldout=``, both
+            ``(images, labels)`` batches: locate the trigger on the identified images by
+            occlusion and paste it onto the held-out images; those on which the poison label
+            wins join the forget set (:mod:`dampen.methods.pasted`).
     """
 
     alpha: float | str = "auto"
@@ -101,9 +106,12 @@ class _Alpha(_Dampening):
     winning_only: bool = True
     max_importance_removed: float = 0.025
     erased_copies: int = 32
+    pasted_trigger: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.pasted_trigger, bool):
+            raise TypeError(f"pasted_trigger must be a bool; got {self.pasted_trigger!r}")
         copies = self.erased_copies
         if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
             raise ValueError(f"erased_copies must be an integer >= 0; got {copies!r}")
@@ -140,6 +148,7 @@ class _Alpha(_Dampening):
             winning_only=self.winning_only,
             max_importance_removed=self.max_importance_removed,
             erased_copies=self.erased_copies,
+            pasted_trigger=self.pasted_trigger,
         )
 
 
@@ -355,6 +364,23 @@ def join_erased_copies(
     return (originals + list(winners) if winners.count else forget), info
 
 
+def join_pasted_trigger(
+    model: nn.Module, forget: Batches, identified: Batches, heldout: Batches, size: int
+) -> tuple[Batches, dict[str, Any]]:
+    """The forget batches followed by the held-out images with the identified samples' trigger
+    pasted in on which the poison label wins (:mod:`dampen.methods.pasted`), ``size`` a batch,
+    and what was done (:func:`dampen.methods.pasted.pasted_batches`' report and
+    ``pasted_winning``). The batches are returned as they are when nothing was pasted or no
+    pasted image wins."""
+    pasted, info = pasted_batches(model, identified, heldout, size)
+    info["pasted_winning"] = 0
+    if not pasted:
+        return forget, info
+    winners = WinningSamples(model, pasted, None, size)
+    info["pasted_winning"] = winners.count
+    return (list(forget) + list(winners) if winners.count else forget), info
+
+
 def ssd_(
     model: nn.Module,
     request: Request,
@@ -452,6 +478,23 @@ def ssd_(
                 if settings.tolerance is None:
                     settings = replace(settings, tolerance=ERASED_TOLERANCE)
             seconds["erased_copies"] = perf_counter() - t
+        if (
+            settings.forget_kind == "poison"
+            and settings.pasted_trigger
+            and request.heldout is not None
+            and request.forward is None
+        ):
+            t = perf_counter()
+            identified = without_copies[0].forget
+            joined, info = join_pasted_trigger(
+                model, request.forget, identified, request.heldout, regroup
+            )
+            corrective.update(info)
+            if info["pasted_winning"]:
+                request = replace(request, forget=joined)
+                if settings.tolerance is None:
+                    settings = replace(settings, tolerance=ERASED_TOLERANCE)
+            seconds["pasted_trigger"] = perf_counter() - t
         # With the importance of what makes the trained labels win; the forget importance
         # handed back (to take Df out of the stored importance) stays the cross-entropy one
         # of all of Df.
@@ -498,10 +541,15 @@ def ssd_(
             )
 
         outcome = search(request, settings, imp_f)
-        if corrective and corrective.get("erased_winning") and not any(outcome.selected.values()):
-            # No dampening within the guards took the label off the copies: measured on
-            # digits (5 % poison, where the trigger also weighs in D's importance). The
-            # identified samples alone decide, as without copies.
+        added = ("erased_winning", "pasted_winning")
+        if (
+            corrective is not None
+            and any(corrective.get(k) for k in added)
+            and not any(outcome.selected.values())
+        ):
+            # No dampening within the guards took the label off the copies (erased, or the
+            # pasted trigger): measured on digits (5 % poison, where the trigger also weighs
+            # in D's importance). The identified samples alone decide, as without copies.
             request, settings = without_copies
             corrective.update(erased_fallback=True, erased_reason=outcome.report["reason"])
             t = perf_counter()
