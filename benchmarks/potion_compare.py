@@ -14,7 +14,7 @@ Healed share, accuracy drop and attack success are measured on the 1,000 validat
 (patched and clean) and on the test split, as in :mod:`corrective_ceiling`.
 
 Run: ``python benchmarks/potion_compare.py [--cache runs/fmnist-poison/cache] [--out FILE]
-[--pairs 0,1] [--report]``.
+[--pairs 0,1] [--reuse EARLIER.jsonl] [--report]``.
 """
 
 from __future__ import annotations
@@ -50,8 +50,12 @@ RHOS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 0.75)
 DAMPEN_ROWS = ("dampen", "dampen+heldout")
 
 
-def request(run: BenchRunner, seed: int, label: str) -> dict[str, Any]:
-    """Every row on one request: ``{row: {"val"|"test": (healed %, drop, attack %)}, ...}``."""
+def request(
+    run: BenchRunner, seed: int, label: str, reuse: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every row on one request: ``{row: {"val"|"test": (healed %, drop, attack %)}, ...}``.
+    ``reuse``: an earlier output row of this request whose Potion rows are kept (the same
+    cached models and Potion's code give the same figures; dampen's rows are run again)."""
     config = run.config
     spec = next(s for s in config.scenarios if s.label == label)
     data, validation = load_with_validation(config.data_for(spec))
@@ -106,6 +110,8 @@ def request(run: BenchRunner, seed: int, label: str) -> dict[str, Any]:
     )
     row["dampen+heldout"] = {**measure(result.model), "seconds": perf_counter() - t}
 
+    if reuse is not None:
+        return {**row, **{k: v for k, v in reuse.items() if k.startswith("potion")}}
     retain = loader(scenario.data.train, scenario.retain, batch_size=bs, shuffle=True, seed=seed)
     t = perf_counter()
     imp_d, retained = norm_importance(original, retain)
@@ -186,6 +192,13 @@ def main() -> None:
     parser.add_argument("--more", type=Path, nargs="*", default=[], help="more rows to report")
     parser.add_argument("--report", action="store_true", help="print the table of --out and stop")
     parser.add_argument(
+        "--reuse",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="earlier outputs whose Potion rows are kept (the same models: only dampen reruns)",
+    )
+    parser.add_argument(
         "--pairs",
         default=",".join(map(str, range(len(TOOK)))),
         help="which (seed, share) pairs of TOOK to run, by position (to split the run)",
@@ -195,10 +208,16 @@ def main() -> None:
     if not args.report:
         torch.set_num_threads(1)
         run = BenchRunner(fmnist_poison().replace(cache_dir=str(args.cache), threads=1))
+        earlier = {
+            (r["seed"], r["label"]): r
+            for path in args.reuse
+            for r in map(json.loads, path.read_text().splitlines())
+        }
         with args.out.open("w") as f:
             for seed, share in (TOOK[int(i)] for i in args.pairs.split(",")):
                 for identified in ("id1", "id10%", "id30%", "id100%"):
-                    row = request(run, seed, f"poison/{share}/{identified}")
+                    label = f"poison/{share}/{identified}"
+                    row = request(run, seed, label, earlier.get((seed, label)))
                     f.write(json.dumps(row) + "\n")
                     f.flush()
     rows = [
