@@ -19,17 +19,22 @@ import importlib
 import json
 import statistics
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 import dampen
 from dampen.bench.presets import fmnist_poison
 from dampen.bench.runner import BenchRunner, load_with_validation, make_scenario
 from dampen.data import loader
 from dampen.data.base import DataSplits
+from dampen.data.scenarios import Scenario
 from dampen.eval.corrective import attack_figures, healed_share
+from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import accuracy
 from dampen.recipe import cache_key
 
@@ -37,11 +42,33 @@ CEILINGS = (0.0015, 0.002, 0.0025, 0.003)
 TOOK = [(0, "1%"), (0, "2%"), (1, "1%"), (1, "2%"), (2, "0.5%"), (2, "1%"), (2, "2%")]
 """The (seed, poison share) pairs whose backdoor took (original attack success ≥ 50 %)."""
 MAX_DROP = 1.4  # points: the corrective issue's bound on the clean accuracy drop
+PARTS = ("id1", "id10%", "id30%", "id100%")
+"""The identified shares of the preset's scenarios, as their labels end."""
 
 
-def cell(run: BenchRunner, seed: int, label: str) -> dict[str, Any]:
-    """One request under every ceiling: ``{split+ceiling: (healed %, drop, attack %)}``."""
-    constants = importlib.import_module("dampen.methods.auto_alpha")
+def read_rows(paths: list[Path]) -> list[dict[str, Any]]:
+    """The JSON lines of every file, in order."""
+    return [json.loads(line) for p in paths for line in p.read_text().splitlines() if line]
+
+
+Figures = dict[str, tuple[float, float, float]]
+"""``{"val"|"test": (healed %, accuracy drop in points, attack success %)}``."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One request's scenario, poisoned model, stored importance of D, and how a model that
+    unlearnt it is measured on the validation and the test split."""
+
+    scenario: Scenario
+    original: nn.Module
+    importance: Importance
+    measure: Callable[[nn.Module], Figures]
+
+
+def prepare(run: BenchRunner, seed: int, label: str) -> Prepared:
+    """The cached models of ``label`` on ``seed`` and the figures of the poisoned and the clean
+    model that a healed share is measured between."""
     config = run.config
     spec = next(s for s in config.scenarios if s.label == label)
     data, validation = load_with_validation(config.data_for(spec))
@@ -69,21 +96,38 @@ def cell(run: BenchRunner, seed: int, label: str) -> dict[str, Any]:
         )
         for k, (a, t) in splits.items()
     }
-    identified = loader(scenario.data.train, scenario.forget, batch_size=64)
+
+    def measure(model: nn.Module) -> Figures:
+        out = {}
+        for k, (attack, test) in splits.items():
+            healed_o, healed_c, acc_o = reference[k]
+            figures = attack_figures(model, attack, scenario.target)
+            out[k] = (
+                100 * healed_share(figures["healed_acc"], healed_o, healed_c),
+                100 * (acc_o - accuracy(model, test, None)),
+                100 * figures["attack_success"],
+            )
+        return out
+
+    return Prepared(scenario, original, imp, measure)
+
+
+def cell(run: BenchRunner, seed: int, label: str) -> dict[str, Any]:
+    """One request under every ceiling: ``{split+ceiling: (healed %, drop, attack %)}``."""
+    constants = importlib.import_module("dampen.methods.auto_alpha")
+    p = prepare(run, seed, label)
+    s = p.scenario
+    identified = loader(s.data.train, s.forget, batch_size=64)
     row: dict[str, Any] = {"seed": seed, "label": label}
     saved = constants.BLIND_CORRECTIVE_REMOVED
     try:
         for ceiling in CEILINGS:
             constants.BLIND_CORRECTIVE_REMOVED = ceiling
-            result = dampen.unlearn(original, identified, importance=imp, forget_kind="poison")
-            for k, (attack, test) in splits.items():
-                healed_o, healed_c, acc_o = reference[k]
-                figures = attack_figures(result.model, attack, scenario.target)
-                row[f"{k}{ceiling}"] = (
-                    100 * healed_share(figures["healed_acc"], healed_o, healed_c),
-                    100 * (acc_o - accuracy(result.model, test, None)),
-                    100 * figures["attack_success"],
-                )
+            result = dampen.unlearn(
+                p.original, identified, importance=p.importance, forget_kind="poison"
+            )
+            for k, figures in p.measure(result.model).items():
+                row[f"{k}{ceiling}"] = figures
     finally:
         constants.BLIND_CORRECTIVE_REMOVED = saved
     return row
@@ -138,17 +182,11 @@ def main() -> None:
         run = BenchRunner(fmnist_poison().replace(cache_dir=str(args.cache), threads=1))
         with args.out.open("w") as f:
             for seed, share in (TOOK[int(i)] for i in args.pairs.split(",")):
-                for identified in ("id1", "id10%", "id30%", "id100%"):
+                for identified in PARTS:
                     row = cell(run, seed, f"poison/{share}/{identified}")
                     f.write(json.dumps(row) + "\n")
                     f.flush()
-    rows = [
-        json.loads(line)
-        for out in (args.out, *args.more)
-        for line in out.read_text().splitlines()
-        if line
-    ]
-    print(report(rows), end="")
+    print(report(read_rows([args.out, *args.more])), end="")
 
 
 if __name__ == "__main__":

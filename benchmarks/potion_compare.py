@@ -1,7 +1,8 @@
 """dampen's corrective request against Potion (its authors' PTN search), on ``fmnist-poison``.
 
-The 28 (seed, scenario) requests of :mod:`corrective_ceiling` (the backdoor took), on the
-preset's cached models (run ``dampen bench --preset fmnist-poison`` or that script first):
+The requests of the (seed, poison share) pairs whose backdoor took (the original's attack
+success ≥ 50 %, measured here on the preset's cached models: run ``dampen bench --preset
+fmnist-poison`` first), four identified shares each:
 
 - ``potion`` at every ρ of :data:`RHOS` (the values its authors' scripts sweep), with the
   retain set D \\ Df that it needs (64-sample shuffled batches, as the bench hands baselines);
@@ -30,20 +31,21 @@ from time import perf_counter
 from typing import Any
 
 import torch
-from torch import nn
 
 import dampen
 from dampen.bench.presets import fmnist_poison
-from dampen.bench.runner import BenchRunner, load_with_validation, make_scenario
+from dampen.bench.runner import BenchRunner, make_scenario
 from dampen.data import loader
-from dampen.data.base import DataSplits
-from dampen.eval.corrective import attack_figures, healed_share
-from dampen.methods.auto_alpha import accuracy
+from dampen.eval.corrective import attack_figures
 from dampen.methods.potion import START_DIVISOR, PotionConfig, norm_importance, ptn_search_
-from dampen.recipe import cache_key
 
 sys.path.insert(0, str(Path(__file__).parent))
-from corrective_ceiling import MAX_DROP, TOOK
+from corrective_ceiling import MAX_DROP, PARTS, prepare, read_rows
+
+SHARES = ("0.5%", "1%", "2%")
+TOOK_AT = 0.5
+"""A backdoor took when the original classifies at least this share of the triggered test
+images of the other classes as the target."""
 
 RHOS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 0.75)
 """ρ values of the Potion authors' ``CIFAR_ptn_runs.sh``."""
@@ -57,45 +59,10 @@ def request(
     ``reuse``: an earlier output row of this request whose Potion rows are kept (the same
     cached models and Potion's code give the same figures; dampen's rows are run again)."""
     config = run.config
+    prepared = prepare(run, seed, label)
+    scenario, original, imp = prepared.scenario, prepared.original, prepared.importance
+    measure = prepared.measure
     spec = next(s for s in config.scenarios if s.label == label)
-    data, validation = load_with_validation(config.data_for(spec))
-    assert validation is not None
-    scenario = make_scenario(data, spec, seed)
-    val = make_scenario(
-        DataSplits(data.train, validation, superclasses=data.superclasses), spec, seed
-    )
-    original, _ = run._trained("resnet18", scenario.data, None, seed)
-    key = cache_key(run._recipe("resnet18"), scenario.data, None, seed)
-    imp, _ = run._importance(original, key, scenario.data.train, "batch_sq")
-    clean, _ = run._trained("resnet18", scenario.clean, None, seed)
-    splits = {
-        "test": (
-            loader(scenario.attack, batch_size=512),
-            loader(scenario.data.test, batch_size=512),
-        ),
-        "val": (loader(val.attack, batch_size=512), loader(val.data.test, batch_size=512)),
-    }
-    reference = {
-        k: (
-            attack_figures(original, a, scenario.target)["healed_acc"],
-            attack_figures(clean, a, scenario.target)["healed_acc"],
-            accuracy(original, t, None),
-        )
-        for k, (a, t) in splits.items()
-    }
-
-    def measure(model: nn.Module) -> dict[str, tuple[float, float, float]]:
-        out = {}
-        for k, (attack, test) in splits.items():
-            healed_o, healed_c, acc_o = reference[k]
-            figures = attack_figures(model, attack, scenario.target)
-            out[k] = (
-                100 * healed_share(figures["healed_acc"], healed_o, healed_c),
-                100 * (acc_o - accuracy(model, test, None)),
-                100 * figures["attack_success"],
-            )
-        return out
-
     bs = config.batch_size
     identified = loader(scenario.data.train, scenario.forget, batch_size=bs)
     row: dict[str, Any] = {"seed": seed, "label": label}
@@ -129,6 +96,20 @@ def request(
             "selected_fraction": stats["selected_fraction"],
         }
     return row
+
+
+def took_pairs(run: BenchRunner) -> list[tuple[int, str]]:
+    """The (seed, poison share) pairs whose original's attack success is at least TOOK_AT."""
+    pairs = []
+    for seed in run.config.seeds:
+        for share in SHARES:
+            spec = next(s for s in run.config.scenarios if s.label == f"poison/{share}/id1")
+            scenario = make_scenario(run._load(run.config.data_for(spec)), spec, seed)
+            original, _ = run._trained("resnet18", scenario.data, None, seed)
+            attack = loader(scenario.attack, batch_size=512)
+            if attack_figures(original, attack, scenario.target)["attack_success"] >= TOOK_AT:
+                pairs.append((seed, share))
+    return pairs
 
 
 def means(rows: list[dict[str, Any]], name: str, split: str) -> list[float]:
@@ -177,7 +158,7 @@ def report(rows: list[dict[str, Any]]) -> str:
         lines += ["", "By identified share, test (healed % / drop / attack %):", ""]
         names = (*DAMPEN_ROWS, f"potion{rho}")
         lines += ["| identified | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        for part in ("id1", "id10%", "id30%", "id100%"):
+        for part in PARTS:
             some = [r for r in rows if r["label"].endswith("/" + part)]
             lines.append(
                 f"| {part} | " + " | ".join(triple(means(some, n, "test")) for n in names) + " |"
@@ -200,8 +181,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--pairs",
-        default=",".join(map(str, range(len(TOOK)))),
-        help="which (seed, share) pairs of TOOK to run, by position (to split the run)",
+        default=None,
+        help="which of the pairs whose backdoor took to run, by position (to split the run)",
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -214,19 +195,15 @@ def main() -> None:
             for r in map(json.loads, path.read_text().splitlines())
         }
         with args.out.open("w") as f:
-            for seed, share in (TOOK[int(i)] for i in args.pairs.split(",")):
-                for identified in ("id1", "id10%", "id30%", "id100%"):
+            took = took_pairs(run)
+            chosen = range(len(took)) if args.pairs is None else map(int, args.pairs.split(","))
+            for seed, share in (took[i] for i in chosen):
+                for identified in PARTS:
                     label = f"poison/{share}/{identified}"
                     row = request(run, seed, label, earlier.get((seed, label)))
                     f.write(json.dumps(row) + "\n")
                     f.flush()
-    rows = [
-        json.loads(line)
-        for out in (args.out, *args.more)
-        for line in out.read_text().splitlines()
-        if line
-    ]
-    print(report(rows), end="")
+    print(report(read_rows([args.out, *args.more])), end="")
 
 
 if __name__ == "__main__":

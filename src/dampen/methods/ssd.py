@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
@@ -381,6 +382,50 @@ def join_pasted_trigger(
     return (list(forget) + list(winners) if winners.count else forget), info
 
 
+def _with_poison_inputs(
+    model: nn.Module,
+    request: Request,
+    settings: AutoSettings,
+    size: int,
+    report: dict[str, Any],
+    seconds: dict[str, float],
+) -> tuple[Request, AutoSettings]:
+    """For ``forget_kind="poison"`` (default forward): the request with the erased copies and,
+    with ``heldout=``, the pasted trigger joined to its forget set when any of them wins, and
+    the settings with the copies' tolerance; what was added goes into ``report``."""
+    if settings.forget_kind != "poison" or request.forward is not None:
+        return request, settings
+    identified, heldout = request.forget, request.heldout
+    joins: list[tuple[str, str, Callable[[Batches], tuple[Batches, dict[str, Any]]]]] = []
+    if settings.erased_copies:
+        copies = settings.erased_copies
+        joins.append(
+            (
+                "erased_copies",
+                "erased_winning",
+                lambda forget: join_erased_copies(model, forget, copies, size),
+            )
+        )
+    if settings.pasted_trigger and heldout is not None:
+        joins.append(
+            (
+                "pasted_trigger",
+                "pasted_winning",
+                lambda forget: join_pasted_trigger(model, forget, identified, heldout, size),
+            )
+        )
+    for name, winning, join in joins:
+        t = perf_counter()
+        joined, info = join(request.forget)
+        report.update(info)
+        if info[winning]:
+            request = replace(request, forget=joined)
+            if settings.tolerance is None:
+                settings = replace(settings, tolerance=ERASED_TOLERANCE)
+        seconds[name] = perf_counter() - t
+    return request, settings
+
+
 def ssd_(
     model: nn.Module,
     request: Request,
@@ -468,33 +513,9 @@ def ssd_(
             if winners.count < winners.total:  # dampen for the samples where it wins
                 request = replace(request, forget=winners)
         without_copies = (request, settings)  # the fallback when the copies change nothing
-        if settings.forget_kind == "poison" and settings.erased_copies and request.forward is None:
-            t = perf_counter()
-            copies = settings.erased_copies
-            joined, info = join_erased_copies(model, request.forget, copies, regroup)
-            corrective.update(info)
-            if info["erased_winning"]:
-                request = replace(request, forget=joined)
-                if settings.tolerance is None:
-                    settings = replace(settings, tolerance=ERASED_TOLERANCE)
-            seconds["erased_copies"] = perf_counter() - t
-        if (
-            settings.forget_kind == "poison"
-            and settings.pasted_trigger
-            and request.heldout is not None
-            and request.forward is None
-        ):
-            t = perf_counter()
-            identified = without_copies[0].forget
-            joined, info = join_pasted_trigger(
-                model, request.forget, identified, request.heldout, regroup
-            )
-            corrective.update(info)
-            if info["pasted_winning"]:
-                request = replace(request, forget=joined)
-                if settings.tolerance is None:
-                    settings = replace(settings, tolerance=ERASED_TOLERANCE)
-            seconds["pasted_trigger"] = perf_counter() - t
+        request, settings = _with_poison_inputs(
+            model, request, settings, regroup, corrective, seconds
+        )
         # With the importance of what makes the trained labels win; the forget importance
         # handed back (to take Df out of the stored importance) stays the cross-entropy one
         # of all of Df.
