@@ -300,7 +300,9 @@ def test_quick_plan_runs_every_method_and_unsir_on_classes_only() -> None:
     config = preset("quick")
     cells = plan(config)
     ran = {c.method.method for c in cells if c.method is not None}
-    assert ran | {"retrain"} == set(methods())  # retrain: the cached reference row
+    # retrain: the cached reference row; potion: a corrective method, in the corrective presets
+    assert ran | {"retrain", "potion"} == set(methods())
+    assert "potion" in {m.method for m in preset("digits-poison").methods}
     assert {c.kind for c in cells if c.row == "unsir"} == {"full_class"}
     assert len({c.key for c in cells}) == len(cells) == 92  # 2 seeds x (3 x 15 + unsir)
     with pytest.raises(ValueError, match="kinds"):

@@ -1,0 +1,97 @@
+"""Run a bench preset one seed per process, and merge the seeds' results.
+
+``run PRESET SEED OUT [--skip METHOD ...]``: the preset with one seed (its grids tuned on that
+seed, as the other seeds' processes tune on theirs), without the skipped methods, in
+``OUT/seedN`` (resumable), with the models and importances cached in ``runs/PRESET/cache``.
+
+``merge OUT DEST``: every ``OUT/seed*/results.json`` in one ``DEST/results.json`` (each seed's
+tuning in ``DEST/tuning-per-seed.json``); then ``dampen bench --preset PRESET --out DEST
+--report-only`` writes the report and plots.
+
+The fmnist-poison rerun of ``docs/results/fmnist-poison/rerun``: ``run fmnist-poison N
+runs/fpfull --skip finetune scrub salun bad_teacher`` for N = 0, 1, 2 side by side, then
+``merge runs/fpfull docs/results/fmnist-poison/rerun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dampen.bench.presets import PRESETS
+from dampen.bench.runner import run_bench, write_json
+
+
+def run(preset: str, seed: int, out: Path, skip: list[str]) -> None:
+    """One seed of ``preset`` without the ``skip`` methods, in ``out/seed<seed>``."""
+    full = PRESETS[preset]()
+    config = full.replace(
+        methods=tuple(m for m in full.methods if m.method not in skip),
+        seeds=(seed,),
+        out_dir=str(out / f"seed{seed}"),
+        cache_dir=f"runs/{preset}/cache",
+        threads=1,
+    )
+    torch.set_num_threads(1)
+    command = f"benchmarks/bench_by_seed.py run {preset} {seed} {out}"
+    if skip:
+        command += " --skip " + " ".join(skip)
+    run_bench(config, command=command, log=lambda m: print(m, flush=True))
+
+
+def merge(out: Path, dest: Path) -> None:
+    """The seeds' results in one ``dest/results.json`` and their tunings by seed."""
+    merged: dict[str, Any] | None = None
+    tunings: dict[str, Any] = {}
+    for path in sorted(out.glob("seed*/results.json")):
+        seed = path.parent.name.removeprefix("seed")
+        part = json.loads(path.read_text())
+        runs = [{**r, "note": f"seed {seed}"} for r in part["runs"]]
+        if merged is None:
+            merged = {**part, "runs": runs}
+        else:
+            merged["cells"] += part["cells"]
+            merged["runs"] += runs
+        tunings[seed] = part.get("tuning", {})
+    if merged is None:
+        raise SystemExit(f"no {out}/seed*/results.json")
+    merged["config"]["seeds"] = sorted({c["seed"] for c in merged["cells"]})
+    order = {row: i for i, row in enumerate(merged["rows"])}
+    merged["cells"].sort(key=lambda c: (c["scenario"], order.get(c["row"], len(order)), c["seed"]))
+    first = min(tunings, key=int)
+    merged["tuning"] = tunings[first]
+    dest.mkdir(parents=True, exist_ok=True)
+    write_json(dest / "results.json", merged, indent=1)
+    note = "each seed's tuned rows were tuned on that seed's own original model and validation"
+    write_json(
+        dest / "tuning-per-seed.json",
+        {"format": 1, "name": merged["name"], "note": note, "seeds": tunings},
+        indent=1,
+    )
+    print(f"{len(merged['cells'])} cells in {dest / 'results.json'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("run", help="one seed of a preset")
+    one.add_argument("preset", choices=sorted(PRESETS))
+    one.add_argument("seed", type=int)
+    one.add_argument("out", type=Path)
+    one.add_argument("--skip", nargs="*", default=[], help="methods to leave out")
+    joined = sub.add_parser("merge", help="the seeds' results in one results.json")
+    joined.add_argument("out", type=Path)
+    joined.add_argument("dest", type=Path)
+    args = parser.parse_args()
+    if args.command == "run":
+        run(args.preset, args.seed, args.out, args.skip)
+    else:
+        merge(args.out, args.dest)
+
+
+if __name__ == "__main__":
+    main()
