@@ -928,6 +928,39 @@ def test_locate_trigger_matches_a_loop_over_windows_and_images(
     assert found[:3] == (6, 6, 2)
 
 
+@pytest.mark.parametrize(("size", "trigger"), [(32, 3), (32, 1), (28, 3)])
+def test_locate_trigger_reaches_the_far_corner(size: int, trigger: int) -> None:
+    """A model that answers the poison label exactly when the bottom-right corner is bright:
+    the window flush with both far edges must be tried, whatever the image size."""
+    from dampen.methods.pasted import locate_trigger, window_side
+
+    class CornerModel(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            corner = x[:, 0, -trigger:, -trigger:].mean(dim=(1, 2))
+            return torch.stack([10 * corner, torch.zeros_like(corner)], dim=1)
+
+    x = torch.zeros(3, 1, size, size)
+    x[:, :, -trigger:, -trigger:] = 1.0
+    top, left, side, score = locate_trigger(CornerModel(), x, torch.zeros(3, dtype=torch.long))
+    assert side == window_side(size, size) and score > 0
+    assert (top, left) == (size - side, size - side)  # covers the whole trigger
+
+
+def test_pasted_batches_skip_soft_labels_and_images_without_a_trigger() -> None:
+    from dampen.methods.pasted import pasted_batches
+
+    class Blind(nn.Module):  # the same answer whatever the image
+        def forward(self, x: Tensor) -> Tensor:
+            return torch.tensor([[1.0, 0.0]]).repeat(len(x), 1)
+
+    x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+    held = [(torch.rand(5, 1, 8, 8), torch.ones(5, dtype=torch.long))]
+    batches, info = pasted_batches(Blind(), [(x, y)], held, 64)
+    assert batches == [] and info["pasted_added"] == 0 and info["trigger_score"] == 0.0
+    soft = [(torch.rand(5, 1, 8, 8), torch.full((5, 2), 0.5))]
+    assert pasted_batches(Blind(), [(x, y)], soft, 64) == ([], {"pasted_added": 0})
+
+
 def test_paste_trigger_matches_a_loop() -> None:
     from dampen.methods.erased import sample_seed
     from dampen.methods.pasted import paste_trigger

@@ -206,8 +206,9 @@ def replay(
             :func:`unlearn` does.
 
     Raises:
-        ValueError: for stats of another method, or an importance of another estimator or
-            model.
+        ValueError: for stats of another method, an importance of another estimator or
+            model, or a poison request that pasted its trigger onto ``heldout`` when none (or
+            another, giving other counts) is passed.
     """
     from dampen.methods.replay import replay_
 

@@ -55,10 +55,20 @@ def _margins(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return label - others.amax(dim=1)
 
 
+def _positions(length: int, side: int, step: int) -> list[int]:
+    """Window starts every ``step`` pixels, and the last one flush with the far edge (a corner
+    trigger must be coverable whatever the image size)."""
+    starts = list(range(0, length - side + 1, step))
+    if starts[-1] != length - side:
+        starts.append(length - side)
+    return starts
+
+
 def locate_trigger(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int, int, float]:
     """``(top, left, side, score)``: the window whose occlusion lowers the margin of ``y`` on
     ``x`` most, as the mean over the images of the drop (negative drops count as 0). Windows
-    are tried row by row; the first of equal scores wins."""
+    are tried row by row, the last row and column flush with the image's edges; the first of
+    equal scores wins."""
     _, _, h, w = x.shape
     side = window_side(h, w)
     step = max(1, side // 2)
@@ -66,8 +76,8 @@ def locate_trigger(model: nn.Module, x: Tensor, y: Tensor) -> tuple[int, int, in
     best: tuple[int, int, int, float] | None = None
     with preserved(model, grad_all=False), torch.no_grad():
         base = _margins(model, x, y)
-        for top in range(0, h - side + 1, step):
-            for left in range(0, w - side + 1, step):
+        for top in _positions(h, side, step):
+            for left in _positions(w, side, step):
                 occluded = x.clone()
                 occluded[:, :, top : top + side, left : left + side] = lows
                 drop = float((base - _margins(model, occluded, y)).clamp(min=0).mean())
@@ -101,16 +111,23 @@ def paste_trigger(
     return torch.stack(out_x), torch.stack(out_y)
 
 
+def _hard_labelled_images(batch: Any) -> bool:
+    """An ``(images, labels)`` pair (:func:`dampen.methods.erased.image_batch`) with one
+    integer label per image (soft labels name no class to paste the trigger away from)."""
+    return image_batch(batch) and batch[1].dim() == 1 and not batch[1].is_floating_point()
+
+
 def pasted_batches(
     model: nn.Module, identified: Iterable[Any], heldout: Iterable[Any], size: int
 ) -> tuple[list[tuple[Tensor, Tensor]], dict[str, Any]]:
     """Pasted images (``size`` a batch) of the identified ``(images, labels)`` batches onto the
     held-out ones, and what was done: ``{"trigger_window": [top, left, side],
     "trigger_score": s, "pasted_added": n}``. Nothing (and ``pasted_added`` 0) when either is
-    not image pairs of the same shape."""
+    not image pairs of the same shape with integer labels, or when no window's occlusion
+    lowers the label's margin (``trigger_score`` ≤ 0)."""
     ids, held = list(identified), list(heldout)
     info: dict[str, Any] = {"pasted_added": 0}
-    if not ids or not held or not all(image_batch(b) for b in (*ids, *held)):
+    if not ids or not held or not all(_hard_labelled_images(b) for b in (*ids, *held)):
         return [], info
     x = torch.cat([b[0] for b in ids])
     y = torch.cat([b[1] for b in ids])
@@ -120,8 +137,11 @@ def pasted_batches(
         return [], info
     some = checksum_order(x)[:LOCATE_SAMPLES]
     top, left, side, score = locate_trigger(model, x[some], y[some])
+    info.update(trigger_window=[top, left, side], trigger_score=score)
+    if score <= 0.0:  # no window's occlusion lowers the margin: no trigger to paste
+        return [], info
     px, py = paste_trigger(held_x, held_y, x, y, (top, left, side))
-    info.update(trigger_window=[top, left, side], trigger_score=score, pasted_added=len(px))
+    info.update(pasted_added=len(px))
     return [(px[i : i + size], py[i : i + size]) for i in range(0, len(px), size)], info
 
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from dampen.core.batches import Batches, ForwardFn, logits_only
 from dampen.core.progress import progress_bar
 from dampen.core.state import preserved
-from dampen.functional import dampening_factors
+from dampen.functional import dampening_factors, selection_mask
 from dampen.methods._common import Clock, check_int, check_positive, require_retain
 from dampen.methods.auto_alpha import counted_accuracy
 from dampen.registry import Request, register
@@ -106,14 +106,23 @@ def cutoff_of(imp_d: Mapping[str, Tensor], imp_f: Mapping[str, Tensor], percenti
     Raises:
         ValueError: if no ratio is finite.
     """
+    return float(np.percentile(finite_ratios(imp_d, imp_f), percentile))
+
+
+def finite_ratios(imp_d: Mapping[str, Tensor], imp_f: Mapping[str, Tensor]) -> np.ndarray:
+    """The finite ratios ``I_Df / I_D`` of every parameter, in float64 on the CPU.
+
+    Raises:
+        ValueError: if no ratio is finite.
+    """
     parts = []
     for name, d in imp_d.items():
         ratio = (imp_f[name].double() / d.double()).reshape(-1)
-        parts.append(ratio[torch.isfinite(ratio)])
+        parts.append(ratio[torch.isfinite(ratio)].cpu())
     ratios = torch.cat(parts).numpy() if parts else np.empty(0)
     if ratios.size == 0:
         raise ValueError("no parameter has a finite importance ratio I_Df / I_D")
-    return float(np.percentile(ratios, percentile))
+    return ratios
 
 
 def dampen_from_(
@@ -128,9 +137,10 @@ def dampen_from_(
     selected = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
+            selected += int(selection_mask(imp_d[name], imp_f[name], cutoff).sum())
             factors = dampening_factors(imp_d[name], imp_f[name], alpha=cutoff)
-            selected += int((factors != 1.0).sum())
-            p.copy_((origin[name].to(factors.dtype) * factors).to(p.dtype))
+            wide = torch.promote_types(origin[name].dtype, factors.dtype)
+            p.copy_((origin[name].to(wide) * factors.to(wide)).to(p.dtype))
     return selected
 
 
@@ -156,14 +166,16 @@ def ptn_search_(
     percentile = cutoff = math.nan
     selected, acc = 0, original_acc
     try:
+        ratios = finite_ratios(imp_d, imp_f)  # the same for every try
         for tries in range(1, config.max_tries + 1):
             percentile = percentile_of(share)
-            cutoff = cutoff_of(imp_d, imp_f, percentile)
+            cutoff = float(np.percentile(ratios, percentile))
             selected = dampen_from_(model, origin, imp_d, imp_f, cutoff)
             right, total = counted_accuracy(model, forget, forward, "the forget set")
             acc = right / total
             reached = acc <= goal
-            # Stop at the goal, or when every ratio is selected already (growing changes nothing).
+            # Stop at the goal, or at the 0th percentile (growing changes nothing more; out of
+            # reach in practice: it needs a share near e^100 / 100).
             if reached or percentile == 0.0 or tries == config.max_tries:
                 break
             share *= config.step
@@ -211,6 +223,7 @@ __all__ = [
     "PotionConfig",
     "cutoff_of",
     "dampen_from_",
+    "finite_ratios",
     "norm_importance",
     "percentile_of",
     "ptn_search_",

@@ -67,12 +67,15 @@ class _Alpha(_Dampening):
             histograms). The corrective kinds take Df with the labels it was trained with
             and remove what makes those labels win on it.
         tolerance: for ``"auto"``: how far above the target forget accuracy may stay;
-            ``None``: 1 %, or 5 % (``ERASED_TOLERANCE``) when erased copies join the forget
-            set.
+            ``None``: 1 %, or 5 % (``ERASED_TOLERANCE``) when erased copies or pasted
+            images join the forget set.
         max_selected: for ``"auto"``: the largest share of parameters it may select (at most
             1 % for the corrective kinds without ``heldout=``).
         max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained (class) or clean
-            (corrective) data: the largest drop of held-out accuracy accepted.
+            (corrective) data: the largest drop of held-out accuracy accepted. For
+            ``forget_kind="poison"`` a candidate that removes at most the smaller of
+            ``max_importance_removed`` and 0.2 % of D's importance (what the data-free ceiling
+            allows) passes whatever the drop (``stats["auto"]["importance_allowance"]``).
         rounds: for ``"auto"`` in class forgetting: how many times at most the forget set's
             importance is measured (again, on the dampened model) when one dampening does not
             reach the target within the guards.
