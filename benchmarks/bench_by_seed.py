@@ -29,6 +29,9 @@ from dampen.bench.runner import run_bench, write_json
 def run(preset: str, seed: int, out: Path, skip: list[str]) -> None:
     """One seed of ``preset`` without the ``skip`` methods, in ``out/seed<seed>``."""
     full = PRESETS[preset]()
+    unknown = sorted(set(skip) - {m.method for m in full.methods})
+    if unknown:
+        raise SystemExit(f"--skip: {preset} has no method {', '.join(unknown)}")
     config = full.replace(
         methods=tuple(m for m in full.methods if m.method not in skip),
         seeds=(seed,),

@@ -1050,6 +1050,10 @@ def test_poison_kind_with_heldout_pastes_the_located_trigger(
     stats["auto"]["pasted_winning"] += 1
     with pytest.raises(ValueError, match="the pasted images differ from the request's"):
         dampen.replay(model, forget, importance=imp, stats=stats, heldout=heldout)
+    stats["auto"]["pasted_winning"] -= 1
+    stats["auto"]["trigger_window"] = [0, 0, 2]
+    with pytest.raises(ValueError, match="the trigger was located at"):
+        dampen.replay(model, forget, importance=imp, stats=stats, heldout=heldout)
     with pytest.raises(TypeError, match="pasted_trigger must be a bool"):
         dampen.unlearn(model, forget, importance=imp, forget_kind="poison", pasted_trigger=1)
     # without heldout= nothing is pasted

@@ -103,6 +103,12 @@ def replay_(
             assert heldout is not None  # checked above
             forget, made = join_pasted_trigger(model, forget, identified, heldout, size)
             _check_made(made, auto, "pasted images", ("pasted_added", "pasted_winning"))
+            if made.get("trigger_window") != list(auto.get("trigger_window") or []):
+                raise ValueError(
+                    f"the trigger was located at {made.get('trigger_window')}, the request "
+                    f"located it at {auto.get('trigger_window')}: another forget set, or stats "
+                    "of another dampen version"
+                )
     _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
 
 
