@@ -29,7 +29,7 @@ from torch import nn
 
 import dampen
 from dampen.bench.presets import fmnist_poison
-from dampen.bench.runner import BenchRunner, load_with_validation, make_scenario
+from dampen.bench.runner import BenchRunner, make_scenario
 from dampen.data import loader
 from dampen.data.base import DataSplits
 from dampen.data.scenarios import Scenario
@@ -71,7 +71,8 @@ def prepare(run: BenchRunner, seed: int, label: str) -> Prepared:
     model that a healed share is measured between."""
     config = run.config
     spec = next(s for s in config.scenarios if s.label == label)
-    data, validation = load_with_validation(config.data_for(spec))
+    data = run._load(config.data_for(spec))  # loaded once per runner, with its validation
+    validation = run._validation[config.data_for(spec)]
     assert validation is not None
     scenario = make_scenario(data, spec, seed)
     val = make_scenario(

@@ -62,15 +62,13 @@ def request(
     prepared = prepare(run, seed, label)
     scenario, original, imp = prepared.scenario, prepared.original, prepared.importance
     measure = prepared.measure
-    spec = next(s for s in config.scenarios if s.label == label)
     bs = config.batch_size
     identified = loader(scenario.data.train, scenario.forget, batch_size=bs)
     row: dict[str, Any] = {"seed": seed, "label": label}
     t = perf_counter()
     result = dampen.unlearn(original, identified, importance=imp, forget_kind="poison")
     row["dampen"] = {**measure(result.model), "seconds": perf_counter() - t}
-    run._load(config.data_for(spec))  # _heldout draws from the runner's validation split
-    heldout = run._heldout(scenario, 200, seed, label)
+    heldout = run._heldout(scenario, 200, seed, label)  # prepare loaded its validation split
     t = perf_counter()
     result = dampen.unlearn(
         original, identified, importance=imp, forget_kind="poison", heldout=heldout
