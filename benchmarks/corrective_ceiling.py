@@ -1,7 +1,8 @@
 """Choose ``BLIND_CORRECTIVE_REMOVED`` on a validation split (not a test).
 
 ``fmnist-poison``'s cached models (run ``dampen bench --preset fmnist-poison`` first): for the
-28 (seed, scenario) cells where the backdoor took, the corrective request without held-out data
+(seed, scenario) cells where the backdoor took on these models (:func:`took_pairs`; 24 on the
+models this machine trains), the corrective request without held-out data
 (``dampen.unlearn(model, identified, importance=imp, forget_kind="poison")``) is run with each
 ceiling in turn (the module constant is set, the library's own path does the rest). Healed
 share, accuracy drop and attack success are measured on the preset's 1,000 validation samples
@@ -38,9 +39,12 @@ from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import accuracy
 from dampen.recipe import cache_key
 
-CEILINGS = (0.0015, 0.002, 0.0025, 0.003)
-TOOK = [(0, "1%"), (0, "2%"), (1, "1%"), (1, "2%"), (2, "0.5%"), (2, "1%"), (2, "2%")]
-"""The (seed, poison share) pairs whose backdoor took (original attack success ≥ 50 %)."""
+CEILINGS = (0.0015, 0.002, 0.0025, 0.003, 0.0035, 0.004)
+SHARES = ("0.5%", "1%", "2%")
+"""The poison shares of the preset's scenarios, as their labels name them."""
+TOOK_AT = 0.5
+"""A backdoor took when the original classifies at least this share of the triggered test
+images of the other classes as the target."""
 MAX_DROP = 1.4  # points: the corrective issue's bound on the clean accuracy drop
 PARTS = ("id1", "id10%", "id30%", "id100%")
 """The identified shares of the preset's scenarios, as their labels end."""
@@ -113,6 +117,20 @@ def prepare(run: BenchRunner, seed: int, label: str) -> Prepared:
     return Prepared(scenario, original, imp, measure)
 
 
+def took_pairs(run: BenchRunner) -> list[tuple[int, str]]:
+    """The (seed, poison share) pairs whose original's attack success is at least TOOK_AT."""
+    pairs = []
+    for seed in run.config.seeds:
+        for share in SHARES:
+            spec = next(s for s in run.config.scenarios if s.label == f"poison/{share}/id1")
+            scenario = make_scenario(run._load(run.config.data_for(spec)), spec, seed)
+            original, _ = run._trained("resnet18", scenario.data, None, seed)
+            attack = loader(scenario.attack, batch_size=512)
+            if attack_figures(original, attack, scenario.target)["attack_success"] >= TOOK_AT:
+                pairs.append((seed, share))
+    return pairs
+
+
 def cell(run: BenchRunner, seed: int, label: str) -> dict[str, Any]:
     """One request under every ceiling: ``{split+ceiling: (healed %, drop, attack %)}``."""
     constants = importlib.import_module("dampen.methods.auto_alpha")
@@ -173,8 +191,8 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print the table of --out and stop")
     parser.add_argument(
         "--pairs",
-        default=",".join(map(str, range(len(TOOK)))),
-        help="which (seed, share) pairs of TOOK to run, by position (to split the run)",
+        default=None,
+        help="which of the pairs whose backdoor took to run, by position (to split the run)",
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -182,7 +200,9 @@ def main() -> None:
         torch.set_num_threads(1)
         run = BenchRunner(fmnist_poison().replace(cache_dir=str(args.cache), threads=1))
         with args.out.open("w") as f:
-            for seed, share in (TOOK[int(i)] for i in args.pairs.split(",")):
+            took = took_pairs(run)
+            chosen = range(len(took)) if args.pairs is None else map(int, args.pairs.split(","))
+            for seed, share in (took[i] for i in chosen):
                 for identified in PARTS:
                     row = cell(run, seed, f"poison/{share}/{identified}")
                     f.write(json.dumps(row) + "\n")

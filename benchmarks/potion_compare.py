@@ -34,18 +34,12 @@ import torch
 
 import dampen
 from dampen.bench.presets import fmnist_poison
-from dampen.bench.runner import BenchRunner, make_scenario
+from dampen.bench.runner import BenchRunner
 from dampen.data import loader
-from dampen.eval.corrective import attack_figures
 from dampen.methods.potion import START_DIVISOR, PotionConfig, norm_importance, ptn_search_
 
 sys.path.insert(0, str(Path(__file__).parent))
-from corrective_ceiling import MAX_DROP, PARTS, prepare, read_rows
-
-SHARES = ("0.5%", "1%", "2%")
-TOOK_AT = 0.5
-"""A backdoor took when the original classifies at least this share of the triggered test
-images of the other classes as the target."""
+from corrective_ceiling import MAX_DROP, PARTS, prepare, read_rows, took_pairs
 
 RHOS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 0.75)
 """ρ values of the Potion authors' ``CIFAR_ptn_runs.sh``."""
@@ -94,20 +88,6 @@ def request(
             "selected_fraction": stats["selected_fraction"],
         }
     return row
-
-
-def took_pairs(run: BenchRunner) -> list[tuple[int, str]]:
-    """The (seed, poison share) pairs whose original's attack success is at least TOOK_AT."""
-    pairs = []
-    for seed in run.config.seeds:
-        for share in SHARES:
-            spec = next(s for s in run.config.scenarios if s.label == f"poison/{share}/id1")
-            scenario = make_scenario(run._load(run.config.data_for(spec)), spec, seed)
-            original, _ = run._trained("resnet18", scenario.data, None, seed)
-            attack = loader(scenario.attack, batch_size=512)
-            if attack_figures(original, attack, scenario.target)["attack_success"] >= TOOK_AT:
-                pairs.append((seed, share))
-    return pairs
 
 
 def means(rows: list[dict[str, Any]], name: str, split: str) -> list[float]:
