@@ -3,9 +3,10 @@
 On ``fmnist-poison``'s cached models (run ``dampen bench --preset fmnist-poison`` first), for
 the requests whose backdoor took (:func:`corrective_ceiling.took_pairs`), or ``--pairs`` of
 them: dampen's ``alpha="auto"`` with ``forget_kind="poison"`` and the bench's 200 held-out
-validation samples, and Potion at ``--rho``. Per request and row, on the test split: healed
-share, accuracy drop, attack success, and the test accuracy drop of the target class and the
-mean drop of the other classes (points).
+validation samples (re-centred, the default, and not: ``recentre_target=False``), and Potion
+at ``--rho``. Per request and row, on the test split: healed share, accuracy drop, attack
+success, and the test accuracy drop of the target class and the mean drop of the other
+classes (points).
 
 A drop concentrated on the target class means the dampening lowered that class's outputs
 rather than removed the trigger alone: triggered images then leave the target class because
@@ -35,6 +36,9 @@ from dampen.methods.potion import START_DIVISOR, PotionConfig, norm_importance, 
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corrective_ceiling import PARTS, prepare, took_pairs
+
+ROWS = {"dampen+heldout": True, "dampen+heldout, not re-centred": False}
+"""dampen's rows: the default request and the same with ``recentre_target=False``."""
 
 
 def class_accuracy(model: nn.Module, data: LabelledData, classes: int) -> torch.Tensor:
@@ -74,13 +78,15 @@ def main() -> None:
             identified = loader(s.data.train, s.forget, batch_size=run.config.batch_size)
             heldout = run._heldout(s, 200, seed, label)
             rows = {
-                "dampen+heldout": dampen.unlearn(
+                name: dampen.unlearn(
                     p.original,
                     identified,
                     importance=p.importance,
                     forget_kind="poison",
                     heldout=heldout,
+                    recentre_target=recentre,
                 ).model
+                for name, recentre in ROWS.items()
             }
             retain = loader(
                 s.data.train, s.retain, batch_size=run.config.batch_size, shuffle=True, seed=seed

@@ -200,7 +200,8 @@ def replay(
         stats: ``UnlearnResult.stats`` of the request.
         forward: the request's ``forward``, if it had one.
         heldout: the request's ``heldout``, needed when a poison request pasted its trigger
-            onto it (``stats["auto"]["pasted_winning"]``).
+            onto it (``stats["auto"]["pasted_winning"]``). A re-centred target's offset
+            (``stats["auto"]["target_offset"]``) is added to the output bias as recorded.
         inplace: change ``model`` itself (restored bit for bit on any error).
         check_values: refuse an importance computed for other weights of this model, as
             :func:`unlearn` does.

@@ -74,6 +74,7 @@ from dampen.core.losses import check_targets, sample_wins
 from dampen.core.state import preserved
 from dampen.functional import dampen_model_, selection_mask
 from dampen.importances.store import Importance
+from dampen.methods.recentre import best_offset, output_bias, predictions, target_wins
 
 FORGET_KINDS: tuple[str, ...] = ("auto", "class", "samples", "poison", "label_errors")
 """Values of ``forget_kind``."""
@@ -151,6 +152,7 @@ class AutoSettings:
     max_importance_removed: float = 0.025
     erased_copies: int = 32
     pasted_trigger: bool = True
+    recentre_target: bool = True
 
 
 @dataclass
@@ -160,6 +162,16 @@ class _Probe:
     forget_acc: float
     heldout_acc: float | None
     removed: float = 0.0  # share of D's importance-weighted squared weights removed
+    offset: float = 0.0  # added to the poison target's logit (re-centring), both accuracies
+
+
+@dataclass(frozen=True)
+class _Recentre:
+    """The poison target whose output is re-centred on held-out data, and its bias."""
+
+    target: int
+    classes: int
+    bias: nn.Parameter
 
 
 def accuracy(
@@ -193,6 +205,29 @@ def counted_accuracy(
     if total == 0:
         raise ValueError("cannot measure accuracy on an empty set")
     return correct, total
+
+
+def outputs(
+    model: nn.Module, batches: Batches, forward: ForwardFn | None, what: str = "data"
+) -> tuple[Tensor, Tensor]:
+    """Logits and labels of every sample (eval mode, no gradients), on the CPU.
+
+    Raises:
+        ValueError: naming ``what`` when a label is outside the model's outputs, or when the
+            batches hold no sample.
+    """
+    fn = forward or default_forward
+    logits: list[Tensor] = []
+    labels: list[Tensor] = []
+    with preserved(model, grad_all=False), torch.no_grad():
+        for batch in batches:
+            z, y = fn(model, batch)
+            wins(z, y, what)  # checks the labels
+            logits.append(z.detach().float().cpu())
+            labels.append(y.detach().cpu())
+    if not logits:
+        raise ValueError("cannot measure accuracy on an empty set")
+    return torch.cat(logits), torch.cat(labels)
 
 
 SAMPLING_Z = 1.645
@@ -284,8 +319,10 @@ class _Searcher:
         forward: ForwardFn | None,
         origin: Mapping[str, Tensor] | None = None,
         norm: float | None = None,
+        recentre: _Recentre | None = None,
     ) -> None:
         self.model = model
+        self.recentre = recentre
         self.imp_d = imp_d
         self.imp_f = imp_f
         self.kw = {"lambda_": lambda_, "exponent": exponent, "upper": upper}
@@ -314,6 +351,10 @@ class _Searcher:
     def probe(self, k: int) -> _Probe:
         alpha = self.alpha_for(k)
         self.apply(alpha)
+        if self.recentre is not None:
+            found = self._recentred(k, alpha, self.recentre)
+            self.probes.append(found)
+            return found
         heldout = None
         if self.heldout is not None:  # an empty one raises: it would switch the guards off
             right, self.heldout_size = counted_accuracy(
@@ -326,6 +367,21 @@ class _Searcher:
         found = _Probe(k, alpha, right / self.forget_size, heldout, self.removed())
         self.probes.append(found)
         return found
+
+    def _recentred(self, k: int, alpha: float, recentre: _Recentre) -> _Probe:
+        """The probe with the target's offset that makes the held-out samples most accurate
+        added to its logit, on the held-out samples and the forget set alike."""
+        assert self.heldout is not None  # recentring needs it
+        logits, labels = outputs(self.model, self.heldout, self.forward, "heldout")
+        offset = best_offset(logits, labels, recentre.target)
+        right = predictions(logits, recentre.target, offset) == labels
+        self.heldout_size = int(labels.shape[0])
+        logits, labels = outputs(self.model, self.forget, self.forward, "forget set")
+        self.forget_size = int(labels.shape[0])
+        kept = target_wins(logits, recentre.target, offset)
+        forget_acc = float(kept.double().mean())
+        heldout_acc = float(right.double().mean())
+        return _Probe(k, alpha, forget_acc, heldout_acc, self.removed(), offset)
 
     def removed(self) -> float:
         """:func:`importance_removed` by the model's weights, from the caller's."""
@@ -343,6 +399,7 @@ class _Searcher:
             forward=self.forward,
             origin=self.origin,
             norm=self.norm,
+            recentre=self.recentre,
         )
 
     def restore(self) -> None:
@@ -426,6 +483,9 @@ def auto_dampen_(
     """
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
     current: Mapping[str, Tensor] = imp_f.tensors()
+    recentre = None
+    if kind == "poison" and heldout is not None and settings.recentre_target:
+        recentre = recentring(model, forget, heldout, forward)
     searcher = _Searcher(
         model,
         imp_d,
@@ -436,9 +496,12 @@ def auto_dampen_(
         forget=forget,
         heldout=heldout,
         forward=forward,
+        recentre=recentre,
     )
     original = searcher.probe(0)
     report: dict[str, Any] = {"kind": kind, "original_forget_acc": original.forget_acc}
+    if kind == "poison" and heldout is not None and settings.recentre_target:
+        report["recentred"] = recentre is not None
     erase = kind == "class" or kind in CORRECTIVE  # the labels of Df should stop winning
     # Without held-out data the share of importance removed is the guard.
     guarded = heldout is None and (kind == "class" or kind in CORRECTIVE)
@@ -547,6 +610,12 @@ def auto_dampen_(
         reason += f" ({len(rounds)} rounds)" if len(rounds) > 1 else ""
     elif rounds and budget <= 0:
         reason = _not_reached(rule)
+    if recentre is not None:
+        report.update(
+            target_class=recentre.target,
+            classes=recentre.classes,
+            target_offset=chosen.offset if rounds else 0.0,
+        )
     report.update(
         reason=reason,
         forget_acc=chosen.forget_acc,
@@ -558,6 +627,51 @@ def auto_dampen_(
     )
     alpha = rounds[-1]["alpha"] if rounds else math.inf
     return AutoOutcome(alpha, {n: int(m.sum()) for n, m in union.items()}, report)
+
+
+def recentring(
+    model: nn.Module, forget: Batches, heldout: Batches, forward: ForwardFn | None
+) -> _Recentre | None:
+    """The poison target to re-centre (:mod:`dampen.methods.recentre`), or ``None`` when it
+    cannot be: the forget set holds more than one label, labels are not integers, logits are
+    not ``(samples, classes)``, or no output bias moves the target's logit alone."""
+    logits, labels = outputs(model, forget, forward, "forget set")
+    _, held = outputs(model, heldout, forward, "heldout")
+    integer = not labels.is_floating_point() and not held.is_floating_point()
+    if logits.ndim != 2 or labels.ndim != 1 or held.ndim != 1 or not integer:
+        return None
+    values = labels.unique()
+    bias = output_bias(model, logits.shape[1])
+    if values.numel() != 1 or bias is None:
+        return None
+    target = int(values[0])
+    if not _shifts_target(model, bias, target, forget, forward, logits):
+        return None
+    return _Recentre(target, int(logits.shape[1]), bias)
+
+
+def _shifts_target(
+    model: nn.Module,
+    bias: nn.Parameter,
+    target: int,
+    forget: Batches,
+    forward: ForwardFn | None,
+    before: Tensor,
+) -> bool:
+    """Whether raising ``bias[target]`` by 1 raises the target's logit by 1 and no other
+    (the bias is the logits' own); the bias is put back bit for bit."""
+    saved = bias.detach().clone()
+    try:
+        with torch.no_grad():
+            bias[target] += 1.0
+        after, _ = outputs(model, forget, forward, "forget set")
+    finally:
+        with torch.no_grad():
+            bias.copy_(saved)
+    change = after - before
+    expected = torch.zeros_like(change)
+    expected[:, target] = 1.0
+    return bool(torch.allclose(change, expected, atol=1e-3))
 
 
 def _search(
@@ -616,6 +730,9 @@ def _commit(
 
     Returns how many parameters this round selected."""
     counts = searcher.apply(probe.alpha)
+    if searcher.recentre is not None and probe.offset:
+        with torch.no_grad():
+            searcher.recentre.bias[searcher.recentre.target] += probe.offset
     for name, mask in union.items():
         mask |= selection_mask(imp_d[name], imp_f[name], probe.alpha)
     return sum(counts.values())

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from dampen.core.batches import Batches, ForwardFn
@@ -23,6 +24,7 @@ from dampen.importances.measure import measure
 from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import CORRECTIVE
 from dampen.methods.class_batches import ClassBatches
+from dampen.methods.recentre import output_bias
 from dampen.methods.ssd import (
     check_stored,
     class_batch_size,
@@ -110,6 +112,24 @@ def replay_(
                     "of another dampen version"
                 )
     _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
+    if auto.get("recentred") and auto.get("target_offset"):
+        _recentre(model, auto)
+
+
+def _recentre(model: nn.Module, auto: Mapping[str, Any]) -> None:
+    """Add the recorded offset to the output bias of the poison target."""
+    try:
+        target, classes = int(auto["target_class"]), int(auto["classes"])
+        offset = float(auto["target_offset"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            "the stats record a re-centred target without its class or offset"
+        ) from None
+    bias = output_bias(model, classes)
+    if bias is None or not 0 <= target < classes:
+        raise ValueError(f"the model has no output bias of {classes} classes to re-centre")
+    with torch.no_grad():
+        bias[target] += offset
 
 
 def _check_made(

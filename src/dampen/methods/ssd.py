@@ -98,6 +98,13 @@ class _Alpha(_Dampening):
             ``(images, labels)`` batches: locate the trigger on the identified images by
             occlusion and paste it onto the held-out images; those on which the poison label
             wins join the forget set (:mod:`dampen.methods.pasted`).
+        recentre_target: for ``"auto"`` with ``forget_kind="poison"`` and ``heldout=``: measure
+            each candidate with the target's logit raised by the offset that makes the
+            held-out samples most accurate, and add the chosen one's to the output layer's
+            bias of the target (:mod:`dampen.methods.recentre`), so that lowering the target
+            class everywhere does not pass for removing the trigger. Skipped (reported as
+            ``stats["auto"]["recentred"] = False``) when the identified samples hold more
+            than one label or no output bias moves the target's logit alone.
     """
 
     alpha: float | str = "auto"
@@ -111,11 +118,13 @@ class _Alpha(_Dampening):
     max_importance_removed: float = 0.025
     erased_copies: int = 32
     pasted_trigger: bool = True
+    recentre_target: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.pasted_trigger, bool):
-            raise TypeError(f"pasted_trigger must be a bool; got {self.pasted_trigger!r}")
+        for flag in ("pasted_trigger", "recentre_target"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool; got {getattr(self, flag)!r}")
         copies = self.erased_copies
         if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
             raise ValueError(f"erased_copies must be an integer >= 0; got {copies!r}")
@@ -153,6 +162,7 @@ class _Alpha(_Dampening):
             max_importance_removed=self.max_importance_removed,
             erased_copies=self.erased_copies,
             pasted_trigger=self.pasted_trigger,
+            recentre_target=self.recentre_target,
         )
 
 

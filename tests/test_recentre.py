@@ -1,0 +1,151 @@
+"""Re-centring the poison target's output (``dampen.methods.recentre``) and its use by
+``forget_kind="poison"`` with ``heldout=``: oracles by loops and grids, a real digits request."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import dampen
+from dampen.data import load_dataset
+from dampen.data.base import loader
+from dampen.data.corrupted import poison
+from dampen.methods.recentre import best_offset, output_bias, predictions, target_wins
+from dampen.recipe import recipe_for, train_model
+
+auto_alpha = importlib.import_module("dampen.methods.auto_alpha")
+
+
+def looped_predictions(logits: Tensor, target: int, offset: float) -> list[int]:
+    """Oracle: one sample at a time, the target's logit raised, ties to the other class."""
+    out = []
+    for row in logits.tolist():
+        best = max((v, -j) for j, v in enumerate(row) if j != target)
+        out.append(target if row[target] + offset > best[0] else -best[1])
+    return out
+
+
+def grid_accuracy(logits: Tensor, labels: Tensor, target: int, offset: float) -> int:
+    return sum(
+        p == y
+        for p, y in zip(looped_predictions(logits, target, offset), labels.tolist(), strict=True)
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_predictions_and_wins_match_a_loop(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(50, 5, generator=g)
+    for offset in (0.0, 0.3, 1.7):
+        expected = looped_predictions(logits, 2, offset)
+        assert predictions(logits, 2, offset).tolist() == expected
+        assert target_wins(logits, 2, offset).tolist() == [p == 2 for p in expected]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_best_offset_is_the_first_best_on_a_fine_grid(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(40, 4, generator=g) * 2
+    logits[:, 1] -= 1.5  # the target is under-predicted, as after a dampening
+    labels = torch.randint(0, 4, (40,), generator=g)
+    labels[:10] = 1
+    found = best_offset(logits, labels, 1)
+    grid = [i / 200 for i in range(0, 2001)]  # 0 .. 10 logits
+    scores = [grid_accuracy(logits, labels, 1, c) for c in grid]
+    best = max(scores)
+    assert found >= 0.0
+    assert grid_accuracy(logits, labels, 1, found) == best
+    first = grid[scores.index(best)]
+    assert first <= found  # no better offset below it, and it lies in the first best plateau
+    assert all(s == best for c, s in zip(grid, scores, strict=True) if first <= c <= found)
+
+
+def test_best_offset_edges() -> None:
+    logits = torch.tensor([[3.0, 0.0], [2.0, 0.0]])
+    # the target (1) wins on neither, and both labels are 0: no offset helps
+    assert best_offset(logits, torch.tensor([0, 0]), 1) == 0.0
+    # both labelled 1: the target must pass both gaps (3 and 2); beyond the last break
+    assert best_offset(logits, torch.tensor([1, 1]), 1) == pytest.approx(3.0 + 1.0)
+    # the target already wins everywhere: nothing to add
+    assert best_offset(torch.tensor([[0.0, 1.0]]), torch.tensor([1]), 1) == 0.0
+    with pytest.raises(ValueError, match="samples, classes"):
+        best_offset(torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long), 0)
+
+
+def test_output_bias_is_the_last_linear_of_the_classes() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 3), nn.Linear(3, 5))
+    assert output_bias(model, 3) is model[2].bias  # the last of 3 outputs
+    assert output_bias(model, 5) is model[3].bias
+    assert output_bias(model, 7) is None
+    assert output_bias(nn.Sequential(nn.Linear(4, 3, bias=False)), 3) is None
+
+
+class Scaled(nn.Module):
+    """Logits that are not the output layer's own: its bias does not shift them by itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 2.0 * self.fc(x)
+
+
+def batches(x: Tensor, y: Tensor) -> list[tuple[Tensor, Tensor]]:
+    return [(x[:5], y[:5]), (x[5:], y[5:])]
+
+
+def test_recentring_needs_one_integer_target_and_the_logits_own_bias() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(8, 4)
+    model = nn.Sequential(nn.Linear(4, 3))
+    held = batches(x, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+    found = auto_alpha.recentring(model, batches(x, torch.full((8,), 2)), held, None)
+    assert found is not None and found.target == 2 and found.classes == 3
+    assert found.bias is model[0].bias
+    before = model[0].bias.detach().clone()
+    assert auto_alpha.recentring(Scaled(), batches(x, torch.full((8,), 2)), held, None) is None
+    assert torch.equal(model[0].bias, before)  # the probe of the bias put it back
+    mixed = batches(x, torch.tensor([2, 2, 1, 2, 2, 2, 2, 2]))
+    assert auto_alpha.recentring(model, mixed, held, None) is None
+    soft = batches(x, torch.softmax(torch.randn(8, 3), dim=1))
+    assert auto_alpha.recentring(model, batches(x, torch.full((8,), 2)), soft, None) is None
+
+
+def test_recentre_target_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="recentre_target must be a bool"):
+        dampen.unlearn(
+            nn.Linear(2, 2), [(torch.zeros(1, 2), torch.zeros(1).long())], recentre_target=1
+        )
+
+
+def test_a_recentred_digits_request_and_its_replay() -> None:
+    s = poison(load_dataset("digits"), 0.05, identified=0.3, seed=0)
+    model = train_model(recipe_for("digits", epochs=4, crop_padding=0), s.data, seed=0).eval()
+    imp = dampen.importance(model, loader(s.data.train, batch_size=64))
+    forget = loader(s.data.train, s.forget, batch_size=64)
+    heldout = loader(s.data.test, torch.arange(100), batch_size=64)
+    kw = {"importance": imp, "heldout": heldout, "forget_kind": "poison"}
+    result = dampen.unlearn(model, forget, **kw)
+    plain = dampen.unlearn(model, forget, **kw, recentre_target=False)
+    report = result.stats["auto"]
+    assert report["recentred"] is True and report["target_class"] == 0
+    assert "recentred" not in plain.stats["auto"]
+    offset = report["target_offset"]
+    assert offset > 0  # this dampening lowers the target: the held-out samples want it back
+    # The held-out accuracy reported is the re-centred model's, measured with the bias moved.
+    x = torch.cat([b[0] for b in heldout])
+    y = torch.cat([b[1] for b in heldout])
+    with torch.no_grad():
+        right = (result.model(x).argmax(dim=1) == y).double().mean()
+    assert float(right) == pytest.approx(report["heldout_acc"])
+    # The model is the dampening of its α plus the offset on the target's bias alone.
+    replayed = dampen.replay(model, forget, importance=imp, stats=result.stats, heldout=heldout)
+    for name, p in result.model.state_dict().items():
+        assert torch.equal(p, replayed.state_dict()[name]), name
+    tampered = {**result.stats, "auto": {**report, "classes": 7}}
+    with pytest.raises(ValueError, match="no output bias of 7 classes"):
+        dampen.replay(model, forget, importance=imp, stats=tampered, heldout=heldout)
