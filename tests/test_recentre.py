@@ -13,7 +13,7 @@ import dampen
 from dampen.data import load_dataset
 from dampen.data.base import loader
 from dampen.data.corrupted import poison
-from dampen.methods.recentre import best_offset, output_bias, predictions, target_wins
+from dampen.methods.recentre import output_bias, predictions, restoring_offset, target_wins
 from dampen.recipe import recipe_for, train_model
 
 auto_alpha = importlib.import_module("dampen.methods.auto_alpha")
@@ -28,13 +28,6 @@ def looped_predictions(logits: Tensor, target: int, offset: float) -> list[int]:
     return out
 
 
-def grid_accuracy(logits: Tensor, labels: Tensor, target: int, offset: float) -> int:
-    return sum(
-        p == y
-        for p, y in zip(looped_predictions(logits, target, offset), labels.tolist(), strict=True)
-    )
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_predictions_and_wins_match_a_loop(seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
@@ -45,34 +38,35 @@ def test_predictions_and_wins_match_a_loop(seed: int) -> None:
         assert target_wins(logits, 2, offset).tolist() == [p == 2 for p in expected]
 
 
+def looped_count(logits: Tensor, target: int, offset: float) -> int:
+    return sum(p == target for p in looped_predictions(logits, target, offset))
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_best_offset_is_the_first_best_on_a_fine_grid(seed: int) -> None:
+def test_restoring_offset_is_the_least_that_restores_the_count(seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(40, 4, generator=g) * 2
-    logits[:, 1] -= 1.5  # the target is under-predicted, as after a dampening
-    labels = torch.randint(0, 4, (40,), generator=g)
-    labels[:10] = 1
-    found = best_offset(logits, labels, 1)
-    grid = [i / 200 for i in range(0, 2001)]  # 0 .. 10 logits
-    scores = [grid_accuracy(logits, labels, 1, c) for c in grid]
-    best = max(scores)
-    assert found >= 0.0
-    assert grid_accuracy(logits, labels, 1, found) == best
-    first = grid[scores.index(best)]
-    assert first <= found  # no better offset below it, and it lies in the first best plateau
-    assert all(s == best for c, s in zip(grid, scores, strict=True) if first <= c <= found)
+    original = looped_count(logits, 1, 0.0)
+    logits[:, 1] -= 1.5  # a dampening lowered the target everywhere
+    lowered = looped_count(logits, 1, 0.0)
+    assert lowered < original
+    found = restoring_offset(logits, 1, original)
+    assert looped_count(logits, 1, found) >= original
+    grid = [i / 1000 for i in range(0, 10_001)]  # 0 .. 10 logits
+    first = next(c for c in grid if looped_count(logits, 1, c) >= original)
+    assert found - 2e-3 <= first <= found  # the least such offset, up to the margin and grid
+    assert restoring_offset(logits, 1, lowered) == 0.0  # already as often as asked
+    assert restoring_offset(logits, 1, 0) == 0.0
 
 
-def test_best_offset_edges() -> None:
+def test_restoring_offset_edges() -> None:
     logits = torch.tensor([[3.0, 0.0], [2.0, 0.0]])
-    # the target (1) wins on neither, and both labels are 0: no offset helps
-    assert best_offset(logits, torch.tensor([0, 0]), 1) == 0.0
-    # both labelled 1: the target must pass both gaps (3 and 2); beyond the last break
-    assert best_offset(logits, torch.tensor([1, 1]), 1) == pytest.approx(3.0 + 1.0)
-    # the target already wins everywhere: nothing to add
-    assert best_offset(torch.tensor([[0.0, 1.0]]), torch.tensor([1]), 1) == 0.0
+    assert restoring_offset(logits, 1, 1) == pytest.approx(2.0 + 1e-3)  # the smaller gap
+    assert restoring_offset(logits, 1, 2) == pytest.approx(3.0 + 1e-3)
     with pytest.raises(ValueError, match="samples, classes"):
-        best_offset(torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long), 0)
+        restoring_offset(torch.zeros(2, 3, 4), 0, 1)
+    with pytest.raises(ValueError, match="count must lie"):
+        restoring_offset(logits, 1, 3)
 
 
 def test_output_bias_is_the_last_linear_of_the_classes() -> None:
@@ -105,6 +99,7 @@ def test_recentring_needs_one_integer_target_and_the_logits_own_bias() -> None:
     held = batches(x, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
     found = auto_alpha.recentring(model, batches(x, torch.full((8,), 2)), held, None)
     assert found is not None and found.target == 2 and found.classes == 3
+    assert found.count == looped_count(model(x).detach(), 2, 0.0)
     assert found.bias is model[0].bias
     before = model[0].bias.detach().clone()
     assert auto_alpha.recentring(Scaled(), batches(x, torch.full((8,), 2)), held, None) is None
@@ -135,13 +130,16 @@ def test_a_recentred_digits_request_and_its_replay() -> None:
     assert report["recentred"] is True and report["target_class"] == 0
     assert "recentred" not in plain.stats["auto"]
     offset = report["target_offset"]
-    assert offset > 0  # this dampening lowers the target: the held-out samples want it back
-    # The held-out accuracy reported is the re-centred model's, measured with the bias moved.
+    # The held-out accuracy reported is the re-centred model's, measured with the bias moved,
+    # and that model predicts the target on the held-out samples at least as often as before.
     x = torch.cat([b[0] for b in heldout])
     y = torch.cat([b[1] for b in heldout])
     with torch.no_grad():
-        right = (result.model(x).argmax(dim=1) == y).double().mean()
-    assert float(right) == pytest.approx(report["heldout_acc"])
+        after, before = result.model(x), model(x)
+    assert float((after.argmax(dim=1) == y).double().mean()) == pytest.approx(report["heldout_acc"])
+    assert looped_count(after, 0, 0.0) >= looped_count(before, 0, 0.0)
+    if offset > 0:  # without it the target would be predicted less often
+        assert looped_count(after, 0, -offset) < looped_count(before, 0, 0.0)
     # The model is the dampening of its α plus the offset on the target's bias alone.
     replayed = dampen.replay(model, forget, importance=imp, stats=result.stats, heldout=heldout)
     for name, p in result.model.state_dict().items():

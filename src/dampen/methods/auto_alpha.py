@@ -74,7 +74,7 @@ from dampen.core.losses import check_targets, sample_wins
 from dampen.core.state import preserved
 from dampen.functional import dampen_model_, selection_mask
 from dampen.importances.store import Importance
-from dampen.methods.recentre import best_offset, output_bias, predictions, target_wins
+from dampen.methods.recentre import output_bias, predictions, restoring_offset, target_wins
 
 FORGET_KINDS: tuple[str, ...] = ("auto", "class", "samples", "poison", "label_errors")
 """Values of ``forget_kind``."""
@@ -167,11 +167,13 @@ class _Probe:
 
 @dataclass(frozen=True)
 class _Recentre:
-    """The poison target whose output is re-centred on held-out data, and its bias."""
+    """The poison target whose output is re-centred on held-out data, its bias, and on how
+    many held-out samples the original model predicted it."""
 
     target: int
     classes: int
     bias: nn.Parameter
+    count: int
 
 
 def accuracy(
@@ -369,11 +371,11 @@ class _Searcher:
         return found
 
     def _recentred(self, k: int, alpha: float, recentre: _Recentre) -> _Probe:
-        """The probe with the target's offset that makes the held-out samples most accurate
-        added to its logit, on the held-out samples and the forget set alike."""
+        """The probe with the offset on the target's logit that restores how often the
+        original predicted it on the held-out samples, on them and the forget set alike."""
         assert self.heldout is not None  # recentring needs it
         logits, labels = outputs(self.model, self.heldout, self.forward, "heldout")
-        offset = best_offset(logits, labels, recentre.target)
+        offset = restoring_offset(logits, recentre.target, recentre.count)
         right = predictions(logits, recentre.target, offset) == labels
         self.heldout_size = int(labels.shape[0])
         logits, labels = outputs(self.model, self.forget, self.forward, "forget set")
@@ -636,7 +638,7 @@ def recentring(
     cannot be: the forget set holds more than one label, labels are not integers, logits are
     not ``(samples, classes)``, or no output bias moves the target's logit alone."""
     logits, labels = outputs(model, forget, forward, "forget set")
-    _, held = outputs(model, heldout, forward, "heldout")
+    held_logits, held = outputs(model, heldout, forward, "heldout")
     integer = not labels.is_floating_point() and not held.is_floating_point()
     if logits.ndim != 2 or labels.ndim != 1 or held.ndim != 1 or not integer:
         return None
@@ -647,7 +649,8 @@ def recentring(
     target = int(values[0])
     if not _shifts_target(model, bias, target, forget, forward, logits):
         return None
-    return _Recentre(target, int(logits.shape[1]), bias)
+    count = int(target_wins(held_logits, target, 0.0).sum())  # the original's
+    return _Recentre(target, int(logits.shape[1]), bias, count)
 
 
 def _shifts_target(

@@ -5,10 +5,13 @@ lowering the target class's outputs everywhere: on ``fmnist-poison`` (the 24 req
 backdoor took) the held-out search cost the target class 18.4 points of test accuracy on
 average while the other classes gained (``benchmarks/poison_by_class.py``), and triggered
 images left the target because less was classified as it. Re-centring tells the two apart:
-for each candidate dampening the target's logit gets the offset ``c ≥ 0`` that makes the
-clean held-out samples most accurate (:func:`best_offset`), and the forget set must lose the
+for each candidate dampening the target's logit gets the smallest offset ``c ≥ 0`` after
+which the target is predicted on the clean held-out samples as often as the original model
+predicted it (:func:`restoring_offset`; no labels needed), and the forget set must lose the
 target *with that offset*. The chosen dampening's offset is then added to the output layer's
-bias of the target (:func:`output_bias`).
+bias of the target (:func:`output_bias`). (The models trained on clean data predict the
+target about as often as the poisoned ones: their target-class accuracy was within 1.6 points
+on ``fmnist-poison``.)
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-LAST_GAP = 1.0
-"""How far beyond the last break point the offset goes when the best accuracy lies beyond
-it (logits)."""
+MARGIN = 1e-3
+"""How far past the last sample's break point the offset goes (logits): the target then wins
+on it outright rather than ties."""
 
 
 def output_bias(model: nn.Module, classes: int) -> nn.Parameter | None:
@@ -49,29 +52,23 @@ def predictions(logits: Tensor, target: int, offset: float) -> Tensor:
     return torch.where(target_wins(logits, target, offset), target, best_other)
 
 
-def best_offset(logits: Tensor, labels: Tensor, target: int) -> float:
-    """The offset ``c ≥ 0`` added to the target's logit that makes the most of ``labels``
-    right; of the equally good ones, the middle of the first interval (accuracy only
-    changes where the target starts to win on a sample, ``max_{j≠t} z_j − z_t``).
+def restoring_offset(logits: Tensor, target: int, count: int) -> float:
+    """The smallest offset ``c ≥ 0`` on the target's logit after which the target wins on at
+    least ``count`` of these samples (plus :data:`MARGIN`; ``0`` when it already does).
 
     Args:
         logits: ``(samples, classes)`` outputs of clean samples.
-        labels: their integer labels.
         target: the poison's target class.
+        count: on how many of them the original model predicted the target.
     """
-    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError("best_offset needs (samples, classes) logits and one label each")
+    if logits.ndim != 2:
+        raise ValueError("restoring_offset needs (samples, classes) logits")
+    if not 0 <= count <= logits.shape[0]:
+        raise ValueError(f"count must lie in [0, {logits.shape[0]}]; got {count}")
     logits = logits.detach().float()
     others = logits.clone()
     others[:, target] = -torch.inf
-    gaps = others.max(dim=1).values - logits[:, target]
-    breaks = torch.unique(gaps[gaps >= 0])  # sorted; the target wins once c passes one
-    if breaks.numel() == 0:
+    gaps = (others.max(dim=1).values - logits[:, target]).sort().values  # wins once c > gap
+    if count == 0 or int((gaps < 0).sum()) >= count:
         return 0.0
-    ends = torch.cat([breaks[1:], breaks[-1:] + 2 * LAST_GAP])
-    candidates = torch.cat([torch.zeros(1), (breaks + ends) / 2])
-    wins = candidates[:, None] > gaps[None, :]  # (candidates, samples)
-    best_other = others.argmax(dim=1)
-    right = torch.where(wins, labels[None, :] == target, (best_other == labels)[None, :])
-    counts = right.sum(dim=1)
-    return float(candidates[int(torch.argmax(counts))])  # argmax: the first of the best
+    return float(gaps[count - 1]) + MARGIN

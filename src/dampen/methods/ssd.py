@@ -99,10 +99,11 @@ class _Alpha(_Dampening):
             occlusion and paste it onto the held-out images; those on which the poison label
             wins join the forget set (:mod:`dampen.methods.pasted`).
         recentre_target: for ``"auto"`` with ``forget_kind="poison"`` and ``heldout=``: measure
-            each candidate with the target's logit raised by the offset that makes the
-            held-out samples most accurate, and add the chosen one's to the output layer's
-            bias of the target (:mod:`dampen.methods.recentre`), so that lowering the target
-            class everywhere does not pass for removing the trigger. Skipped (reported as
+            each candidate with the target's logit raised by the least offset after which the
+            held-out samples are classified as the target as often as by the original model,
+            and add the chosen one's to the output layer's bias of the target
+            (:mod:`dampen.methods.recentre`), so that lowering the target class everywhere
+            does not pass for removing the trigger. Skipped (reported as
             ``stats["auto"]["recentred"] = False``) when the identified samples hold more
             than one label or no output bias moves the target's logit alone.
     """
