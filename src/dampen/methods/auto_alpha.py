@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,12 +198,9 @@ def counted_accuracy(
             batches hold no sample.
     """
     correct = total = 0
-    fn = forward or default_forward
-    with preserved(model, grad_all=False), torch.no_grad():
-        for batch in batches:
-            right = wins(*fn(model, batch), what)
-            correct += int(right.sum())
-            total += int(right.shape[0])
+    for _, _, right in _scored(model, batches, forward, what):
+        correct += int(right.sum())
+        total += int(right.shape[0])
     if total == 0:
         raise ValueError("cannot measure accuracy on an empty set")
     return correct, total
@@ -212,24 +209,27 @@ def counted_accuracy(
 def outputs(
     model: nn.Module, batches: Batches, forward: ForwardFn | None, what: str = "data"
 ) -> tuple[Tensor, Tensor]:
-    """Logits and labels of every sample (eval mode, no gradients), on the CPU.
+    """Logits (as float32) and labels of every sample, on the CPU; raises as
+    :func:`counted_accuracy` does."""
+    parts = [
+        (z.detach().float().cpu(), y.detach().cpu())
+        for z, y, _ in _scored(model, batches, forward, what)
+    ]
+    if not parts:
+        raise ValueError("cannot measure accuracy on an empty set")
+    return torch.cat([z for z, _ in parts]), torch.cat([y for _, y in parts])
 
-    Raises:
-        ValueError: naming ``what`` when a label is outside the model's outputs, or when the
-            batches hold no sample.
-    """
+
+def _scored(
+    model: nn.Module, batches: Batches, forward: ForwardFn | None, what: str
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Per batch, in eval mode without gradients: logits, labels, and whether each sample's
+    arg-max prediction is right (:func:`wins`, which checks the labels)."""
     fn = forward or default_forward
-    logits: list[Tensor] = []
-    labels: list[Tensor] = []
     with preserved(model, grad_all=False), torch.no_grad():
         for batch in batches:
-            z, y = fn(model, batch)
-            wins(z, y, what)  # checks the labels
-            logits.append(z.detach().float().cpu())
-            labels.append(y.detach().cpu())
-    if not logits:
-        raise ValueError("cannot measure accuracy on an empty set")
-    return torch.cat(logits), torch.cat(labels)
+            logits, labels = fn(model, batch)
+            yield logits, labels, wins(logits, labels, what)
 
 
 SAMPLING_Z = 1.645
