@@ -97,13 +97,24 @@ def test_recentring_needs_one_integer_target_and_the_logits_own_bias() -> None:
     x = torch.randn(8, 4)
     model = nn.Sequential(nn.Linear(4, 3))
     held = batches(x, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+    before = model[0].bias.detach().clone()
     found = auto_alpha.recentring(model, batches(x, torch.full((8,), 2)), held, None)
     assert found is not None and found.target == 2 and found.classes == 3
     assert found.count == looped_count(model(x).detach(), 2, 0.0)
     assert found.bias is model[0].bias
-    before = model[0].bias.detach().clone()
-    assert auto_alpha.recentring(Scaled(), batches(x, torch.full((8,), 2)), held, None) is None
     assert torch.equal(model[0].bias, before)  # the probe of the bias put it back
+    scaled = Scaled()
+    scaled_bias = scaled.fc.bias.detach().clone()
+    assert auto_alpha.recentring(scaled, batches(x, torch.full((8,), 2)), held, None) is None
+    assert torch.equal(scaled.fc.bias, scaled_bias)
+    # log-probabilities move every class with the target's bias, but not their differences
+    logsoft = nn.Sequential(nn.Linear(4, 3), nn.LogSoftmax(dim=1))
+    assert auto_alpha.recentring(logsoft, batches(x, torch.full((8,), 2)), held, None) is not None
+    # a shuffled loader gives other batches each pass; the bias is probed on one batch
+    shuffled = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, torch.full((8,), 2)), batch_size=3, shuffle=True
+    )
+    assert auto_alpha.recentring(model, shuffled, held, None) is not None
     mixed = batches(x, torch.tensor([2, 2, 1, 2, 2, 2, 2, 2]))
     assert auto_alpha.recentring(model, mixed, held, None) is None
     soft = batches(x, torch.softmax(torch.randn(8, 3), dim=1))
@@ -130,6 +141,7 @@ def test_a_recentred_digits_request_and_its_replay() -> None:
     assert report["recentred"] is True and report["target_class"] == 0
     assert "recentred" not in plain.stats["auto"]
     offset = report["target_offset"]
+    assert offset > 0  # this dampening lowers the target: the bias path below is exercised
     # The held-out accuracy reported is the re-centred model's, measured with the bias moved,
     # and that model predicts the target on the held-out samples at least as often as before.
     x = torch.cat([b[0] for b in heldout])
@@ -138,12 +150,20 @@ def test_a_recentred_digits_request_and_its_replay() -> None:
         after, before = result.model(x), model(x)
     assert float((after.argmax(dim=1) == y).double().mean()) == pytest.approx(report["heldout_acc"])
     assert looped_count(after, 0, 0.0) >= looped_count(before, 0, 0.0)
-    if offset > 0:  # without it the target would be predicted less often
-        assert looped_count(after, 0, -offset) < looped_count(before, 0, 0.0)
+    assert looped_count(after, 0, -offset) < looped_count(before, 0, 0.0)  # without it, less
     # The model is the dampening of its α plus the offset on the target's bias alone.
     replayed = dampen.replay(model, forget, importance=imp, stats=result.stats, heldout=heldout)
     for name, p in result.model.state_dict().items():
         assert torch.equal(p, replayed.state_dict()[name]), name
-    tampered = {**result.stats, "auto": {**report, "classes": 7}}
-    with pytest.raises(ValueError, match="no output bias of 7 classes"):
-        dampen.replay(model, forget, importance=imp, stats=tampered, heldout=heldout)
+    bad = {
+        "no output bias of 7 classes": {"classes": 7},
+        "without its class or offset": {"target_offset": None},
+        "it must be >= 0": {"target_offset": -1.0},
+        "must be >= 0": {"target_offset": float("nan")},
+        "class or offset": {"target_class": True},
+        "no re-centring": {"recentred": False},
+    }
+    for message, change in bad.items():
+        tampered = {**result.stats, "auto": {**report, **change}}
+        with pytest.raises(ValueError, match=message):
+            dampen.replay(model, forget, importance=imp, stats=tampered, heldout=heldout)

@@ -27,7 +27,11 @@ Target (``forget_kind``):
   gradients vanish on poison the model fits with certainty. For ``"poison"`` on image
   batches, erased copies of the identified samples on which the label still wins join them
   (:mod:`dampen.methods.erased`; tolerance 5 % then), unless no dampening within the guards
-  moves them, when the identified samples alone decide. One round; ``heldout`` clean
+  moves them, when the identified samples alone decide. With ``heldout`` the target's logit
+  is re-centred in every probe (:mod:`dampen.methods.recentre`: the least offset after which
+  the held-out samples are classified as the target as often as by the original; both
+  accuracies are measured with it, and the chosen candidate's offset goes on the output
+  bias). One round; ``heldout`` clean
   samples of any class guard it as in class forgetting, and without them at most
   :data:`BLIND_CORRECTIVE_SHARE` of the parameters is selected and at most
   :data:`BLIND_CORRECTIVE_REMOVED` of D's importance-weighted squared weights removed.
@@ -635,8 +639,10 @@ def recentring(
     model: nn.Module, forget: Batches, heldout: Batches, forward: ForwardFn | None
 ) -> _Recentre | None:
     """The poison target to re-centre (:mod:`dampen.methods.recentre`), or ``None`` when it
-    cannot be: the forget set holds more than one label, labels are not integers, logits are
-    not ``(samples, classes)``, or no output bias moves the target's logit alone."""
+    cannot be: the forget set holds more than one label, labels (of the forget set or of
+    ``heldout``) are not integers, logits are not ``(samples, classes)``, or no output bias
+    raises the target's logit against every other by itself (e.g. logits scaled after the
+    last layer; half-precision logits can fail the check by rounding)."""
     logits, labels = outputs(model, forget, forward, "forget set")
     held_logits, held = outputs(model, heldout, forward, "heldout")
     integer = not labels.is_floating_point() and not held.is_floating_point()
@@ -647,7 +653,7 @@ def recentring(
     if values.numel() != 1 or bias is None:
         return None
     target = int(values[0])
-    if not _shifts_target(model, bias, target, forget, forward, logits):
+    if not _shifts_target(model, bias, target, forget, forward):
         return None
     count = int(target_wins(held_logits, target, 0.0).sum())  # the original's
     return _Recentre(target, int(logits.shape[1]), bias, count)
@@ -659,22 +665,26 @@ def _shifts_target(
     target: int,
     forget: Batches,
     forward: ForwardFn | None,
-    before: Tensor,
 ) -> bool:
-    """Whether raising ``bias[target]`` by 1 raises the target's logit by 1 and no other
-    (the bias is the logits' own); the bias is put back bit for bit."""
+    """Whether raising ``bias[target]`` by 1 raises the target's logit by 1 against every
+    other class (so an offset on the logit is one on the bias), on the forget set's first
+    batch before and after (a shuffled loader gives another batch each pass); the bias is put
+    back bit for bit."""
+    first = [next(iter(forget))]
+    before, _ = outputs(model, first, forward, "forget set")
     saved = bias.detach().clone()
     try:
         with torch.no_grad():
             bias[target] += 1.0
-        after, _ = outputs(model, forget, forward, "forget set")
+        after, _ = outputs(model, first, forward, "forget set")
     finally:
         with torch.no_grad():
             bias.copy_(saved)
     change = after - before
-    expected = torch.zeros_like(change)
-    expected[:, target] = 1.0
-    return bool(torch.allclose(change, expected, atol=1e-3))
+    lead = change[:, target : target + 1] - change  # the target against each class
+    expected = torch.ones_like(lead)
+    expected[:, target] = 0.0
+    return bool(torch.allclose(lead, expected, atol=1e-3))
 
 
 def _search(

@@ -112,24 +112,28 @@ def replay_(
                     "of another dampen version"
                 )
     _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
-    if auto.get("recentred") and auto.get("target_offset"):
+    if auto.get("recentred"):
         _recentre(model, auto)
+    elif "target_offset" in auto:
+        raise ValueError("the stats record a target offset but no re-centring: not replayable")
 
 
 def _recentre(model: nn.Module, auto: Mapping[str, Any]) -> None:
-    """Add the recorded offset to the output bias of the poison target."""
-    try:
-        target, classes = int(auto["target_class"]), int(auto["classes"])
-        offset = float(auto["target_offset"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(
-            "the stats record a re-centred target without its class or offset"
-        ) from None
+    """Add the recorded offset to the output bias of the poison target (nothing when 0)."""
+    target, classes, offset = (auto.get(k) for k in ("target_class", "classes", "target_offset"))
+    integers = all(isinstance(v, int) and not isinstance(v, bool) for v in (target, classes))
+    if not integers or not isinstance(offset, (int, float)) or isinstance(offset, bool):
+        raise ValueError("the stats record a re-centred target without its class or offset")
+    assert isinstance(target, int) and isinstance(classes, int)  # checked above
+    if not math.isfinite(offset) or offset < 0:
+        raise ValueError(f"the stats record a target offset of {offset}: it must be >= 0")
+    if offset and not auto.get("rounds"):
+        raise ValueError("the stats record a target offset but no dampening round")
     bias = output_bias(model, classes)
     if bias is None or not 0 <= target < classes:
         raise ValueError(f"the model has no output bias of {classes} classes to re-centre")
     with torch.no_grad():
-        bias[target] += offset
+        bias[target] += float(offset)
 
 
 def _check_made(

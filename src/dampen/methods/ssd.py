@@ -105,7 +105,9 @@ class _Alpha(_Dampening):
             (:mod:`dampen.methods.recentre`), so that lowering the target class everywhere
             does not pass for removing the trigger. Skipped (reported as
             ``stats["auto"]["recentred"] = False``) when the identified samples hold more
-            than one label or no output bias moves the target's logit alone.
+            than one label, labels are soft, logits are not ``(samples, classes)``, or no
+            output bias raises the target's logit against the others by itself. The offset
+            (``target_offset``) is not counted in ``selected`` or the importance removed.
     """
 
     alpha: float | str = "auto"
