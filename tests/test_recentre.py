@@ -134,7 +134,8 @@ def test_a_recentred_digits_request_and_its_replay() -> None:
     imp = dampen.importance(model, loader(s.data.train, batch_size=64))
     forget = loader(s.data.train, s.forget, batch_size=64)
     heldout = loader(s.data.test, torch.arange(100), batch_size=64)
-    kw = {"importance": imp, "heldout": heldout, "forget_kind": "poison"}
+    # tolerance 5 %: there the chosen dampening needs an offset (at the default 7.5 %, not)
+    kw = {"importance": imp, "heldout": heldout, "forget_kind": "poison", "tolerance": 0.05}
     result = dampen.unlearn(model, forget, **kw)
     plain = dampen.unlearn(model, forget, **kw, recentre_target=False)
     report = result.stats["auto"]

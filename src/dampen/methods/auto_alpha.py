@@ -26,13 +26,13 @@ Target (``forget_kind``):
   log-odds of those labels (:func:`dampen.methods.ssd.forget_objective`): the cross-entropy's
   gradients vanish on poison the model fits with certainty. For ``"poison"`` on image
   batches, erased copies of the identified samples on which the label still wins join them
-  (:mod:`dampen.methods.erased`; tolerance 5 % then), unless no dampening within the guards
-  moves them, when the identified samples alone decide. With ``heldout`` the target's logit
-  is re-centred in every probe (:mod:`dampen.methods.recentre`: the least offset after which
-  the held-out samples are classified as the target as often as by the original; both
-  accuracies are measured with it, and the chosen candidate's offset goes on the output
-  bias). One round; ``heldout`` clean
-  samples of any class guard it as in class forgetting, and without them at most
+  (:mod:`dampen.methods.erased`; tolerance 5 % then, 7.5 % with pasted images), unless no
+  dampening within the guards moves them, when the identified samples alone decide. With
+  ``heldout`` the target's logit is re-centred in every probe
+  (:mod:`dampen.methods.recentre`: the least offset after which the held-out samples are
+  classified as the target as often as by the original; both accuracies are measured with
+  it, and the chosen candidate's offset goes on the output bias). One round; ``heldout``
+  clean samples of any class guard it as in class forgetting, and without them at most
   :data:`BLIND_CORRECTIVE_SHARE` of the parameters is selected and at most
   :data:`BLIND_CORRECTIVE_REMOVED` of D's importance-weighted squared weights removed.
 - ``"auto"``: ``"class"`` when the forget set holds every training sample of each of its labels
@@ -147,7 +147,7 @@ class AutoSettings:
     """What ``alpha="auto"`` aims for (fields of the SSD configs)."""
 
     forget_kind: str = "auto"
-    tolerance: float | None = None  # None: DEFAULT_TOLERANCE (ERASED_TOLERANCE with copies)
+    tolerance: float | None = None  # None: DEFAULT_TOLERANCE (more with copies / pasted images)
     max_selected: float = 0.1
     max_heldout_drop: float = 0.02
     rounds: int = 3

@@ -32,7 +32,7 @@ from dampen.methods.auto_alpha import (
 )
 from dampen.methods.class_batches import ClassBatches
 from dampen.methods.erased import ERASED_TOLERANCE, with_erased_copies
-from dampen.methods.pasted import pasted_batches
+from dampen.methods.pasted import PASTED_TOLERANCE, pasted_batches
 from dampen.methods.winning import WinningSamples
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 
@@ -67,8 +67,8 @@ class _Alpha(_Dampening):
             histograms). The corrective kinds take Df with the labels it was trained with
             and remove what makes those labels win on it.
         tolerance: for ``"auto"``: how far above the target forget accuracy may stay;
-            ``None``: 1 %, or 5 % (``ERASED_TOLERANCE``) when erased copies or pasted
-            images join the forget set.
+            ``None``: 1 %, or 5 % (``ERASED_TOLERANCE``) when erased copies join the forget
+            set, 7.5 % (``PASTED_TOLERANCE``) when pasted images do.
         max_selected: for ``"auto"``: the largest share of parameters it may select (at most
             1 % for the corrective kinds without ``heldout=``).
         max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained (class) or clean
@@ -412,13 +412,15 @@ def _with_poison_inputs(
     if settings.forget_kind != "poison" or request.forward is not None:
         return request, settings
     identified, heldout = request.forget, request.heldout
-    joins: list[tuple[str, str, Callable[[Batches], tuple[Batches, dict[str, Any]]]]] = []
+    Join = Callable[[Batches], tuple[Batches, dict[str, Any]]]
+    joins: list[tuple[str, str, float, Join]] = []
     if settings.erased_copies:
         copies = settings.erased_copies
         joins.append(
             (
                 "erased_copies",
                 "erased_winning",
+                ERASED_TOLERANCE,
                 lambda forget: join_erased_copies(model, forget, copies, size),
             )
         )
@@ -427,18 +429,22 @@ def _with_poison_inputs(
             (
                 "pasted_trigger",
                 "pasted_winning",
+                PASTED_TOLERANCE,
                 lambda forget: join_pasted_trigger(model, forget, identified, heldout, size),
             )
         )
-    for name, winning, join in joins:
+    tolerance = settings.tolerance
+    for name, winning, own, join in joins:
         t = perf_counter()
         joined, info = join(request.forget)
         report.update(info)
         if info[winning]:
             request = replace(request, forget=joined)
-            if settings.tolerance is None:
-                settings = replace(settings, tolerance=ERASED_TOLERANCE)
+            if settings.tolerance is None:  # the largest of the joined kinds' own
+                tolerance = own if tolerance is None else max(tolerance, own)
         seconds[name] = perf_counter() - t
+    if tolerance != settings.tolerance:
+        settings = replace(settings, tolerance=tolerance)
     return request, settings
 
 
