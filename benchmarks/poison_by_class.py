@@ -19,7 +19,6 @@ Run: ``python benchmarks/poison_by_class.py [--cache runs/fmnist-poison/cache] [
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import warnings
 from pathlib import Path
@@ -32,7 +31,6 @@ from dampen.bench.presets import fmnist_poison
 from dampen.bench.runner import BenchRunner
 from dampen.data import loader
 from dampen.data.base import LabelledData
-from dampen.methods.potion import START_DIVISOR, PotionConfig, norm_importance, ptn_search_
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corrective_ceiling import PARTS, prepare, took_pairs
@@ -91,13 +89,9 @@ def main() -> None:
             retain = loader(
                 s.data.train, s.retain, batch_size=run.config.batch_size, shuffle=True, seed=seed
             )
-            imp_d, retained = norm_importance(p.original, retain)
-            imp_f, forgotten = norm_importance(p.original, identified)
-            potion = copy.deepcopy(p.original)
-            start = forgotten / (forgotten + retained) / START_DIVISOR
-            config = PotionConfig(args.rho)
-            ptn_search_(potion, identified, imp_d, imp_f, start=start, config=config)
-            rows[f"potion ρ={args.rho:g}"] = potion
+            rows[f"potion ρ={args.rho:g}"] = dampen.unlearn(
+                p.original, identified, method="potion", retain=retain, rho=args.rho
+            ).model
             for name, model in rows.items():
                 healed, drop, attack = p.measure(model)["test"]
                 lost = 100 * (before - class_accuracy(model, s.data.test, classes))

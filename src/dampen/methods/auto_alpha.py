@@ -489,8 +489,9 @@ def auto_dampen_(
     """
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
     current: Mapping[str, Tensor] = imp_f.tensors()
+    asked = kind == "poison" and heldout is not None and settings.recentre_target
     recentre = None
-    if kind == "poison" and heldout is not None and settings.recentre_target:
+    if asked and heldout is not None:  # (asked implies it; spelt out for the type checker)
         recentre = recentring(model, forget, heldout, forward)
     searcher = _Searcher(
         model,
@@ -506,7 +507,7 @@ def auto_dampen_(
     )
     original = searcher.probe(0)
     report: dict[str, Any] = {"kind": kind, "original_forget_acc": original.forget_acc}
-    if kind == "poison" and heldout is not None and settings.recentre_target:
+    if asked:
         report["recentred"] = recentre is not None
     erase = kind == "class" or kind in CORRECTIVE  # the labels of Df should stop winning
     # Without held-out data the share of importance removed is the guard.
