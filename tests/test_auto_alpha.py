@@ -423,7 +423,7 @@ def test_replay_gives_the_weights_of_every_kind_of_request(digits_cnn: tuple) ->
         wrong,
         importance=per_sample,
         estimator="per_sample",
-        forget_kind="label_errors",
+        forget_kind="poison",
         heldout=data_loader(test, torch.arange(100), batch_size=64),
         max_selected=0.5,
     )

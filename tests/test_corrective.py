@@ -426,13 +426,14 @@ def test_ssd_forget_kind_poison(
         < attack_figures(model, triggered, 0)["attack_success"]
     )
 
-    # "label_errors" follows the same rule; "auto" reads Df as samples (another target)
-    same = dampen.unlearn(
+    # "label_errors" takes the candidate with the least held-out loss instead
+    # (tests/test_label_errors_auto.py); "auto" reads Df as samples (another target)
+    other = dampen.unlearn(
         model, forget, method="ssd", importance=imp, heldout=heldout, forget_kind="label_errors"
     )
-    assert same.stats["alpha"] == result.stats["alpha"]
-    for k, v in same.model.state_dict().items():
-        assert torch.equal(v, result.model.state_dict()[k]), k
+    found = other.stats["auto"]
+    assert found["search"] == "the least held-out loss" and found["recentred_classes"] == [0]
+    assert found["heldout_loss"] <= found["original_heldout_loss"]
     auto = dampen.unlearn(model, forget, method="ssd", importance=imp, heldout=heldout)
     assert auto.stats["auto"]["kind"] == "samples"
     assert auto.stats["auto"]["target_forget_acc"] > 0.5

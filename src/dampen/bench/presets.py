@@ -462,20 +462,36 @@ def fmnist_poison() -> BenchConfig:
     )
 
 
+FMNIST_MEMORISING_RESNET = ModelSpec(
+    "resnet18",
+    "resnet18",
+    kwargs={"width": 8},
+    train={"epochs": 30, "lr": 0.05, "crop_padding": 0, "flip": False},
+)
+"""``fmnist-poison``'s ResNet18 trained for 30 epochs, until it fits every swapped label, as
+the interclass-confusion models of Goel et al. do. Measured on seed 0 (20 % of T-shirt/top and
+Shirt swapped): after 30 epochs the original fits 100 % of the swapped labels and scores 64.4 %
+on the two classes against the clean model's 73.8 %; ``fmnist``'s recipe (5 epochs, crops and
+flips) fitted 16 % of them and lost 0.5 points there on this machine (62.3 against 62.8 over
+three seeds), too little for any method to show healing; 15 epochs without augmentation fitted
+32 % and lost 4 points. One model costs about 3 minutes (one thread)."""
+
+
 def fmnist_label_errors() -> BenchConfig:
-    """Fashion-MNIST ResNet18 (``fmnist``'s recipe) with interclass confusion: 20 % of the
-    T-shirt/top and Shirt samples carry the other one's label, identified as 10 %, 30 % or all
-    of them; three seeds. The metric is the test accuracy on the two classes, against the
-    model trained on the correct labels (the ``clean`` row).
+    """Fashion-MNIST ResNet18 (width 8, 30 epochs, no augmentation, so that it memorises) with
+    interclass confusion: 20 % of the T-shirt/top and Shirt samples carry the other one's label,
+    identified as 10 %, 30 % or all of them; three seeds. The metric is the test accuracy on
+    the two classes, against the model trained on the correct labels (the ``clean`` row).
     """
     return BenchConfig(
         name="fmnist-label-errors",
         description=(
-            "Fashion-MNIST (10k train / 2k test subset, 1k validation), ResNet18 width 8 (5 "
-            "epochs); 20 % of T-shirt/top and Shirt labels swapped, part of them identified"
+            "Fashion-MNIST (10k train / 2k test subset, 1k validation), ResNet18 width 8 (30 "
+            "epochs, no augmentation: it fits every swapped label); 20 % of T-shirt/top and "
+            "Shirt labels swapped, part of them identified"
         ),
         data=DataSpec("fashion-mnist", limit=10_000, test_limit=2_000, validation=1_000),
-        models=(FMNIST_RESNET,),
+        models=(FMNIST_MEMORISING_RESNET,),
         scenarios=tuple(
             ScenarioSpec("label_errors", share=0.2, confuse=("T-shirt/top", "Shirt"), **found)
             for found in IDENTIFIED[1:]

@@ -114,26 +114,36 @@ def replay_(
     _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
     if auto.get("recentred"):
         _recentre(model, auto)
-    elif "target_offset" in auto:
-        raise ValueError("the stats record a target offset but no re-centring: not replayable")
+    elif "target_offset" in auto or "class_offsets" in auto:
+        raise ValueError("the stats record offsets but no re-centring: not replayable")
 
 
 def _recentre(model: nn.Module, auto: Mapping[str, Any]) -> None:
-    """Add the recorded offset to the output bias of the poison target (nothing when 0)."""
-    target, classes, offset = (auto.get(k) for k in ("target_class", "classes", "target_offset"))
-    integers = all(isinstance(v, int) and not isinstance(v, bool) for v in (target, classes))
-    if not integers or not isinstance(offset, (int, float)) or isinstance(offset, bool):
+    """Add the recorded offsets to the output bias: the poison target's (``target_class``,
+    ``target_offset``) or the label errors' classes' (``recentred_classes``,
+    ``class_offsets``); nothing when they are 0."""
+    classes = auto.get("classes")
+    if "recentred_classes" in auto:
+        targets, offsets = auto.get("recentred_classes"), auto.get("class_offsets")
+    else:
+        targets, offsets = [auto.get("target_class")], [auto.get("target_offset")]
+    if not isinstance(targets, list) or not isinstance(offsets, list) or not targets:
+        raise ValueError("the stats record re-centred classes without their offsets")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in offsets)
+    integers = all(isinstance(v, int) and not isinstance(v, bool) for v in [*targets, classes])
+    if not integers or not numbers or len(targets) != len(offsets):
         raise ValueError("the stats record a re-centred target without its class or offset")
-    assert isinstance(target, int) and isinstance(classes, int)  # checked above
-    if not math.isfinite(offset) or offset < 0:
-        raise ValueError(f"the stats record a target offset of {offset}: it must be >= 0")
-    if offset and not auto.get("rounds"):
+    assert isinstance(classes, int)  # checked above
+    if not all(math.isfinite(v) and v >= 0 for v in offsets):
+        raise ValueError(f"the stats record target offsets of {offsets}: they must be >= 0")
+    if any(offsets) and not auto.get("rounds"):
         raise ValueError("the stats record a target offset but no dampening round")
     bias = output_bias(model, classes)
-    if bias is None or not 0 <= target < classes:
+    if bias is None or not all(0 <= t < classes for t in targets):
         raise ValueError(f"the model has no output bias of {classes} classes to re-centre")
     with torch.no_grad():
-        bias[target] += float(offset)
+        for target, offset in zip(targets, offsets, strict=True):
+            bias[target] += float(offset)
 
 
 def _check_made(
