@@ -431,6 +431,17 @@ def test_replay_gives_the_weights_of_every_kind_of_request(digits_cnn: tuple) ->
     assert 0 < auto["winning"] < auto["identified"] and auto["rounds"]
     assert auto["objective"] == "log_odds"
     assert _replayed_equals(model, wrong, per_sample, corrective)
+    relabelled = dampen.unlearn(  # label errors: the least held-out loss, re-centred
+        model,
+        wrong,
+        importance=per_sample,
+        estimator="per_sample",
+        forget_kind="label_errors",
+        heldout=data_loader(test, torch.arange(100), batch_size=64),
+        max_selected=0.5,
+    )
+    assert relabelled.stats["auto"]["winning"] == auto["winning"]
+    assert _replayed_equals(model, wrong, per_sample, relabelled)
     # Every identified sample wins: dampened for the caller's batches as they are (uneven).
     with torch.no_grad():
         right = (model(train.x).argmax(dim=1) == train.y).nonzero().flatten()[:148]

@@ -159,10 +159,11 @@ def test_a_recentred_digits_request_and_its_replay() -> None:
     bad = {
         "no output bias of 7 classes": {"classes": 7},
         "without its class or offset": {"target_offset": None},
-        r"offsets of \[-1.0\]": {"target_offset": -1.0},
+        "it must be >= 0": {"target_offset": -1.0},
         "must be >= 0": {"target_offset": float("nan")},
         "class or offset": {"target_class": True},
         "no re-centring": {"recentred": False},
+        "without target_class": {"recentred_classes": [0], "class_offsets": [0.0]},
     }
     for message, change in bad.items():
         tampered = {**result.stats, "auto": {**report, **change}}

@@ -125,7 +125,8 @@ def unlearn(
         heldout: batches the model never trained on, for ``alpha="auto"``: from the forget
             set's distribution for sample forgetting (the target level), from retained
             classes for class forgetting and clean samples for the corrective kinds
-            (``forget_kind="poison"``/``"label_errors"``): a collapse guard.
+            (``forget_kind="poison"``: a collapse guard; ``"label_errors"``: the candidate
+            with the least loss on them is applied).
         forward: ``forward(model, batch) -> (logits, targets)`` for other batch shapes.
         inplace: change ``model`` itself instead of a copy (a copy of the module inside a
             ``DistributedDataParallel``/``DataParallel`` wrapper). The request is all-or-nothing: on

@@ -80,8 +80,8 @@ def restoring_offsets(logits: Tensor, counts: dict[int, int]) -> Tensor:
     """
     if logits.ndim != 2:
         raise ValueError("restoring_offsets needs (samples, classes) logits")
-    logits = logits.detach().float()
-    offsets = torch.zeros(logits.shape[1])
+    logits = logits.detach().double()
+    offsets = torch.zeros(logits.shape[1], dtype=torch.float64, device=logits.device)
     named = list(counts)
     if len(named) > 1:
         rest = [c for c in range(logits.shape[1]) if c not in counts]

@@ -123,7 +123,13 @@ def _recentre(model: nn.Module, auto: Mapping[str, Any]) -> None:
     ``target_offset``) or the label errors' classes' (``recentred_classes``,
     ``class_offsets``); nothing when they are 0."""
     classes = auto.get("classes")
-    if "recentred_classes" in auto:
+    several = auto.get("kind") == "label_errors"
+    mine, other = (
+        ("recentred_classes", "target_class") if several else ("target_class", "recentred_classes")
+    )
+    if mine not in auto or other in auto:
+        raise ValueError(f"the stats of a {auto.get('kind')} request re-centred without {mine}")
+    if several:
         targets, offsets = auto.get("recentred_classes"), auto.get("class_offsets")
     else:
         targets, offsets = [auto.get("target_class")], [auto.get("target_offset")]
@@ -134,8 +140,11 @@ def _recentre(model: nn.Module, auto: Mapping[str, Any]) -> None:
     if not integers or not numbers or len(targets) != len(offsets):
         raise ValueError("the stats record a re-centred target without its class or offset")
     assert isinstance(classes, int)  # checked above
-    if not all(math.isfinite(v) and v >= 0 for v in offsets):
-        raise ValueError(f"the stats record target offsets of {offsets}: they must be >= 0")
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"the stats re-centre a class twice: {targets}")
+    for offset in offsets:
+        if not math.isfinite(offset) or offset < 0:
+            raise ValueError(f"the stats record a target offset of {offset}: it must be >= 0")
     if any(offsets) and not auto.get("rounds"):
         raise ValueError("the stats record a target offset but no dampening round")
     bias = output_bias(model, classes)

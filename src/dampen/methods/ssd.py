@@ -64,8 +64,10 @@ class _Alpha(_Dampening):
         lambda_: dampening constant in ``β = min((λ·I_D/I_Df)^exponent, upper)``.
         forget_kind: for ``"auto"``: ``"class"``, ``"samples"``, ``"poison"``,
             ``"label_errors"`` or ``"auto"`` (class or samples, read from the label
-            histograms). The corrective kinds take Df with the labels it was trained with
-            and remove what makes those labels win on it.
+            histograms). The corrective kinds take Df with the labels it was trained with:
+            ``"poison"`` removes what makes those labels win on it; ``"label_errors"``
+            (with ``heldout=``) applies the dampening, in the order Df gives the parameters,
+            with the least loss on the held-out samples.
         tolerance: for ``"auto"``: how far above the target forget accuracy may stay;
             ``None``: 1 %, or 5 % (``ERASED_TOLERANCE``) when erased copies join the forget
             set, 7.5 % (``PASTED_TOLERANCE``) when pasted images do.
@@ -108,6 +110,8 @@ class _Alpha(_Dampening):
             than one label, labels are soft, logits are not ``(samples, classes)``, or no
             output bias raises the target's logit against the others by itself. The offset
             (``target_offset``) is not counted in ``selected`` or the importance removed.
+            With ``forget_kind="label_errors"`` and ``heldout=`` every class the identified
+            samples' labels name is re-centred (``recentred_classes``, ``class_offsets``).
     """
 
     alpha: float | str = "auto"
