@@ -4,9 +4,10 @@
 seed, as the other seeds' processes tune on theirs), without the skipped methods, in
 ``OUT/seedN`` (resumable), with the models and importances cached in ``runs/PRESET/cache``.
 
-``merge OUT DEST``: every ``OUT/seed*/results.json`` in one ``DEST/results.json`` (each seed's
-tuning in ``DEST/tuning-per-seed.json``); then ``dampen bench --preset PRESET --out DEST
---report-only`` writes the report and plots.
+``merge OUT DEST [--add OTHER ...]``: every ``OUT/seed*/results.json`` in one
+``DEST/results.json`` (each seed's tuning in ``DEST/tuning-per-seed.json``), with the rows of
+``OTHER/seed*`` (the same preset, run with other methods skipped) that ``OUT`` lacks; then
+``dampen bench --preset PRESET --out DEST --report-only`` writes the report and plots.
 
 The fmnist-poison rerun of ``docs/results/fmnist-poison/rerun``: ``run fmnist-poison N
 runs/fpfull --skip finetune scrub salun bad_teacher`` for N = 0, 1, 2 side by side, then
@@ -46,13 +47,38 @@ def run(preset: str, seed: int, out: Path, skip: list[str]) -> None:
     run_bench(config, command=command, log=lambda m: print(m, flush=True))
 
 
-def merge(out: Path, dest: Path) -> None:
-    """The seeds' results in one ``dest/results.json`` and their tunings by seed."""
+def with_rows(part: dict[str, Any], other: dict[str, Any], where: Path) -> dict[str, Any]:
+    """``part`` with the rows of ``other`` (another run of the same preset and seed) it lacks:
+    their cells, tuning, methods and groups; rows in the preset's order."""
+    if other["name"] != part["name"]:
+        raise SystemExit(f"{where}: a run of {other['name']}, not {part['name']}")
+    have = {c["row"] for c in part["cells"]}
+    new = [r for r in other["rows"] if r not in have]
+    out = {**part, "cells": part["cells"] + [c for c in other["cells"] if c["row"] in new]}
+    out["runs"] = part["runs"] + [{**r, "note": f"rows {', '.join(new)}"} for r in other["runs"]]
+    out["tuning"] = {**part.get("tuning", {}), **other.get("tuning", {})}
+    groups = other["groups"]
+    out["groups"] = {**part["groups"], **{r: groups[r] for r in new if r in groups}}
+    out["command"] = f"{part['command']}; rows {', '.join(new)}: {other['command']}"
+    methods = [m for m in other["config"]["methods"] if (m.get("label") or m["method"]) in new]
+    out["config"] = {**part["config"], "methods": part["config"]["methods"] + methods}
+    present = have | set(new)
+    out["rows"] = [r for r in PRESETS[part["name"]]().rows() if r in present]
+    return out
+
+
+def merge(out: Path, dest: Path, add: list[Path] | None = None) -> None:
+    """The seeds' results in one ``dest/results.json`` and their tunings by seed; with ``add``,
+    each seed's part first gains the rows the runs in those folders have (:func:`with_rows`)."""
     merged: dict[str, Any] | None = None
     tunings: dict[str, Any] = {}
     for path in sorted(out.glob("seed*/results.json")):
         seed = path.parent.name.removeprefix("seed")
         part = json.loads(path.read_text())
+        for folder in add or []:
+            extra = folder / path.parent.name / "results.json"
+            if extra.is_file():
+                part = with_rows(part, json.loads(extra.read_text()), extra)
         runs = [{**r, "note": f"seed {seed}"} for r in part["runs"]]
         if merged is None:
             merged = {**part, "runs": runs}
@@ -89,11 +115,14 @@ def main() -> None:
     joined = sub.add_parser("merge", help="the seeds' results in one results.json")
     joined.add_argument("out", type=Path)
     joined.add_argument("dest", type=Path)
+    joined.add_argument(
+        "--add", nargs="*", type=Path, default=[], help="runs with the rows OUT lacks"
+    )
     args = parser.parse_args()
     if args.command == "run":
         run(args.preset, args.seed, args.out, args.skip)
     else:
-        merge(args.out, args.dest)
+        merge(args.out, args.dest, args.add)
 
 
 if __name__ == "__main__":
