@@ -418,30 +418,25 @@ def test_replay_gives_the_weights_of_every_kind_of_request(digits_cnn: tuple) ->
     y[:15] = (y[:15] + 1) % 10  # labels the model was not trained with: they do not win
     wrong = [(x[:20], y[:20]), (x[20:], y[20:])]
     per_sample = dampen.importance(model, data_loader(train, batch_size=64), estimator="per_sample")
-    corrective = dampen.unlearn(
-        model,
-        wrong,
-        importance=per_sample,
-        estimator="per_sample",
-        forget_kind="poison",
-        heldout=data_loader(test, torch.arange(100), batch_size=64),
-        max_selected=0.5,
-    )
-    auto = corrective.stats["auto"]
+    # poison: the labels stop winning; label errors: the least held-out loss, re-centred
+    made = {
+        kind: dampen.unlearn(
+            model,
+            wrong,
+            importance=per_sample,
+            estimator="per_sample",
+            forget_kind=kind,
+            heldout=data_loader(test, torch.arange(100), batch_size=64),
+            max_selected=0.5,
+        )
+        for kind in ("poison", "label_errors")
+    }
+    auto = made["poison"].stats["auto"]
     assert 0 < auto["winning"] < auto["identified"] and auto["rounds"]
     assert auto["objective"] == "log_odds"
-    assert _replayed_equals(model, wrong, per_sample, corrective)
-    relabelled = dampen.unlearn(  # label errors: the least held-out loss, re-centred
-        model,
-        wrong,
-        importance=per_sample,
-        estimator="per_sample",
-        forget_kind="label_errors",
-        heldout=data_loader(test, torch.arange(100), batch_size=64),
-        max_selected=0.5,
-    )
-    assert relabelled.stats["auto"]["winning"] == auto["winning"]
-    assert _replayed_equals(model, wrong, per_sample, relabelled)
+    assert made["label_errors"].stats["auto"]["winning"] == auto["winning"]
+    for result in made.values():
+        assert _replayed_equals(model, wrong, per_sample, result)
     # Every identified sample wins: dampened for the caller's batches as they are (uneven).
     with torch.no_grad():
         right = (model(train.x).argmax(dim=1) == train.y).nonzero().flatten()[:148]
