@@ -32,7 +32,7 @@ from dampen.bench.presets import FMNIST_MEMORISING_RESNET, fmnist_label_errors
 from dampen.bench.runner import load_with_validation, make_scenario
 from dampen.data.base import loader
 from dampen.importances.measure import measure
-from dampen.methods.auto_alpha import SCORED_PER_DECADE, AutoSettings, _Searcher
+from dampen.methods.auto_alpha import AutoSettings, _Searcher, scored_candidates
 from dampen.methods.recentre import restoring_offsets, target_wins
 from dampen.recipe import cached_train
 
@@ -41,11 +41,10 @@ SHARES = (0.1, 0.3, 1.0)
 CONFUSED = (0, 6)  # T-shirt/top, Shirt
 
 
-def confused(model: nn.Module, x: Tensor, y: Tensor, offsets: Tensor) -> float:
-    """Accuracy (%) on the samples of the confused classes, offsets on the logits."""
+def confused(predicted: Tensor, y: Tensor) -> float:
+    """Accuracy (%) of ``predicted`` on the samples of the confused classes."""
     pick = (y == CONFUSED[0]) | (y == CONFUSED[1])
-    predicted = (logits_of(model, x[pick]) + offsets).argmax(dim=1)
-    return 100 * float((predicted == y[pick]).double().mean())
+    return 100 * float((predicted[pick] == y[pick]).double().mean())
 
 
 def logits_of(model: nn.Module, x: Tensor) -> Tensor:
@@ -97,8 +96,7 @@ def request(seed: int, share: float) -> list[dict[str, Any]]:
     counts = {c: int(target_wins(start, c, 0.0).sum()) for c in sorted(set(fy.tolist()))}
     total = sum(p.numel() for p in original.parameters())
     cap = min(int(AutoSettings().max_selected * total), len(searcher.ratios))
-    steps = int(SCORED_PER_DECADE * math.log10(max(cap, 1))) + 1
-    ks = sorted({0} | {min(cap, round(10 ** (i / SCORED_PER_DECADE))) for i in range(steps + 1)})
+    ks = [0, *scored_candidates(cap)]
     rows = []
     temperatures = torch.logspace(-1, 1, 81, dtype=torch.float64)
     for k in ks:
@@ -107,7 +105,7 @@ def request(seed: int, share: float) -> list[dict[str, Any]]:
         offsets = restoring_offsets(z, counts)
         z = z + offsets
         right = z.argmax(dim=1) == hy
-
+        validation_predicted = (logits_of(original, vx) + offsets).argmax(dim=1)
         test_predicted = (logits_of(original, tx) + offsets).argmax(dim=1)
         rows.append(
             {
@@ -119,8 +117,8 @@ def request(seed: int, share: float) -> list[dict[str, Any]]:
                 "loss": float(nn.functional.cross_entropy(z, hy)),
                 "loss_t": min(float(nn.functional.cross_entropy(z / t, hy)) for t in temperatures),
                 "removed": searcher.removed(),
-                "validation_confused": confused(original, vx, vy, offsets),
-                "test_confused": confused(original, tx, ty, offsets),
+                "validation_confused": confused(validation_predicted, vy),
+                "test_confused": confused(test_predicted, ty),
                 "test": 100 * float((test_predicted == ty).double().mean()),
             }
         )

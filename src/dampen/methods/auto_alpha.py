@@ -773,6 +773,14 @@ SCORED_PER_DECADE = 4
 (:func:`_scored_best`)."""
 
 
+def scored_candidates(cap: int) -> list[int]:
+    """The candidates ``k = round(10^(i/4))`` that :func:`_scored_best` measures, from 1 to
+    ``cap`` (``cap`` included)."""
+    steps = int(SCORED_PER_DECADE * math.log10(max(cap, 1))) + 1
+    ks = {min(cap, round(10 ** (i / SCORED_PER_DECADE))) for i in range(steps + 1)}
+    return sorted(k for k in ks if k > 0)
+
+
 def _scored_best(
     searcher: _Searcher, start: _Probe, cap: int, floor: float | None, ceiling: float
 ) -> tuple[_Probe, str]:
@@ -793,9 +801,7 @@ def _scored_best(
     removed 2.8 % and cost 2.7 points of test accuracy. The identified samples only order
     the parameters.
     """
-    steps = int(SCORED_PER_DECADE * math.log10(max(cap, 1))) + 1
-    ks = sorted({min(cap, round(10 ** (i / SCORED_PER_DECADE))) for i in range(steps + 1)})
-    probes = [searcher.probe(k) for k in ks if k > 0]
+    probes = [searcher.probe(k) for k in scored_candidates(cap)]
     kept = [
         p
         for p in probes
