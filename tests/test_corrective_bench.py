@@ -240,7 +240,7 @@ def test_make_scenario_builds_corrective_scenarios() -> None:
 
 
 def test_corrective_presets() -> None:
-    for name in ("digits-poison", "fmnist-poison", "fmnist-label-errors"):
+    for name in ("digits-poison", "fmnist-poison", "fmnist-label-errors", "fmnist-label-noise"):
         assert name in PRESETS
         config = preset(name)
         assert config.name == name
@@ -251,7 +251,7 @@ def test_corrective_presets() -> None:
         per_seed = len(config.scenarios) * len(config.rows())
         assert len(cells) == len(config.seeds) * per_seed  # every method runs on every one
         auto = [m for m in config.methods if m.options.get("alpha") == "auto"]
-        kind = "label_errors" if name == "fmnist-label-errors" else "poison"
+        kind = "poison" if name.endswith("poison") else "label_errors"
         assert auto and all(m.options["forget_kind"] == kind for m in auto)
     digits = preset("digits-poison")
     assert [s.label for s in digits.scenarios] == [
@@ -265,10 +265,13 @@ def test_corrective_presets() -> None:
     confusion = preset("fmnist-label-errors").scenarios
     assert {s.confuse for s in confusion} == {("T-shirt/top", "Shirt")}
     assert {s.identified for s in confusion} == {0.1, 0.3, 1.0}
+    noise = preset("fmnist-label-noise").scenarios
+    assert {(s.confuse, s.share) for s in noise} == {(None, 0.1)}
+    assert {s.identified for s in noise} == {0.1, 0.3, 1.0}
 
 
 def test_corrective_presets_round_trip_through_json(tmp_path: Path) -> None:
-    for name in ("digits-poison", "fmnist-poison", "fmnist-label-errors"):
+    for name in ("digits-poison", "fmnist-poison", "fmnist-label-errors", "fmnist-label-noise"):
         config = preset(name)
         again = load_config(write_config(tmp_path / f"{name}.json", config.to_dict()))
         assert again.to_dict() == config.to_dict()
