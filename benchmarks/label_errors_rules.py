@@ -1,11 +1,13 @@
 """Which candidate should ``forget_kind="label_errors"`` apply? Every candidate of its search on
-``fmnist-label-errors`` (seeds 0-2, 10 / 30 / 100 % identified), measured as the library
-measures it (the winning identified samples' log-odds importance, the bench's 200 held-out
-validation samples, the named classes re-centred), and the candidate that each rule picks.
+``fmnist-label-errors`` or ``fmnist-label-noise`` (seeds 0-2, 10 / 30 / 100 % identified),
+measured as the library measures it (the winning identified samples' log-odds importance, the
+bench's 200 held-out validation samples, the named classes re-centred), and the candidate that
+each rule picks.
 
 For each request and candidate ``k``: the held-out samples turned right / wrong against the
 original, the held-out cross-entropy (raw and after the best temperature), the share of D's
-importance removed, and the accuracy on the confused classes of the other 800 validation
+importance removed, and the accuracy on the scenario's classes (the confused ones, or every
+class for random flips) of the other 800 validation
 samples and of the test split. Rules compared: the best held-out accuracy, the least held-out
 loss (with and without a temperature), and the least loss within ``max_importance_removed``.
 
@@ -15,8 +17,8 @@ request (seed 0, 100 % identified: k = 3162 and 65.4 % here, k = 1000 and 69.0 %
 The most accurate candidate on the test split is reported too, as the bound of the candidates,
 not as a rule.
 
-``python benchmarks/label_errors_rules.py OUT.jsonl`` (resumable per request; needs the models
-of ``runs/fmnist-label-errors/cache``), then ``--report OUT.jsonl > rules.md``.
+``python benchmarks/label_errors_rules.py OUT.jsonl [--preset P]`` (resumable per request;
+needs the models of ``runs/P/cache``), then ``--report OUT.jsonl [--preset P] > rules.md``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ import torch
 from torch import Tensor, nn
 
 import dampen
-from dampen.bench.config import ScenarioSpec
-from dampen.bench.presets import FMNIST_MEMORISING_RESNET, fmnist_label_errors
+from dampen.bench.config import BenchConfig, ScenarioSpec
+from dampen.bench.presets import preset
 from dampen.bench.runner import load_with_validation, make_scenario
 from dampen.data.base import loader
 from dampen.importances.measure import measure
@@ -42,14 +44,17 @@ from dampen.methods.auto_alpha import AutoSettings, _Searcher, scored_candidates
 from dampen.methods.recentre import restoring_offsets, target_wins
 from dampen.recipe import cached_train
 
-CACHE = "runs/fmnist-label-errors/cache"
-SHARES = (0.1, 0.3, 1.0)
-CONFUSED = (0, 6)  # T-shirt/top, Shirt
+PRESETS = ("fmnist-label-errors", "fmnist-label-noise")
+METRIC = {
+    "fmnist-label-errors": "the two confused classes",
+    "fmnist-label-noise": "every class",
+}
 
 
-def confused(predicted: Tensor, y: Tensor) -> float:
-    """Accuracy (%) of ``predicted`` on the samples of the confused classes."""
-    pick = (y == CONFUSED[0]) | (y == CONFUSED[1])
+def on_classes(predicted: Tensor, y: Tensor, classes: list[int]) -> float:
+    """Accuracy (%) of ``predicted`` on the samples of ``classes`` (the scenario's metric: the
+    confused classes, or every class for random flips)."""
+    pick = torch.isin(y, torch.tensor(classes))
     return 100 * float((predicted[pick] == y[pick]).double().mean())
 
 
@@ -58,17 +63,15 @@ def logits_of(model: nn.Module, x: Tensor) -> Tensor:
         return torch.cat([model(x[i : i + 500]) for i in range(0, len(x), 500)]).double()
 
 
-def request(seed: int, share: float) -> list[dict[str, Any]]:
-    """Every candidate of one request, measured."""
-    config = fmnist_label_errors()
+def request(config: BenchConfig, spec: ScenarioSpec, seed: int) -> list[dict[str, Any]]:
+    """Every candidate of one request (``spec`` on ``seed``), measured."""
     data, validation = load_with_validation(config.data)
     assert validation is not None
-    spec = ScenarioSpec(
-        "label_errors", share=0.2, confuse=("T-shirt/top", "Shirt"), identified=share
-    )
     scenario = make_scenario(data, spec, seed)
+    classes = sorted(set(scenario.data.test.y[scenario.forget_test].tolist()))
+    [spec_model] = config.models
     original = cached_train(
-        FMNIST_MEMORISING_RESNET.train_config(), scenario.data, None, seed, CACHE
+        spec_model.train_config(), scenario.data, None, seed, f"runs/{config.name}/cache"
     )
     size = config.batch_size
     imp = dampen.importance(original, loader(scenario.data.train, batch_size=size))
@@ -116,15 +119,15 @@ def request(seed: int, share: float) -> list[dict[str, Any]]:
         rows.append(
             {
                 "seed": seed,
-                "share": share,
+                "share": spec.identified,
                 "k": k,
                 "turned_right": int((right & ~right0).sum()),
                 "turned_wrong": int((~right & right0).sum()),
                 "loss": float(nn.functional.cross_entropy(z, hy)),
                 "loss_t": min(float(nn.functional.cross_entropy(z / t, hy)) for t in temperatures),
                 "removed": searcher.removed(),
-                "validation_confused": confused(validation_predicted, vy),
-                "test_confused": confused(test_predicted, ty),
+                "validation_confused": on_classes(validation_predicted, vy, classes),
+                "test_confused": on_classes(test_predicted, ty, classes),
                 "test": 100 * float((test_predicted == ty).double().mean()),
             }
         )
@@ -160,12 +163,12 @@ UPPER_BOUND = "the most accurate on the test split's two classes (not a rule: th
 
 
 def most_accurate_on_test(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The candidate with the best test accuracy on the confused classes, picked with the test
+    """The candidate with the best test accuracy on the scenario's classes, picked with the test
     labels: what the candidates allow at best, against which a rule's loss is read."""
     return max(rows, key=lambda r: (r["test_confused"], -r["k"]))
 
 
-def report(path: Path) -> str:
+def report(path: Path, name: str) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     requests: dict[tuple[int, float], list[dict[str, Any]]] = collections.defaultdict(list)
     for r in rows:
@@ -173,16 +176,16 @@ def report(path: Path) -> str:
     lines = [
         "# Which candidate should label errors apply? (`benchmarks/label_errors_rules.py`)",
         "",
-        "Accuracy (%) on the two confused classes of the test split (and of the 800 validation "
+        f"Accuracy (%) on {METRIC[name]} of the test split (and of the 800 validation "
         "samples outside the 200 held-out ones) and the change of overall test accuracy "
         "(points), of the candidate each rule picks, over "
-        f"{len(requests)} requests of `fmnist-label-errors` (seeds × 10 / 30 / 100 % "
+        f"{len(requests)} requests of `{name}` (seeds × 10 / 30 / 100 % "
         "identified). The original: the candidate k = 0. D's importance: `dampen.importance`'s "
         "default estimator (`shuffled_sq`); the bench's SSD rows use the paper's `batch_sq`, so "
         "their picks differ request by request. The last row picks with the test labels: the "
         "bound of the candidates, not a rule.",
         "",
-        "| rule | test, confused | validation, confused | test accuracy change (mean / worst) |",
+        "| rule | test | validation | test accuracy change (mean / worst) |",
         "|---|---|---|---|",
     ]
     first = {key: min(group, key=lambda r: r["k"]) for key, group in requests.items()}
@@ -199,7 +202,7 @@ def report(path: Path) -> str:
             f"{sum(p['validation_confused'] for p in picks.values()) / n:.1f} | "
             f"{sum(changes) / n:+.2f} / {min(changes):+.2f} |"
         )
-    lines += ["", "Per request (k picked, test confused %):", ""]
+    lines += ["", "Per request (k picked, test accuracy % on the scenario's classes):", ""]
     lines.append("| seed | identified | original | " + " | ".join(rules) + " |")
     lines.append("|---" * (3 + len(rules)) + "|")
     for key, group in sorted(requests.items()):
@@ -215,23 +218,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--report", action="store_true", help="print the table of OUT")
+    parser.add_argument("--preset", choices=PRESETS, default=PRESETS[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     args = parser.parse_args()
     if args.report:
-        print(report(args.out), end="")
+        print(report(args.out, args.preset), end="")
         return
     torch.set_num_threads(1)
     done = set()
     if args.out.is_file():
         done = {(r["seed"], r["share"]) for r in map(json.loads, args.out.read_text().splitlines())}
+    config = preset(args.preset)
     for seed in args.seeds:
-        for share in SHARES:
-            if (seed, share) in done:
+        for spec in config.scenarios:
+            if (seed, spec.identified) in done:
                 continue
-            rows = request(seed, share)
+            rows = request(config, spec, seed)
             with args.out.open("a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
-            print(f"seed {seed}, {100 * share:g} %: {len(rows)} candidates", flush=True)
+            print(f"seed {seed}, {spec.label}: {len(rows)} candidates", flush=True)
 
 
 if __name__ == "__main__":
