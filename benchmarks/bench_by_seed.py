@@ -90,7 +90,15 @@ def merge(out: Path, dest: Path, add: list[Path] | None = None) -> None:
         raise SystemExit(f"no {out}/seed*/results.json")
     merged["config"]["seeds"] = sorted({c["seed"] for c in merged["cells"]})
     order = {row: i for i, row in enumerate(merged["rows"])}
-    merged["cells"].sort(key=lambda c: (c["scenario"], order.get(c["row"], len(order)), c["seed"]))
+    where = {s.label: i for i, s in enumerate(PRESETS[merged["name"]]().scenarios)}
+    merged["cells"].sort(
+        key=lambda c: (
+            where.get(c["scenario"], len(where)),
+            c["scenario"],
+            order.get(c["row"], len(order)),
+            c["seed"],
+        )
+    )
     first = min(tunings, key=int)
     merged["tuning"] = tunings[first]
     dest.mkdir(parents=True, exist_ok=True)
