@@ -159,7 +159,7 @@ RULES: dict[str, Rule] = {
     ),
 }
 
-UPPER_BOUND = "the most accurate on the test split's two classes (not a rule: the family's bound)"
+UPPER_BOUND = "the most accurate on test (picked with the test labels: the bound of the candidates)"
 
 
 def most_accurate_on_test(rows: list[dict[str, Any]]) -> dict[str, Any]:
