@@ -371,8 +371,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 "triggered test images' accuracy that is undone, (method − original) / (clean − "
                 'original), Potion\'s "poison healed"; ASR = share of triggered test images of '
                 "the other classes classified as the target; confused = test accuracy on the "
-                "confused classes (label errors); drop = original test accuracy − this one; Df = "
-                "accuracy on the identified samples with the labels they were trained with. "
+                "confused classes (label errors; every class for random flips); drop = original "
+                "test accuracy − this one; Df = accuracy on the identified samples with the "
+                "labels they were trained with. "
                 "clean = trained on the data before the corruption; retrain = trained without "
                 "the identified samples (the rest of the corruption stays).",
                 "",
