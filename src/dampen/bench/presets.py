@@ -436,29 +436,53 @@ epochs did not learn it (attack success 3 % with 1 % poison, against 78 % withou
 poison needed 8 epochs (attack success 4 % after 5, 47 % after 8)."""
 
 
+FMNIST_CORRECTIVE_DATA = DataSpec("fashion-mnist", limit=10_000, test_limit=2_000, validation=1_000)
+"""The Fashion-MNIST corrective presets' data: 10k training and 2k test samples, 1k validation
+samples for tuning and for ``heldout=``."""
+
+
+def _fmnist_corrective(
+    name: str,
+    description: str,
+    model: ModelSpec,
+    scenarios: tuple[ScenarioSpec, ...],
+    kind: str,
+) -> BenchConfig:
+    """A Fashion-MNIST corrective preset: :data:`FMNIST_CORRECTIVE_DATA`, one model, the
+    :func:`corrective_methods` of ``kind`` with 200 held-out samples, three seeds, Dr metrics
+    on 2,000 retained samples."""
+    return BenchConfig(
+        name=name,
+        description=(
+            "Fashion-MNIST (10k train / 2k test subset, 1k validation), ResNet18 width 8 "
+            + description
+        ),
+        data=FMNIST_CORRECTIVE_DATA,
+        models=(model,),
+        scenarios=scenarios,
+        methods=corrective_methods(heldout=200, kind=kind),
+        seeds=(0, 1, 2),
+        eval_retain_limit=2_000,
+        out_dir=f"runs/{name}",
+    )
+
+
 def fmnist_poison() -> BenchConfig:
     """Fashion-MNIST ResNet18 (width 8, 8 epochs, no augmentation) with a 3×3 corner backdoor on
     0.5, 1 or 2 % of the training set, identified as one sample, 10 %, 30 % or all of it;
     three seeds. 12 scenarios; per seed 3 poisoned originals, 1 clean model and 12 retrains.
     """
-    return BenchConfig(
-        name="fmnist-poison",
-        description=(
-            "Fashion-MNIST (10k train / 2k test subset, 1k validation), ResNet18 width 8 (8 "
-            "epochs, no augmentation); BadNets 3×3 trigger on 0.5 / 1 / 2 % of the training "
-            "set, part of it identified; Dr metrics on 2,000 retain samples"
-        ),
-        data=DataSpec("fashion-mnist", limit=10_000, test_limit=2_000, validation=1_000),
-        models=(FMNIST_POISON_RESNET,),
-        scenarios=tuple(
+    return _fmnist_corrective(
+        "fmnist-poison",
+        "(8 epochs, no augmentation); BadNets 3×3 trigger on 0.5 / 1 / 2 % of the training "
+        "set, part of it identified; Dr metrics on 2,000 retain samples",
+        FMNIST_POISON_RESNET,
+        tuple(
             ScenarioSpec("poison", share=share, **found)
             for share in (0.005, 0.01, 0.02)
             for found in IDENTIFIED
         ),
-        methods=corrective_methods(heldout=200),
-        seeds=(0, 1, 2),
-        eval_retain_limit=2_000,
-        out_dir="runs/fmnist-poison",
+        "poison",
     )
 
 
@@ -483,23 +507,16 @@ def fmnist_label_errors() -> BenchConfig:
     identified as 10 %, 30 % or all of them; three seeds. The metric is the test accuracy on
     the two classes, against the model trained on the correct labels (the ``clean`` row).
     """
-    return BenchConfig(
-        name="fmnist-label-errors",
-        description=(
-            "Fashion-MNIST (10k train / 2k test subset, 1k validation), ResNet18 width 8 (30 "
-            "epochs, no augmentation: it fits every swapped label); 20 % of T-shirt/top and "
-            "Shirt labels swapped, part of them identified"
-        ),
-        data=DataSpec("fashion-mnist", limit=10_000, test_limit=2_000, validation=1_000),
-        models=(FMNIST_MEMORISING_RESNET,),
-        scenarios=tuple(
+    return _fmnist_corrective(
+        "fmnist-label-errors",
+        "(30 epochs, no augmentation: it fits every swapped label); 20 % of T-shirt/top and "
+        "Shirt labels swapped, part of them identified",
+        FMNIST_MEMORISING_RESNET,
+        tuple(
             ScenarioSpec("label_errors", share=0.2, confuse=("T-shirt/top", "Shirt"), **found)
             for found in IDENTIFIED[1:]
         ),
-        methods=corrective_methods(heldout=200, kind="label_errors"),
-        seeds=(0, 1, 2),
-        eval_retain_limit=2_000,
-        out_dir="runs/fmnist-label-errors",
+        "label_errors",
     )
 
 
@@ -510,22 +527,13 @@ def fmnist_label_noise() -> BenchConfig:
     the model trained on the correct labels (the ``clean`` row). The originals fit 98-100 % of
     the flipped labels (981-999 of 1,000).
     """
-    return BenchConfig(
-        name="fmnist-label-noise",
-        description=(
-            "Fashion-MNIST (10k train / 2k test subset, 1k validation), ResNet18 width 8 (30 "
-            "epochs, no augmentation: it fits 98-100 % of the flipped labels); 10 % of the "
-            "training labels flipped at random, part of them identified"
-        ),
-        data=DataSpec("fashion-mnist", limit=10_000, test_limit=2_000, validation=1_000),
-        models=(FMNIST_MEMORISING_RESNET,),
-        scenarios=tuple(
-            ScenarioSpec("label_errors", share=0.1, **found) for found in IDENTIFIED[1:]
-        ),
-        methods=corrective_methods(heldout=200, kind="label_errors"),
-        seeds=(0, 1, 2),
-        eval_retain_limit=2_000,
-        out_dir="runs/fmnist-label-noise",
+    return _fmnist_corrective(
+        "fmnist-label-noise",
+        "(30 epochs, no augmentation: it fits 98-100 % of the flipped labels); 10 % of the "
+        "training labels flipped at random, part of them identified",
+        FMNIST_MEMORISING_RESNET,
+        tuple(ScenarioSpec("label_errors", share=0.1, **found) for found in IDENTIFIED[1:]),
+        "label_errors",
     )
 
 
