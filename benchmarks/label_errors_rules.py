@@ -45,7 +45,7 @@ from dampen.bench.runner import load_with_validation, make_scenario
 from dampen.data.base import loader
 from dampen.importances.measure import measure
 from dampen.methods.auto_alpha import AutoSettings, _Searcher, scored_candidates
-from dampen.methods.recentre import restoring_offsets, target_wins
+from dampen.methods.recentre import restoring_offsets, winning_counts
 from dampen.recipe import cached_train
 
 PRESETS = ("fmnist-label-errors", "fmnist-label-noise")
@@ -76,8 +76,7 @@ def cross_fitted_loss(start: Tensor, z: Tensor, y: Tensor, counts: dict[int, int
     halves = (positions % 2 == 0, positions % 2 == 1)
     loss = 0.0
     for fit, score in (halves, halves[::-1]):
-        counted = {c: int(target_wins(start[fit], c, 0.0).sum()) for c in counts}
-        offsets = restoring_offsets(z[fit], counted)
+        offsets = restoring_offsets(z[fit], winning_counts(start[fit], counts))
         loss += float(nn.functional.cross_entropy(z[score] + offsets, y[score])) / 2
     return loss
 
@@ -121,7 +120,7 @@ def request(config: BenchConfig, spec: ScenarioSpec, seed: int) -> list[dict[str
     tx, ty = scenario.data.test.x, scenario.data.test.y
     start = logits_of(original, hx)
     right0 = start.argmax(dim=1) == hy
-    counts = {c: int(target_wins(start, c, 0.0).sum()) for c in sorted(set(fy.tolist()))}
+    counts = winning_counts(start, sorted(set(fy.tolist())))
     total = sum(p.numel() for p in original.parameters())
     cap = min(int(AutoSettings().max_selected * total), len(searcher.ratios))
     ks = [0, *scored_candidates(cap)]

@@ -13,7 +13,13 @@ import dampen
 from dampen.data import load_dataset
 from dampen.data.base import loader
 from dampen.data.corrupted import poison
-from dampen.methods.recentre import output_bias, predictions, restoring_offset, target_wins
+from dampen.methods.recentre import (
+    output_bias,
+    predictions,
+    restoring_offset,
+    target_wins,
+    winning_counts,
+)
 from dampen.recipe import recipe_for, train_model
 
 auto_alpha = importlib.import_module("dampen.methods.auto_alpha")
@@ -40,6 +46,14 @@ def test_predictions_and_wins_match_a_loop(seed: int) -> None:
 
 def looped_count(logits: Tensor, target: int, offset: float) -> int:
     return sum(p == target for p in looped_predictions(logits, target, offset))
+
+
+def test_winning_counts_match_a_loop() -> None:
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(60, 5, generator=g).round()  # rounded: ties between classes occur
+    counts = winning_counts(logits, [4, 0, 2])
+    assert counts == {c: looped_count(logits, c, 0.0) for c in (4, 0, 2)}
+    assert list(counts) == [4, 0, 2] and winning_counts(logits, []) == {}
 
 
 @pytest.mark.parametrize("seed", range(6))

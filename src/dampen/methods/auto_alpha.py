@@ -90,6 +90,7 @@ from dampen.methods.recentre import (
     restoring_offset,
     restoring_offsets,
     target_wins,
+    winning_counts,
 )
 
 FORGET_KINDS: tuple[str, ...] = ("auto", "class", "samples", "poison", "label_errors")
@@ -702,8 +703,7 @@ def recentring(
         return None
     if not _shifts_target(model, bias, values[0], forward=forward, forget=forget):
         return None
-    # how often the original predicted each (as restoring_offset counts: strict wins)
-    counts = {v: int(target_wins(held_logits, v, 0.0).sum()) for v in values}
+    counts = winning_counts(held_logits, values)  # how often the original predicted each
     return _Recentre(counts, int(logits.shape[1]), bias, several)
 
 

@@ -22,6 +22,8 @@ identified samples' labels name is re-centred, one after the other until none ne
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
@@ -48,6 +50,12 @@ def target_wins(logits: Tensor, target: int, offset: float) -> Tensor:
     others = logits.clone()
     others[:, target] = -torch.inf
     return logits[:, target] + offset > others.max(dim=1).values
+
+
+def winning_counts(logits: Tensor, classes: Iterable[int]) -> dict[int, int]:
+    """On how many samples each of ``classes`` wins outright (:func:`target_wins`, no offset):
+    the counts :func:`restoring_offsets` and :func:`restoring_offset` restore."""
+    return {int(c): int(target_wins(logits, int(c), 0.0).sum()) for c in classes}
 
 
 def predictions(logits: Tensor, target: int, offset: float) -> Tensor:
