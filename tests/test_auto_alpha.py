@@ -482,3 +482,76 @@ def test_replay_refuses_other_methods_and_estimators(digits_cnn: tuple) -> None:
         dampen.replay(stale, forget, importance=imp, stats=result.stats)
     with pytest.raises(ValueError, match="lack"):
         dampen.replay(model, forget, importance=imp, stats={"method": "ssd"})
+
+
+def _class_request(data: object, label: int) -> tuple[object, object]:
+    """All training samples of ``label`` and 100 test samples of the other classes."""
+    from dampen.data.base import loader as data_loader
+
+    train, test = data.train, data.test  # type: ignore[attr-defined]
+    forget = data_loader(train, (train.y == label).nonzero().flatten(), batch_size=64)
+    kept = (test.y != label).nonzero().flatten()[:100]
+    return forget, data_loader(test, kept, batch_size=64)
+
+
+def test_with_heldout_the_better_of_two_paths_is_kept(digits_cnn: tuple) -> None:
+    """Class forgetting with heldout=: the plain path (the held-out guard alone) is the
+    request with paced_path=False; the paced one is kept only when it alone reaches the
+    target, or both do and it keeps more held-out accuracy (or neither does and it forgets
+    more). Either way the reported accuracies are those of the weights, and replay gives them."""
+    model, data, imp = digits_cnn
+    taken = set()
+    for label in range(10):
+        forget, heldout = _class_request(data, label)
+        result = dampen.unlearn(model, forget, importance=imp, heldout=heldout)
+        plain = dampen.unlearn(model, forget, importance=imp, heldout=heldout, paced_path=False)
+        auto, alone = result.stats["auto"], plain.stats["auto"]
+        assert "path" not in alone
+        assert accuracy(result.model, heldout, None) == pytest.approx(auto["heldout_acc"])
+        assert accuracy(result.model, forget, None) == pytest.approx(auto["forget_acc"])
+        if not alone["rounds"]:  # nothing to forget: one path
+            assert "path" not in auto
+            continue
+        taken.add(auto["path"])
+        if auto["path"] == "plain":
+            assert same_state(result.model, state_copy(plain.model))
+            continue
+        other = auto["other_path"]  # the plain path, as the request without paced_path
+        assert other["forget_acc"] == alone["forget_acc"]
+        assert other["heldout_acc"] == alone["heldout_acc"]
+        assert other["rounds"] == len(alone["rounds"])
+        target = auto["target_forget_acc"]
+        reached, plain_reached = auto["forget_acc"] <= target, other["forget_acc"] <= target
+        if reached and plain_reached:
+            assert auto["heldout_acc"] > other["heldout_acc"]
+        elif not reached and not plain_reached:
+            assert auto["forget_acc"] < other["forget_acc"]
+        else:
+            assert reached
+        for step in auto["rounds"]:  # paced by the data-free guard: r/R of its share
+            assert step["importance_removed"] <= 0.025 * step["round"] / 3 * (1 + 1e-6)
+        assert _replayed_equals(model, forget, imp, result)
+    assert taken == {"plain", "paced"}, f"only {taken} taken: the choice was not checked"
+
+
+def test_a_failing_second_path_leaves_the_callers_model_as_it_was(
+    digits_cnn: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dampen.methods import auto_alpha
+
+    model, data, imp = digits_cnn
+    one_path = auto_alpha._one_path
+
+    def fails_when_paced(*args: object, **kwargs: object) -> object:
+        outcome = one_path(*args, **kwargs)  # type: ignore[arg-type]  # the weights changed
+        if kwargs["paced"]:
+            raise RuntimeError("interrupted (simulated) at the end of the paced path")
+        return outcome
+
+    monkeypatch.setattr(auto_alpha, "_one_path", fails_when_paced)
+    forget, heldout = _class_request(data, 3)
+    mine = copy.deepcopy(model)
+    before = state_copy(mine)
+    with pytest.raises(RuntimeError, match="simulated"):
+        dampen.unlearn(mine, forget, importance=imp, heldout=heldout, inplace=True)
+    assert same_state(mine, before)

@@ -112,6 +112,12 @@ class _Alpha(_Dampening):
             (``target_offset``) is not counted in ``selected`` or the importance removed.
             With ``forget_kind="label_errors"`` and ``heldout=`` every class the identified
             samples' labels name is re-centred (``recentred_classes``, ``class_offsets``).
+        paced_path: for ``"auto"`` in class forgetting with ``heldout=`` and ``rounds`` > 1:
+            search a second time from the original weights, paced by the data-free guard
+            as well (round r of R may remove r/R of ``max_importance_removed``), and keep the
+            path that reaches the target with the higher held-out accuracy
+            (``stats["auto"]["path"]``, ``"plain"`` or ``"paced"``; ``other_path`` reports
+            the other). It doubles the search's cost.
     """
 
     alpha: float | str = "auto"
@@ -126,10 +132,11 @@ class _Alpha(_Dampening):
     erased_copies: int = 32
     pasted_trigger: bool = True
     recentre_target: bool = True
+    paced_path: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for flag in ("pasted_trigger", "recentre_target"):
+        for flag in ("pasted_trigger", "recentre_target", "paced_path"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool; got {getattr(self, flag)!r}")
         copies = self.erased_copies
@@ -170,6 +177,7 @@ class _Alpha(_Dampening):
             erased_copies=self.erased_copies,
             pasted_trigger=self.pasted_trigger,
             recentre_target=self.recentre_target,
+            paced_path=self.paced_path,
         )
 
 
