@@ -6,6 +6,9 @@ default ``batch_sq``) with the loader in its fixed order and shuffled by two see
 - forget every class in turn with ``dampen.unlearn(model, forget, importance=imp)`` (no
   ``heldout=``), once per loader order: Df and Dr accuracy, and Dr as a share of the
   original's;
+- forget every class again with 200 held-out test samples of the other classes, as the
+  library does it (the better of two paths) and with the plain path alone
+  (``paced_path=False``), recording the path kept and what the other one reached;
 - forget ``random`` samples without and with ``heldout=`` (200 test samples), beside the
   original and a model retrained without them: Df, Dr and test accuracy.
 
@@ -13,7 +16,8 @@ Models: the digits small CNN (``quick``'s recipe) and a wider one (channels 64/1
 ``--fmnist``, the Fashion-MNIST ResNet18 (width 8) and ViT of the ``fmnist`` preset (10k
 training samples). Each (model, seed) is written to ``OUT/<model>-<seed>.json`` as it finishes;
 a second run skips what is there (``--redo-random`` measures the random rows of stored
-files again). ``--report`` prints the table from the files.
+files again, ``--redo-heldout`` the held-out class rows, after checking that the retrained
+original is the stored one). ``--report`` prints the table from the files.
 
 Run: ``python benchmarks/auto_plain.py [--fmnist] [--seeds 0 1 2] [--out DIR]
 [--estimator batch_sq|per_sample|shuffled_sq]``.
@@ -88,6 +92,7 @@ def run(
     done: dict[str, Any] | None = None,
     estimator: str = "batch_sq",
     redo_heldout: bool = False,
+    redo_random: bool = False,
 ) -> dict[str, Any]:
     """Every class without held-out data in three orders and with it (unless ``done`` has
     them; ``redo_heldout``: only the held-out rows again), then random samples."""
@@ -125,6 +130,8 @@ def run(
             for kept in done["classes"]
         ]
         out["random"] = done["random"]
+        if redo_random:
+            out["random"] = random_rows(data, recipe, original, imps["fixed"], batches, count, seed)
         return out
     if done is not None:
         out["classes"] = done["classes"]
@@ -185,6 +192,8 @@ def heldout_rows(
             "rounds": len(auto.get("rounds", [])),
             "path": auto.get("path"),
             "heldout_acc": auto.get("heldout_acc"),
+            "original_heldout_acc": auto.get("original_heldout_acc"),
+            "other_path": auto.get("other_path"),
             "reason": auto["reason"],
             "seconds": perf_counter() - t,
         }
@@ -347,7 +356,7 @@ def main() -> None:
                 done = json.loads(path.read_text()) if path.exists() else None
                 if done is not None and not (args.redo_random or args.redo_heldout):
                     continue
-                result = run(name, seed, done, args.estimator, args.redo_heldout)
+                result = run(name, seed, done, args.estimator, args.redo_heldout, args.redo_random)
                 atomic_write_text(path, json.dumps(result, indent=1))
     print(report(args.out), end="")
 

@@ -492,9 +492,9 @@ class _Rule:
     def within(self, p: _Probe) -> bool:
         return self.ceiling is None or p.removed <= self.ceiling
 
-    def stopped(self) -> str:
-        """Why a search stopped before the target at the guard."""
-        if self.ceiling is not None:
+    def stopped(self, p: _Probe) -> str:
+        """Why a search stopped before the target at the guard that ``p`` failed."""
+        if not self.within(p):
             return (
                 "the data-free guard (max_importance_removed) would be exceeded: stopped "
                 "before the target"
@@ -558,7 +558,7 @@ def auto_dampen_(
     params = dict(model.named_parameters())
     caller = {n: p.detach().clone() for n, p in params.items()}
     plain = path(paced=False)
-    if not plain.report["rounds"]:  # the forget set met the target as it was
+    if not plain.report["rounds"]:  # nothing applied: met as it was, or no candidate helped
         return plain
     reached = {n: p.detach().clone() for n, p in params.items()}
     try:
@@ -668,10 +668,10 @@ def _one_path(
     if asked:
         report["recentred"] = recentre is not None
     erase = kind == "class" or kind in CORRECTIVE  # the labels of Df should stop winning
-    # Without held-out data the share of importance removed is the guard.
+    # Without held-out data (or on the paced path) the share of importance removed is a guard.
     guarded = (heldout is None or paced) and (kind == "class" or kind in CORRECTIVE)
     if heldout is None and kind in BLIND_NO_HARM:
-        warnings.warn(BLIND_NO_HARM[kind][0], UserWarning, stacklevel=5)
+        warnings.warn(BLIND_NO_HARM[kind][0], UserWarning, stacklevel=8)  # the caller's line
         report.update(
             reason=BLIND_NO_HARM[kind][1],
             forget_acc=original.forget_acc,
@@ -884,8 +884,9 @@ def _search(
         _, chosen = _boundary(searcher, start, top, rule.ok, settings.steps)
         reason = "target reached with the fewest parameters found"
     if not rule.safe(chosen):
+        unsafe = chosen
         chosen, _ = _boundary(searcher, start, chosen, lambda p: not rule.safe(p), settings.steps)
-        reason = rule.stopped()
+        reason = rule.stopped(unsafe)
     return chosen, reason
 
 

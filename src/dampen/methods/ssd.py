@@ -117,7 +117,8 @@ class _Alpha(_Dampening):
             as well (round r of R may remove r/R of ``max_importance_removed``), and keep the
             path that reaches the target with the higher held-out accuracy
             (``stats["auto"]["path"]``, ``"plain"`` or ``"paced"``; ``other_path`` reports
-            the other). It doubles the search's cost.
+            the other). It doubles the search's cost and holds two more copies of the
+            parameters while it runs.
     """
 
     alpha: float | str = "auto"
@@ -836,6 +837,7 @@ def _class_by_class_(
                 "forget_acc": stats["auto"]["forget_acc"],
                 "reason": stats["auto"]["reason"],
                 "rounds": stats["auto"].get("rounds", []),
+                **{k: stats["auto"][k] for k in ("path", "other_path") if k in stats["auto"]},
             }
         )
     assert forgotten is not None  # the forget set holds at least two labels
