@@ -88,7 +88,7 @@ from torch import Tensor, nn
 
 from dampen.core.batches import Batches, ForwardFn, default_forward
 from dampen.core.losses import check_targets, mean_loss, sample_wins
-from dampen.core.state import preserved
+from dampen.core.state import preserved, put_weights_
 from dampen.functional import dampen_model_, selection_mask
 from dampen.importances.store import Importance
 from dampen.methods.recentre import (
@@ -452,9 +452,7 @@ class _Searcher:
 
     def restore(self) -> None:
         """Put the saved weights back."""
-        with torch.no_grad():
-            for name, p in self.model.named_parameters():
-                p.copy_(self.saved[name])
+        put_weights_(self.model, self.saved)
 
 
 @dataclass
@@ -555,41 +553,28 @@ def auto_dampen_(
 
     if kind != "class" or heldout is None or not settings.paced_path or settings.rounds < 2:
         return path(paced=False)
-    params = dict(model.named_parameters())
-    caller = {n: p.detach().clone() for n, p in params.items()}
+    caller = {n: p.detach().clone() for n, p in model.named_parameters()}
     plain = path(paced=False)
     if not plain.report["rounds"]:  # nothing applied: met as it was, or no candidate helped
         return plain
-    reached = {n: p.detach().clone() for n, p in params.items()}
+    reached = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
-        _put(params, caller)
+        put_weights_(model, caller)
         paced = path(paced=True)
     except BaseException:
-        _put(params, caller)  # all or nothing
+        put_weights_(model, caller)  # all or nothing
         raise
-    chosen, other, name = (
-        (paced, plain, "paced")
-        if _better_path(paced, plain)
-        else (
-            plain,
-            paced,
-            "plain",
-        )
-    )
-    if chosen is plain:
-        _put(params, reached)
+    if _better_path(paced, plain):
+        chosen, other, name = paced, plain, "paced"
+    else:
+        chosen, other, name = plain, paced, "plain"
+        put_weights_(model, reached)
     chosen.report.update(
         path=name,
         other_path=_path_summary(other),
         evaluations=plain.report["evaluations"] + paced.report["evaluations"],
     )
     return chosen
-
-
-def _put(params: Mapping[str, nn.Parameter], values: Mapping[str, Tensor]) -> None:
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(values[name])
 
 
 def _better_path(paced: AutoOutcome, plain: AutoOutcome) -> bool:

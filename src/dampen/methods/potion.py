@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from dampen.core.batches import Batches, ForwardFn, logits_only
 from dampen.core.progress import progress_bar
-from dampen.core.state import preserved
+from dampen.core.state import preserved, put_weights_
 from dampen.functional import dampening_factors, selection_mask
 from dampen.methods._common import Clock, check_int, check_positive, require_retain
 from dampen.methods.auto_alpha import counted_accuracy
@@ -180,9 +180,7 @@ def ptn_search_(
                 break
             share *= config.step
     except BaseException:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(origin[name])
+        put_weights_(model, origin)
         raise
     return {
         "rho": config.rho,
