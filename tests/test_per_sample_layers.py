@@ -45,12 +45,13 @@ def _trained_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:
 
 
 def _oracle(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    out = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    # In the accumulators' dtype on the CPU (fp64), squares of fp32 gradients.
+    out = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in model.named_parameters()}
     for i in range(len(x)):
         loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
         grads = torch.autograd.grad(loss, list(model.parameters()))
         for n, g in zip(out, grads, strict=True):
-            out[n] += g**2
+            out[n] += g.double() ** 2
     return out
 
 

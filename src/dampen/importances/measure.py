@@ -8,7 +8,7 @@ from torch import nn
 from dampen.core.batches import Batches, ForwardFn, loader_batch_size
 from dampen.core.state import preserved
 from dampen.importances.distributed import all_reduce_sums_, rank_and_world, shard_batches, unwrap
-from dampen.importances.estimators import accumulate, check_estimator
+from dampen.importances.estimators import accumulate, check_estimator, rounded_
 from dampen.importances.store import Fingerprint, Importance
 
 
@@ -57,6 +57,7 @@ def measure(
             objective=objective,
         )
     all_reduce_sums_(sums)
+    rounded_(sums, dict(inner.named_parameters()))
     if sums.units == 0:
         raise ValueError(f"the {what} is empty (no samples)")
     return Importance(
