@@ -110,8 +110,14 @@ def _squares(module: nn.Module, x: Tensor, g: Tensor) -> dict[str, Tensor]:
 
 
 _CHUNK = 1 << 18
-"""How many gradient entries (1 MiB in fp32) a convolution forms at a time when it folds its
-per-sample gradients in: as many samples as fit, at least one."""
+"""How many gradient entries (1 MiB in fp32, and 2 MiB more once cast to fp64 sums) a
+convolution forms at a time when it folds its per-sample gradients in: as many samples as fit,
+at least one."""
+
+
+def _widened(t: Tensor) -> Tensor:
+    """``t`` in fp32, or as it is when it is fp64 (an fp64 model's gradients stay fp64)."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def _fold_squares(
@@ -127,16 +133,15 @@ def _fold_squares(
     n = x.shape[0]
     if isinstance(module, nn.Linear) and x.dim() == 2:
         acc = target("weight")
+        g, x = g.to(acc.dtype), x.to(acc.dtype)  # every sum over samples in the sums' dtype
         g2 = g * g
-        acc.addmm_(g2.t().to(acc.dtype), (x * x).to(acc.dtype))
+        acc.addmm_(g2.t(), x * x)
         if first is not None:
-            total = first("weight")
-            total.addmm_(g.t().to(total.dtype), x.to(total.dtype))
+            first("weight").addmm_(g.t(), x)
         if module.bias is not None:
-            bias = target("bias")
-            bias.add_(g2.sum(dim=0).to(bias.dtype))
+            target("bias").add_(g2.sum(dim=0))
             if first is not None:
-                first("bias").add_(g.sum(dim=0).to(bias.dtype))
+                first("bias").add_(g.sum(dim=0))
         return True
     if not (isinstance(module, _CONVS) and module.groups == 1):
         return False
@@ -204,8 +209,8 @@ class LayerwisePerSample:
             holder: list[Tensor] = []
             x = inputs[0]
             versions.append((x, x._version))
-            calls.append((module, x.detach().float(), holder))
-            output.register_hook(lambda grad: holder.append(grad.detach().float()))
+            calls.append((module, _widened(x.detach()), holder))
+            output.register_hook(lambda grad: holder.append(_widened(grad.detach())))
 
         params = list(self.params.values())
         flags = [p.requires_grad for p in params]
