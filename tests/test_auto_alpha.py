@@ -496,15 +496,19 @@ def _class_request(data: object, label: int) -> tuple[object, object]:
 
 def _path_kept_by_the_rule(kept: dict, other: dict, target: float, paced: bool) -> bool:
     """The rule of the two paths, written out: the path that alone reaches the target, else
-    (both reaching it) the higher held-out accuracy, else (neither) the lower forget accuracy;
-    ties go to the plain path."""
+    (both reaching it) the higher held-out accuracy if higher by more than 2 points and
+    otherwise the less importance removed, else (neither) the lower forget accuracy; ties go
+    to the plain path."""
     reached, other_reached = kept["forget_acc"] <= target, other["forget_acc"] <= target
     if reached != other_reached:
         return reached
-    if reached:
+    lead = kept["heldout_acc"] - other["heldout_acc"]
+    if reached and abs(lead) > 0.02:
+        better, tie = lead > 0, False
+    elif reached:
         better, tie = (
-            kept["heldout_acc"] > other["heldout_acc"],
-            kept["heldout_acc"] == other["heldout_acc"],
+            kept["importance_removed"] < other["importance_removed"],
+            kept["importance_removed"] == other["importance_removed"],
         )
     else:
         better, tie = (

@@ -530,7 +530,8 @@ def auto_dampen_(
     Class forgetting with ``heldout`` (and ``paced_path``, several rounds) takes two paths
     from the caller's weights: with the held-out guard alone, and paced by the data-free
     guard as well (r/R of ``max_importance_removed`` in round r); the model keeps the one
-    that reaches the target with the higher held-out accuracy (:func:`_better_path`).
+    that reaches the target with the less of D's importance removed, unless the other keeps
+    clearly more held-out accuracy (:func:`_better_path`).
     """
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
 
@@ -564,7 +565,7 @@ def auto_dampen_(
     except BaseException:
         put_weights_(model, caller)  # all or nothing
         raise
-    if _better_path(paced, plain):
+    if _better_path(paced, plain, settings.max_heldout_drop):
         chosen, other, name = paced, plain, "paced"
     else:
         chosen, other, name = plain, paced, "plain"
@@ -577,14 +578,20 @@ def auto_dampen_(
     return chosen
 
 
-def _better_path(paced: AutoOutcome, plain: AutoOutcome) -> bool:
-    """Whether the paced path is better: it alone reaches the target, or both do and it keeps
-    more held-out accuracy, or neither does and it forgets more (ties: the plain path).
+def _better_path(paced: AutoOutcome, plain: AutoOutcome, margin: float) -> bool:
+    """Whether the paced path is better: it alone reaches the target; or both do and it
+    removes less of D's importance, unless the other keeps more held-out accuracy by more than
+    ``margin`` (``max_heldout_drop``); or neither does and it forgets more (ties: the plain
+    path).
 
     Measured with 200 held-out test samples, the digits CNNs (29k and 95k parameters) and the
     Fashion-MNIST ViT, every class, three seeds (``benchmarks/auto_plain.py``): the paced path
     alone left part of some classes recognised that the plain path forgot, and the plain path
-    alone cost up to 9 points of retained accuracy where the paced one cost 0.2.
+    alone cost up to 9 points of retained accuracy where the paced one cost 0.2. Held-out
+    accuracies within the held-out guard's own margin are not told apart: on 200 samples one
+    sample is half a point, and in ``fmnist-classes`` (ViT, seed 1, Bag) the plain path kept
+    one more held-out sample than the paced one (75.5 against 75 %) after removing 4.0 % of
+    D's importance against 1.4 %, and cost 4.7 points of retained accuracy.
     """
     a, b = paced.report, plain.report
     reach_a, reach_b = (
@@ -595,7 +602,10 @@ def _better_path(paced: AutoOutcome, plain: AutoOutcome) -> bool:
         return reach_a
     if not reach_a:
         return a["forget_acc"] < b["forget_acc"]
-    return a["heldout_acc"] > b["heldout_acc"]
+    lead = a["heldout_acc"] - b["heldout_acc"]
+    if abs(lead) > margin:
+        return lead > 0
+    return a["importance_removed"] < b["importance_removed"]
 
 
 def _path_summary(outcome: AutoOutcome) -> dict[str, Any]:
