@@ -72,7 +72,8 @@ better (on a digits CNN three steps paced by the data-free guard left half a cla
 where one large step and a second round forgot it), and a 200-sample held-out guard misses
 drops of a point or two. So the search runs twice from the caller's weights, with the
 held-out guard alone and paced by the data-free guard as well, and keeps the path that
-reaches the target with the higher held-out accuracy (:func:`_better_path`).
+reaches the target; when both do, the one that removed less of D's importance unless the
+other keeps more held-out accuracy by more than ``max_heldout_drop`` (:func:`_better_path`).
 """
 
 from __future__ import annotations

@@ -115,10 +115,11 @@ class _Alpha(_Dampening):
         paced_path: for ``"auto"`` in class forgetting with ``heldout=`` and ``rounds`` > 1:
             search a second time from the original weights, paced by the data-free guard
             as well (round r of R may remove r/R of ``max_importance_removed``), and keep the
-            path that reaches the target with the higher held-out accuracy
-            (``stats["auto"]["path"]``, ``"plain"`` or ``"paced"``; ``other_path`` reports
-            the other). It doubles the search's cost and holds two more copies of the
-            parameters while it runs.
+            path that reaches the target; when both do, the one that removed less of D's
+            importance unless the other keeps more held-out accuracy by more than
+            ``max_heldout_drop`` (``stats["auto"]["path"]``, ``"plain"`` or ``"paced"``;
+            ``other_path`` reports the other). It doubles the search's cost and holds two
+            more copies of the parameters while it runs.
     """
 
     alpha: float | str = "auto"
