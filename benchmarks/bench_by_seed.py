@@ -1,8 +1,9 @@
 """Run a bench preset one seed per process, and merge the seeds' results.
 
-``run PRESET SEED OUT [--skip METHOD ...]``: the preset with one seed (its grids tuned on that
-seed, as the other seeds' processes tune on theirs), without the skipped methods, in
-``OUT/seedN`` (resumable), with the models and importances cached in ``runs/PRESET/cache``.
+``run PRESET SEED OUT [--skip METHOD ...] [--scenarios LABEL ...]``: the preset with one seed
+(its grids tuned on that seed, as the other seeds' processes tune on theirs), without the
+skipped methods and, with ``--scenarios``, on those scenarios only, in ``OUT/seedN``
+(resumable), with the models and importances cached in ``runs/PRESET/cache``.
 
 ``merge OUT DEST [--add OTHER ...]``: every ``OUT/seed*/results.json`` in one
 ``DEST/results.json`` (each seed's tuning in ``DEST/tuning-per-seed.json``), with the rows of
@@ -11,7 +12,9 @@ seed, as the other seeds' processes tune on theirs), without the skipped methods
 
 The fmnist-poison rerun of ``docs/results/fmnist-poison/rerun``: ``run fmnist-poison N
 runs/fpfull --skip finetune scrub salun bad_teacher`` for N = 0, 1, 2 side by side, then
-``merge runs/fpfull docs/results/fmnist-poison/rerun``.
+``merge runs/fpfull docs/results/fmnist-poison/rerun``. Its four trained baselines, on the
+(seed, share) cells where the backdoor took: ``run fmnist-poison 0 runs/fpbase --skip ssd lfssd
+assd alf potion --scenarios`` with the 1 and 2 % scenarios (seed 1: 2 %; seed 2: all twelve).
 """
 
 from __future__ import annotations
@@ -27,13 +30,21 @@ from dampen.bench.presets import PRESETS
 from dampen.bench.runner import run_bench, write_json
 
 
-def run(preset: str, seed: int, out: Path, skip: list[str]) -> None:
-    """One seed of ``preset`` without the ``skip`` methods, in ``out/seed<seed>``."""
+def run(
+    preset: str, seed: int, out: Path, skip: list[str], scenarios: list[str] | None = None
+) -> None:
+    """One seed of ``preset`` without the ``skip`` methods, on ``scenarios`` (labels; all when
+    ``None``), in ``out/seed<seed>``."""
     full = PRESETS[preset]()
     unknown = sorted(set(skip) - {m.method for m in full.methods})
     if unknown:
         raise SystemExit(f"--skip: {preset} has no method {', '.join(unknown)}")
+    labels = [s.label for s in full.scenarios]
+    missing = sorted(set(scenarios or ()) - set(labels))
+    if missing:
+        raise SystemExit(f"--scenarios: {preset} has no {', '.join(missing)} (it has {labels})")
     config = full.replace(
+        scenarios=tuple(s for s in full.scenarios if scenarios is None or s.label in scenarios),
         methods=tuple(m for m in full.methods if m.method not in skip),
         seeds=(seed,),
         out_dir=str(out / f"seed{seed}"),
@@ -44,6 +55,8 @@ def run(preset: str, seed: int, out: Path, skip: list[str]) -> None:
     command = f"benchmarks/bench_by_seed.py run {preset} {seed} {out}"
     if skip:
         command += " --skip " + " ".join(skip)
+    if scenarios:
+        command += " --scenarios " + " ".join(scenarios)
     run_bench(config, command=command, log=lambda m: print(m, flush=True))
 
 
@@ -120,6 +133,7 @@ def main() -> None:
     one.add_argument("seed", type=int)
     one.add_argument("out", type=Path)
     one.add_argument("--skip", nargs="*", default=[], help="methods to leave out")
+    one.add_argument("--scenarios", nargs="+", help="scenario labels to run (default: all)")
     joined = sub.add_parser("merge", help="the seeds' results in one results.json")
     joined.add_argument("out", type=Path)
     joined.add_argument("dest", type=Path)
@@ -128,7 +142,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.command == "run":
-        run(args.preset, args.seed, args.out, args.skip)
+        run(args.preset, args.seed, args.out, args.skip, args.scenarios)
     else:
         merge(args.out, args.dest, args.add)
 
