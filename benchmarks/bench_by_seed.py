@@ -1,9 +1,11 @@
 """Run a bench preset one seed per process, and merge the seeds' results.
 
-``run PRESET SEED OUT [--skip METHOD ...] [--scenarios LABEL ...]``: the preset with one seed
-(its grids tuned on that seed, as the other seeds' processes tune on theirs), without the
-skipped methods and, with ``--scenarios``, on those scenarios only, in ``OUT/seedN``
-(resumable), with the models and importances cached in ``runs/PRESET/cache``.
+``run PRESET SEED OUT [--skip METHOD ...] [--rows ROW ...] [--scenarios LABEL ...] [--cache
+DIR]``: the preset with one seed (its grids tuned on that seed, as the other seeds' processes
+tune on theirs), without the skipped methods, with ``--rows`` only the methods of those row
+labels (the references always run) and with ``--scenarios`` on those scenarios only, in
+``OUT/seedN`` (resumable), with the models and importances cached in ``runs/PRESET/cache``
+(or ``--cache``).
 
 ``merge OUT DEST [--add OTHER ...]``: every ``OUT/seed*/results.json`` in one
 ``DEST/results.json`` (each seed's tuning in ``DEST/tuning-per-seed.json``), with the rows of
@@ -31,32 +33,48 @@ from dampen.bench.runner import run_bench, write_json
 
 
 def run(
-    preset: str, seed: int, out: Path, skip: list[str], scenarios: list[str] | None = None
+    preset: str,
+    seed: int,
+    out: Path,
+    skip: list[str],
+    scenarios: list[str] | None = None,
+    rows: list[str] | None = None,
+    cache: str | None = None,
 ) -> None:
-    """One seed of ``preset`` without the ``skip`` methods, on ``scenarios`` (labels; all when
-    ``None``), in ``out/seed<seed>``."""
+    """One seed of ``preset`` without the ``skip`` methods, only the methods of ``rows`` (row
+    labels; all when ``None``), on ``scenarios`` (labels; all when ``None``), in
+    ``out/seed<seed>``, caching in ``cache`` (``runs/<preset>/cache`` when ``None``)."""
     full = PRESETS[preset]()
     unknown = sorted(set(skip) - {m.method for m in full.methods})
     if unknown:
         raise SystemExit(f"--skip: {preset} has no method {', '.join(unknown)}")
+    absent = sorted(set(rows or ()) - {m.label for m in full.methods})
+    if absent:
+        raise SystemExit(f"--rows: {preset} has no row {', '.join(absent)}")
     labels = [s.label for s in full.scenarios]
     missing = sorted(set(scenarios or ()) - set(labels))
     if missing:
         raise SystemExit(f"--scenarios: {preset} has no {', '.join(missing)} (it has {labels})")
     config = full.replace(
         scenarios=tuple(s for s in full.scenarios if scenarios is None or s.label in scenarios),
-        methods=tuple(m for m in full.methods if m.method not in skip),
+        methods=tuple(
+            m for m in full.methods if m.method not in skip and (rows is None or m.label in rows)
+        ),
         seeds=(seed,),
         out_dir=str(out / f"seed{seed}"),
-        cache_dir=f"runs/{preset}/cache",
+        cache_dir=cache or f"runs/{preset}/cache",
         threads=1,
     )
     torch.set_num_threads(1)
     command = f"benchmarks/bench_by_seed.py run {preset} {seed} {out}"
     if skip:
         command += " --skip " + " ".join(skip)
+    if rows:
+        command += " --rows " + " ".join(f"'{r}'" for r in rows)
     if scenarios:
         command += " --scenarios " + " ".join(scenarios)
+    if cache:
+        command += f" --cache {cache}"
     run_bench(config, command=command, log=lambda m: print(m, flush=True))
 
 
@@ -133,7 +151,9 @@ def main() -> None:
     one.add_argument("seed", type=int)
     one.add_argument("out", type=Path)
     one.add_argument("--skip", nargs="*", default=[], help="methods to leave out")
+    one.add_argument("--rows", nargs="+", help="row labels of the methods to run (default: all)")
     one.add_argument("--scenarios", nargs="+", help="scenario labels to run (default: all)")
+    one.add_argument("--cache", help="the cache directory (default: runs/PRESET/cache)")
     joined = sub.add_parser("merge", help="the seeds' results in one results.json")
     joined.add_argument("out", type=Path)
     joined.add_argument("dest", type=Path)
@@ -142,7 +162,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.command == "run":
-        run(args.preset, args.seed, args.out, args.skip, args.scenarios)
+        run(args.preset, args.seed, args.out, args.skip, args.scenarios, args.rows, args.cache)
     else:
         merge(args.out, args.dest, args.add)
 

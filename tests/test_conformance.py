@@ -244,15 +244,19 @@ def test_forgets_the_class_and_keeps_the_rest(name: str, task: Task, toy_model: 
 def test_ssd_auto_on_the_toy_stops_at_the_guard_without_heldout(
     task: Task, toy_model: ToyNet
 ) -> None:
-    """The default call (shuffled_sq, alpha="auto", no heldout=) leaves this toy unchanged: the
-    second parameter of its selection alone removes more of D's importance-weighted weights
-    than the data-free guard allows. Held-out samples of the other classes lift the guard."""
+    """The default call (shuffled_sq, alpha="auto", no heldout=) stops this toy short of the
+    target at the data-free guard: the next candidate of its selection removes more of D's
+    importance-weighted weights than the guard allows (with the log-odds I_Df it dampens 3
+    parameters first; with the cross-entropy's it dampened none). Held-out samples of the
+    other classes lift the guard."""
     f = task.forget_mask
-    before = snapshot(toy_model)
     blind = run(toy_model, task, "ssd")
-    assert blind.stats["estimator"] == "shuffled_sq" and blind.stats["selected"] == 0
+    assert blind.stats["estimator"] == "shuffled_sq"
     assert "data-free guard" in blind.stats["auto"]["reason"]
-    assert same_snapshot(snapshot(blind.model), before)
+    assert blind.stats["auto"]["importance_removed"] <= 0.025
+    assert accuracy(blind.model, task.x[f], task.y[f]) > 0.05  # short of the target
+    retained = accuracy(toy_model, task.x[~f], task.y[~f])
+    assert accuracy(blind.model, task.x[~f], task.y[~f]) >= retained - 0.02
     centers = _centers(torch.Generator().manual_seed(1))  # the task's (seed 1), fresh samples
     y = torch.arange(1, CLASSES).repeat_interleave(20)
     x = centers[y] + torch.randn(len(y), DIM, generator=torch.Generator().manual_seed(99))

@@ -10,7 +10,8 @@ meets the target.
 
 Target (``forget_kind``):
 - ``"class"``: forget accuracy at most ``tolerance`` (a model that never saw a class does not
-  predict it);
+  predict it); ``I_Df`` is that of minus the log-odds of the labels, as in the corrective
+  kinds (:func:`dampen.methods.ssd.forget_objective`);
 - ``"samples"``: forget accuracy at most the original model's accuracy on the held-out sample,
   plus what sampling noise allows (:func:`sampling_margin`, one-sided 95 %), plus
   ``tolerance``: it should look like data the model never trained on, and a model that

@@ -79,10 +79,7 @@ def replay_(
     if "per_class" in auto:
         _classes(model, forget, importance, auto["per_class"], options, forward)
         return
-    try:
-        objective = check_objective(str(auto.get("objective", "cross_entropy")))
-    except ValueError as e:
-        raise ValueError(f"the stats record an unknown objective: {e}") from None
+    objective = _objective(auto)
     filtered = auto.get("winning", 0) < auto.get("identified", 0)
     fallback = bool(auto.get("erased_fallback"))
     copied = bool(auto.get("erased_winning")) and not fallback
@@ -155,6 +152,14 @@ def _recentre(model: nn.Module, auto: Mapping[str, Any]) -> None:
             bias[target] += float(offset)
 
 
+def _objective(auto: Mapping[str, Any]) -> str:
+    """What the request's ``I_Df`` differentiated (the cross-entropy before dampen recorded it)."""
+    try:
+        return check_objective(str(auto.get("objective", "cross_entropy")))
+    except ValueError as e:
+        raise ValueError(f"the stats record an unknown objective: {e}") from None
+
+
 def _check_made(
     made: Mapping[str, Any], auto: Mapping[str, Any], what: str, keys: tuple[str, str]
 ) -> None:
@@ -190,11 +195,14 @@ def _classes(
     remaining = importance
     for number, entry in enumerate(classes):
         batches = ClassBatches(forget, int(entry["label"]), size)
-        first = _rounds(model, batches, remaining, _alphas(entry), options, forward)
-        if number < len(classes) - 1:
-            if first is None:  # no round: the request still measured it, on this model
-                first = _measure(model, batches, remaining, forward)
-            remaining = remaining.subtract(first)
+        objective = _objective(entry)
+        # the class's cross-entropy importance, on the model as the request measured it
+        measured = (
+            _measure(model, batches, remaining, forward) if number < len(classes) - 1 else None
+        )
+        _rounds(model, batches, remaining, _alphas(entry), options, forward, objective)
+        if measured is not None:
+            remaining = remaining.subtract(measured)
 
 
 def _measure(
