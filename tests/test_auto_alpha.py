@@ -271,6 +271,38 @@ def test_rounds_equal_dampening_round_by_round(digits_cnn: tuple) -> None:
     assert multi >= 1, "no class needed a second round: the test checked nothing"
 
 
+def test_class_search_ranks_by_log_odds_but_hands_back_the_cross_entropy(
+    digits_cnn: tuple,
+) -> None:
+    """An auto class request records the log-odds objective, and the forget importance it hands
+    back (what ``Importance.subtract`` takes out of D's) is the cross-entropy one of Df, not the
+    log-odds one its search ranked by."""
+    from dampen.data.base import loader as data_loader
+    from dampen.importances.measure import measure
+
+    model, data, imp = digits_cnn
+    train = data.train
+    forget = data_loader(train, (train.y == 3).nonzero().flatten(), batch_size=64)
+    result = dampen.unlearn(model, forget, importance=imp)
+    assert result.stats["auto"]["objective"] == "log_odds"
+    handed = result.forget_importance
+    assert handed is not None
+
+    def of(objective: str) -> dampen.Importance:
+        return measure(
+            model,
+            forget,
+            estimator=imp.estimator,
+            objective=objective,
+            hash_values=False,
+            batch_size=imp.batch_size,
+        )
+
+    cross, log_odds = of("cross_entropy"), of("log_odds")
+    assert all(torch.equal(handed[n], cross[n]) for n in cross.sums)
+    assert not all(torch.equal(handed[n], log_odds[n]) for n in log_odds.sums)
+
+
 def test_without_heldout_rounds_stay_within_the_data_free_guard(digits_cnn: tuple) -> None:
     """No held-out data: rounds run, each request removes at most its share of importance,
     and the reported share is the one measured on the weights."""

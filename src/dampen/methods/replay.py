@@ -4,8 +4,9 @@
 the model as the earlier rounds left it; a request for several whole classes forgets them one
 at a time, the importance of D updated in between. ``stats["alpha"]`` alone therefore does not
 say what was done; ``stats["auto"]`` does, and :func:`replay_` applies it: per round, measure
-``I_Df`` on the model as it is now (of the log-odds for corrective requests) and dampen with
-that round's α.
+``I_Df`` on the model as it is now (of ``stats["auto"]["objective"]``: minus the log-odds for
+class forgetting and corrective requests, the cross-entropy when the stats record none) and
+dampen with that round's α.
 """
 
 from __future__ import annotations
@@ -231,14 +232,9 @@ def _rounds(
     options: Mapping[str, float],
     forward: ForwardFn | None,
     objective: str = "cross_entropy",
-) -> Importance | None:
-    """Per α: measure ``I_Df`` (of ``objective``) on the model as it is now and dampen.
-    Returns the first ``I_Df`` (``None`` when there was no round)."""
-    first: Importance | None = None
+) -> None:
+    """Per α: measure ``I_Df`` (of ``objective``) on the model as it is now and dampen."""
     for alpha in alphas:
         imp_f = _measure(model, forget, importance, forward, objective)
-        if first is None:
-            first = imp_f
         if math.isfinite(alpha):
             dampen_model_(model, importance, imp_f, alpha=alpha, **options)
-    return first

@@ -670,6 +670,7 @@ def ssd_(
         if kind == "class":
             stats["auto"]["objective"] = objective
             stats[FORGET_IMPORTANCE] = imp_all
+            stats["forget_samples"] = imp_all.samples
     if corrective is not None:
         stats["auto"].update(corrective)
         stats[FORGET_IMPORTANCE] = imp_all
@@ -878,6 +879,7 @@ def _class_by_class_(
     )
     stats["auto"] = {
         "kind": "class",
+        "objective": forget_objective(estimator, "class"),
         "reason": f"{len(per_class)} classes forgotten one at a time (selected counts add up)",
         "forget_acc": accuracy(model, request.forget, request.forward),
         "per_class": per_class,
