@@ -156,8 +156,8 @@ def _fold_squares(
     for start in range(0, n, step):
         chunk = torch.bmm(grads[start : start + step], cols[start : start + step])
         # [samples, O, C·k] as formed; the in-place multiply-add computes in the sums' dtype
-        # (an fp32 product is exact in fp64) without a widened copy of the chunk: 6x faster
-        # than casting it first on the CPU, bit for bit the same
+        # (an fp32 product is exact in fp64), bit for bit as a widened copy would, without
+        # the copy (the pass took as long either way in benchmarks/speed.py)
         for w in chunk:
             flat.addcmul_(w, w)
         if flat_first is not None:

@@ -659,7 +659,7 @@ def ssd_(
         lambda_=lambda_,
         per_tensor=per_tensor,
         imp_d=imp_d,
-        imp_f=imp_f,
+        imp_f=imp_all,  # handed back: the cross-entropy importance of all of Df
         seconds=seconds,
         exponent=exponent,
         upper=upper,
@@ -669,12 +669,8 @@ def ssd_(
         stats["auto"] = auto_report
         if kind == "class":
             stats["auto"]["objective"] = objective
-            stats[FORGET_IMPORTANCE] = imp_all
-            stats["forget_samples"] = imp_all.samples
     if corrective is not None:
         stats["auto"].update(corrective)
-        stats[FORGET_IMPORTANCE] = imp_all
-        stats["forget_samples"] = imp_all.samples
     return stats
 
 
