@@ -86,6 +86,36 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(right) / len(y)
 
 
+def load_data(data_name: str, seed: int) -> Any:
+    """The data set of a model of :data:`MODELS` for ``seed``."""
+    if data_name == "digits":
+        return load_digits(seed=seed)
+    return load_fashion_mnist(limit=10_000, test_limit=2_000, seed=seed)
+
+
+def random_split(data: Any, count: int, seed: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """``count`` random samples to forget (the scenario), the test indices handed over as
+    ``heldout=`` and the mask of the other test samples, on which test accuracy is measured."""
+    sc = random_samples(data, count, seed=seed)
+    test = data.test
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:HELDOUT]
+    rest = torch.ones(len(test), dtype=torch.bool)
+    rest[pick] = False
+    return sc, pick, rest
+
+
+def random_scores(
+    model: torch.nn.Module, data: Any, sc: Any, rest: torch.Tensor
+) -> dict[str, float]:
+    """Df, Dr and test accuracy (on the ``rest`` of the test samples) of ``model``."""
+    train, test = data.train, data.test
+    return {
+        "df": evaluate(model, train.x[sc.forget], train.y[sc.forget]),
+        "dr": evaluate(model, train.x[sc.retain], train.y[sc.retain]),
+        "test": evaluate(model, test.x[rest], test.y[rest]),
+    }
+
+
 def run(
     name: str,
     seed: int,
@@ -97,11 +127,7 @@ def run(
     """Every class without held-out data in three orders and with it (unless ``done`` has
     them; ``redo_heldout``: only the held-out rows again), then random samples."""
     data_name, recipe, count = MODELS[name]
-    data = (
-        load_digits(seed=seed)
-        if data_name == "digits"
-        else load_fashion_mnist(limit=10_000, test_limit=2_000, seed=seed)
-    )
+    data = load_data(data_name, seed)
     train = data.train
     t = perf_counter()
     original = train_model(recipe, data, seed=seed).eval()
@@ -211,19 +237,11 @@ def random_rows(
 ) -> dict[str, Any]:
     """``count`` random samples: the original, retraining and auto without and with 200
     held-out test samples (test accuracy on the other test samples)."""
-    train, test = data.train, data.test
-    sc = random_samples(data, count, seed=seed)
-    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:HELDOUT]
-    held = loader(test, pick, batch_size=BATCH)
-    rest = torch.ones(len(test), dtype=torch.bool)
-    rest[pick] = False  # test accuracy on the samples not handed over as heldout=
+    sc, pick, rest = random_split(data, count, seed)
+    held = loader(data.test, pick, batch_size=BATCH)
 
     def scores(model: torch.nn.Module) -> dict[str, float]:
-        return {
-            "df": evaluate(model, train.x[sc.forget], train.y[sc.forget]),
-            "dr": evaluate(model, train.x[sc.retain], train.y[sc.retain]),
-            "test": evaluate(model, test.x[rest], test.y[rest]),
-        }
+        return random_scores(model, data, sc, rest)
 
     retrained = train_model(recipe, data, sc.retain, seed=seed)
     randoms = {"count": count, "original": scores(original), "retrain": scores(retrained)}

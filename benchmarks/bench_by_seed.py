@@ -32,6 +32,14 @@ from dampen.bench.presets import PRESETS
 from dampen.bench.runner import run_bench, write_json
 
 
+def _known(option: str, asked: list[str], known: list[str], preset: str) -> None:
+    """Refuse names in ``asked`` that ``preset`` does not have."""
+    unknown = sorted(set(asked) - set(known))
+    if unknown:
+        names = ", ".join(dict.fromkeys(known))
+        raise SystemExit(f"{option}: {preset} has no {', '.join(unknown)} (it has {names})")
+
+
 def run(
     preset: str,
     seed: int,
@@ -45,16 +53,9 @@ def run(
     labels; all when ``None``), on ``scenarios`` (labels; all when ``None``), in
     ``out/seed<seed>``, caching in ``cache`` (``runs/<preset>/cache`` when ``None``)."""
     full = PRESETS[preset]()
-    unknown = sorted(set(skip) - {m.method for m in full.methods})
-    if unknown:
-        raise SystemExit(f"--skip: {preset} has no method {', '.join(unknown)}")
-    absent = sorted(set(rows or ()) - {m.label for m in full.methods})
-    if absent:
-        raise SystemExit(f"--rows: {preset} has no row {', '.join(absent)}")
-    labels = [s.label for s in full.scenarios]
-    missing = sorted(set(scenarios or ()) - set(labels))
-    if missing:
-        raise SystemExit(f"--scenarios: {preset} has no {', '.join(missing)} (it has {labels})")
+    _known("--skip", skip, [m.method for m in full.methods], preset)
+    _known("--rows", rows or [], [m.label for m in full.methods], preset)
+    _known("--scenarios", scenarios or [], [s.label for s in full.scenarios], preset)
     config = full.replace(
         scenarios=tuple(s for s in full.scenarios if scenarios is None or s.label in scenarios),
         methods=tuple(

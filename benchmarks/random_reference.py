@@ -24,11 +24,8 @@ from typing import Any
 
 import torch
 
-from auto_plain import HELDOUT, MODELS, evaluate
+from auto_plain import HELDOUT, MODELS, load_data, random_scores, random_split
 from dampen.core.files import atomic_write_text
-from dampen.data.digits import load_digits
-from dampen.data.fashion_mnist import load_fashion_mnist
-from dampen.data.scenarios import random_samples
 from dampen.recipe import train_model
 
 SEED_STEP = 100  # the retrained models' seeds: seed, seed + 100, seed + 200, ...
@@ -38,23 +35,11 @@ def measure(stored: dict[str, Any], retrains: int) -> dict[str, Any]:
     """The retrained models' scores for the random rows of one ``auto_plain.py`` file."""
     name, seed = stored["model"], stored["seed"]
     data_name, recipe, count = MODELS[name]
-    data = (
-        load_digits(seed=seed)
-        if data_name == "digits"
-        else load_fashion_mnist(limit=10_000, test_limit=2_000, seed=seed)
-    )
-    train, test = data.train, data.test
-    sc = random_samples(data, count, seed=seed)
-    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:HELDOUT]
-    rest = torch.ones(len(test), dtype=torch.bool)
-    rest[pick] = False
+    data = load_data(data_name, seed)
+    sc, _, rest = random_split(data, count, seed)  # as auto_plain.py picks them
 
     def scores(model: torch.nn.Module) -> dict[str, float]:
-        return {
-            "df": evaluate(model, train.x[sc.forget], train.y[sc.forget]),
-            "dr": evaluate(model, train.x[sc.retain], train.y[sc.retain]),
-            "test": evaluate(model, test.x[rest], test.y[rest]),
-        }
+        return random_scores(model, data, sc, rest)
 
     original = scores(train_model(recipe, data, seed=seed))
     if original != {k: stored["random"]["original"][k] for k in ("df", "dr", "test")}:

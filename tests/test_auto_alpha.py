@@ -6,6 +6,7 @@ import copy
 import itertools
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -225,12 +226,27 @@ def digits_cnn() -> tuple[torch.nn.Module, object, dampen.Importance]:
     return model, data, dampen.importance(model, data_loader(data.train, batch_size=64))
 
 
+def _forget_importance(
+    model: torch.nn.Module, forget: Any, imp: dampen.Importance, objective: str
+) -> dampen.Importance:
+    """Df's importance of ``objective`` as the request measures it (D's estimator and B)."""
+    from dampen.importances.measure import measure
+
+    return measure(
+        model,
+        forget,
+        estimator=imp.estimator,
+        objective=objective,
+        hash_values=False,
+        batch_size=imp.batch_size,
+    )
+
+
 def test_rounds_equal_dampening_round_by_round(digits_cnn: tuple) -> None:
     """Oracle: each round is SSD with its reported α and I_Df (minus the label's log-odds, the
     objective class forgetting searches with) measured on the model so far."""
     from dampen.data.base import loader as data_loader
     from dampen.functional import dampen_
-    from dampen.importances.measure import measure
 
     model, data, imp = digits_cnn
     train, test = data.train, data.test
@@ -248,14 +264,7 @@ def test_rounds_equal_dampening_round_by_round(digits_cnn: tuple) -> None:
         assert result.stats["auto"]["objective"] == "log_odds"
         by_hand = copy.deepcopy(model)
         for number, step in enumerate(rounds):
-            imp_f = measure(
-                model if number == 0 else by_hand,
-                forget,
-                estimator=imp.estimator,
-                objective="log_odds",
-                hash_values=False,
-                batch_size=imp.batch_size,
-            )
+            imp_f = _forget_importance(model if number == 0 else by_hand, forget, imp, "log_odds")
             with torch.no_grad():
                 for name, p in by_hand.named_parameters():
                     dampen_(p, imp[name], imp_f[name], alpha=step["alpha"])
@@ -278,7 +287,6 @@ def test_class_search_ranks_by_log_odds_but_hands_back_the_cross_entropy(
     back (what ``Importance.subtract`` takes out of D's) is the cross-entropy one of Df, not the
     log-odds one its search ranked by."""
     from dampen.data.base import loader as data_loader
-    from dampen.importances.measure import measure
 
     model, data, imp = digits_cnn
     train = data.train
@@ -287,18 +295,8 @@ def test_class_search_ranks_by_log_odds_but_hands_back_the_cross_entropy(
     assert result.stats["auto"]["objective"] == "log_odds"
     handed = result.forget_importance
     assert handed is not None
-
-    def of(objective: str) -> dampen.Importance:
-        return measure(
-            model,
-            forget,
-            estimator=imp.estimator,
-            objective=objective,
-            hash_values=False,
-            batch_size=imp.batch_size,
-        )
-
-    cross, log_odds = of("cross_entropy"), of("log_odds")
+    cross = _forget_importance(model, forget, imp, "cross_entropy")
+    log_odds = _forget_importance(model, forget, imp, "log_odds")
     assert all(torch.equal(handed[n], cross[n]) for n in cross.sums)
     assert not all(torch.equal(handed[n], log_odds[n]) for n in log_odds.sums)
 
