@@ -55,8 +55,19 @@ def _oracle(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, tor
     return out
 
 
+@pytest.fixture(params=["grouped", "blocked"])
+def conv_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which of the two ways of forming a convolution's per-sample gradients every
+    convolution takes (in the library, chosen by its number of output positions)."""
+    positions = 0 if request.param == "grouped" else 1 << 30
+    monkeypatch.setattr("dampen.importances.per_sample_layers._MANY_POSITIONS", positions)
+    # several products per batch, the last one short
+    monkeypatch.setattr("dampen.importances.per_sample_layers._SAMPLES_PER_PRODUCT", 3)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("impl", ["layers", "vmap"])
-def test_layerwise_equals_a_loop_over_samples(impl: str) -> None:
+def test_layerwise_equals_a_loop_over_samples(impl: str, conv_path: str) -> None:
     torch.manual_seed(0)
     x, y = torch.randn(10, 2, 8, 8), torch.arange(10) % 3
     model = _trained_bn(Mixed(), torch.randn(16, 2, 8, 8))
@@ -118,7 +129,7 @@ class TwoBranches(nn.Module):
 
 @pytest.mark.parametrize("chunk", [1 << 18, 2000])  # all samples at once, or 1 at a time
 def test_every_branch_from_the_input_and_wide_convolutions(
-    chunk: int, monkeypatch: pytest.MonkeyPatch
+    chunk: int, conv_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("dampen.importances.per_sample_layers._CHUNK", chunk)
     torch.manual_seed(1)

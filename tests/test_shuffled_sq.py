@@ -239,19 +239,31 @@ def test_computed_now_without_an_estimator_is_shuffled_sq() -> None:
 
 @pytest.mark.parametrize(
     ("summed_in", "impl"),
-    [("accumulators", "layers"), ("accumulators", "vmap"), ("fp32", "layers")],
+    [
+        ("accumulators", "layers"),
+        ("accumulators", "layers, grouped"),
+        ("accumulators", "vmap"),
+        ("fp32", "layers"),
+    ],
 )
 def test_no_loader_order_changes_a_bit_of_it(summed_in: str, impl: str, monkeypatch) -> None:
     """The sums of a pass are fp64 on the CPU, so another loader order leaves every entry of
     the stored fp32 importance of the digits CNN (sums and gradient sums) the same, bit for
-    bit. Summed in fp32 (the check that this test can tell) most entries differ."""
+    bit. Summed in fp32 (the check that this test can tell) most entries differ. "grouped":
+    the convolutions form their per-sample gradients as one grouped convolution's weight
+    gradient (the path of layers with many output positions), whose calls hold other samples
+    in another order."""
     from dampen.data.base import loader as data_loader
     from dampen.data.digits import load_digits
-    from dampen.importances import estimators
+    from dampen.importances import estimators, per_sample_layers
     from dampen.models import build_model
 
     if summed_in == "fp32":
         monkeypatch.setattr(estimators, "accumulator_dtype", estimators.stored_dtype)
+    if impl == "layers, grouped":
+        monkeypatch.setattr(per_sample_layers, "_MANY_POSITIONS", 0)
+        monkeypatch.setattr(per_sample_layers, "_CHUNK", 20_000)  # a few samples per call
+        impl = "layers"
     data = load_digits()
     torch.manual_seed(0)
     model = build_model("cnn", in_channels=1, image_size=8).eval()

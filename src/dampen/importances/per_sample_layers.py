@@ -6,10 +6,11 @@ of the layer's input and the gradient of its output. One backward pass of ``sum_
 provides the output gradients; it runs with the parameters frozen, so it computes no weight
 gradient at all, only the gradients that flow between layers. The squares are then summed
 without keeping every sample's gradient at once: a ``Linear`` on one vector per sample needs
-none (``Σ_s (g_s x_sᵀ)² = (g²)ᵀ x²``), and a convolution forms the gradients of a few samples
-at a time (about 1 MiB) and folds their squares in while they are still in cache (on the last
-ResNet18 stage 1.4-2× faster than one batched ``einsum`` of all samples). Samples must not interact
-(true in eval mode), which the ``per_sample`` estimator assumes anyway.
+none (``Σ_s (g_s x_sᵀ)² = (g²)ᵀ x²``), and a convolution forms its per-sample gradients a few
+MiB at a time and folds their squares in while they are still in cache: on many output
+positions as the weight gradient of one convolution with the samples as groups, on few as
+matrix products of the unfolded input, a block of output channels at a time. Samples must not
+interact (true in eval mode), which the ``per_sample`` estimator assumes anyway.
 
 :func:`supports` says whether a model qualifies; otherwise the estimator uses ``vmap``.
 """
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.nn import grad as conv_grad
 
 from dampen.core.batches import detached
 
@@ -109,15 +111,83 @@ def _squares(module: nn.Module, x: Tensor, g: Tensor) -> dict[str, Tensor]:
     return out
 
 
-_CHUNK = 1 << 18
-"""How many gradient entries (1 MiB in fp32) a
-convolution forms at a time when it folds its per-sample gradients in: as many samples as fit,
-at least one."""
+_CHUNK = 1 << 21
+"""How many gradient entries (8 MiB in fp32) a convolution forms at a time when it folds its
+per-sample gradients in: as many samples (or, with few positions, output channels of a few
+samples) as fit, at least one."""
+
+_MANY_POSITIONS = 100
+"""Output positions from which a convolution forms its per-sample gradients as the weight
+gradient of one convolution with the samples as groups (oneDNN's kernels, no unfolded input);
+below, as matrix products of the unfolded input, a block of output channels at a time (width-64
+ResNet18 on 28×28, 64 samples: 28×28 and 14×14 layers 3-6× faster grouped, 4×4 layers 2×
+faster blocked, so that the fp64 block stays in cache while the samples' squares go in)."""
+
+_SAMPLES_PER_PRODUCT = 8
+"""Samples per batched matrix product of the blocked path."""
 
 
 def _widened(t: Tensor) -> Tensor:
     """``t`` in fp32, or as it is when it is fp64 (an fp64 model's gradients stay fp64)."""
     return t if t.dtype == torch.float64 else t.float()
+
+
+def _fold(acc: Tensor, first: Tensor | None, chunk: Tensor) -> None:
+    """Add the squares of the per-sample gradients ``chunk`` (``[samples, *acc.shape]``) into
+    ``acc`` and their sum into ``first``. The in-place multiply-add computes in the sums' dtype
+    (an fp32 product is exact in fp64), sample by sample, without a widened copy."""
+    for w in chunk:
+        acc.addcmul_(w, w)
+    if first is not None:
+        first.add_(chunk.sum(dim=0, dtype=first.dtype))
+
+
+def _conv_weight_grads(module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor) -> Tensor:
+    """``[N, O, C·k]``: each sample's weight gradient, as the weight gradient of a single
+    convolution that treats the N samples as N groups (its result is bit for bit the same
+    whichever samples share a call)."""
+    n, o = x.shape[0], module.out_channels
+    shape = (n * o, *module.weight.shape[1:])
+    stacked_x = x.reshape(1, n * x.shape[1], *x.shape[2:])
+    stacked_g = g.reshape(1, n * o, *g.shape[2:])
+    is_2d = isinstance(module, nn.Conv2d)
+    grad_weight = conv_grad.conv2d_weight if is_2d else conv_grad.conv1d_weight
+    w = grad_weight(
+        stacked_x,
+        shape,
+        stacked_g,
+        stride=module.stride,
+        padding=module.padding,
+        dilation=module.dilation,
+        groups=n,
+    )
+    return w.reshape(n, o, -1)
+
+
+def _fold_conv(
+    module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor, flat: Tensor, first: Tensor | None
+) -> None:
+    """Fold the per-sample weight gradients of a convolution without groups into ``flat``
+    (``[O, C·k]``, and their sum into ``first``), a bounded number of entries at a time."""
+    n, o = x.shape[0], flat.shape[0]
+    if g[0, 0].numel() >= _MANY_POSITIONS:
+        step = max(1, _CHUNK // flat.numel())
+        for start in range(0, n, step):
+            _fold(
+                flat,
+                first,
+                _conv_weight_grads(module, x[start : start + step], g[start : start + step]),
+            )
+        return
+    cols = _conv_unfold(module, x).transpose(1, 2)  # [N, L, C·k]
+    grads = g.reshape(n, o, -1)  # [N, O, L]
+    rows = max(1, _CHUNK // (_SAMPLES_PER_PRODUCT * flat.shape[1]))
+    for top in range(0, o, rows):
+        block = slice(top, top + rows)
+        block_first = None if first is None else first[block]
+        for start in range(0, n, _SAMPLES_PER_PRODUCT):
+            samples = slice(start, start + _SAMPLES_PER_PRODUCT)
+            _fold(flat[block], block_first, torch.bmm(grads[samples, block], cols[samples]))
 
 
 def _fold_squares(
@@ -150,21 +220,10 @@ def _fold_squares(
         return False
     flat = acc.view(acc.shape[0], -1)
     flat_first = None if first is None else first("weight").view(acc.shape[0], -1)
-    cols = _conv_unfold(module, x).transpose(1, 2)  # [N, L, C·k]
-    grads = g.reshape(n, g.shape[1], -1)  # [N, O, L]
-    step = max(1, _CHUNK // flat.numel())
-    for start in range(0, n, step):
-        chunk = torch.bmm(grads[start : start + step], cols[start : start + step])
-        # [samples, O, C·k] as formed; the in-place multiply-add computes in the sums' dtype
-        # (an fp32 product is exact in fp64), bit for bit as a widened copy would, without
-        # the copy (the pass took as long either way in benchmarks/speed.py)
-        for w in chunk:
-            flat.addcmul_(w, w)
-        if flat_first is not None:
-            flat_first.add_(chunk.sum(dim=0, dtype=flat_first.dtype))
+    _fold_conv(module, x, g, flat, flat_first)
     if module.bias is not None:
         bias = target("bias")
-        b = grads.sum(dim=2).to(bias.dtype)
+        b = g.reshape(n, g.shape[1], -1).sum(dim=2).to(bias.dtype)
         bias.add_((b * b).sum(dim=0))
         if first is not None:
             first("bias").add_(b.sum(dim=0))
