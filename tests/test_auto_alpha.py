@@ -168,6 +168,7 @@ def test_forget_kind_from_label_histograms() -> None:
         ("max_selected", 0.0),
         ("rounds", 0),
         ("max_importance_removed", 0.0),
+        ("runner_up_kept", 1.5),
         ("alpha", "best"),
     ],
 )
@@ -312,7 +313,9 @@ def test_without_heldout_rounds_stay_within_the_data_free_guard(digits_cnn: tupl
     several = 0
     for label in range(10):
         forget = data_loader(train, (train.y == label).nonzero().flatten(), batch_size=64)
-        result = dampen.unlearn(model, forget, importance=imp, max_importance_removed=ceiling)
+        result = dampen.unlearn(
+            model, forget, importance=imp, max_importance_removed=ceiling, runner_up_kept=None
+        )
         auto = result.stats["auto"]
         measured = _removed_by_hand(imp, model, result.model)
         assert measured == pytest.approx(auto["importance_removed"], rel=1e-4, abs=1e-12)
@@ -329,6 +332,83 @@ def test_without_heldout_rounds_stay_within_the_data_free_guard(digits_cnn: tupl
         max_importance_removed=1e-9,
     )
     assert tight.stats["selected"] == 0 or _removed_by_hand(imp, model, tight.model) <= 1e-9
+
+
+def test_runner_ups_match_a_plain_loop() -> None:
+    """Per sample, the class of largest logit other than the label's (soft labels: their
+    arg-max), against a loop over samples and classes."""
+    from dampen.methods.auto_alpha import runner_ups
+
+    torch.manual_seed(0)
+    logits = torch.randn(50, 7)
+    labels = torch.randint(0, 7, (50,))
+    soft = torch.softmax(torch.randn(50, 7), dim=1)
+    for given, hard in ((labels, labels), (soft, soft.argmax(dim=1))):
+        want = []
+        for row, label in zip(logits.tolist(), hard.tolist(), strict=True):
+            best = max((v, c) for c, v in enumerate(row) if c != label)
+            want.append(best[1])
+        assert runner_ups(logits, given).tolist() == want
+
+
+def _runner_ups_kept(
+    before: torch.nn.Module, after: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> float:
+    """The share of samples whose runner-up class (largest logit besides the label's) is the
+    same for both models, by hand."""
+    with torch.no_grad():
+        a, b = before.eval()(x), after.eval()(x)
+    same = 0
+    for row_a, row_b, label in zip(a.tolist(), b.tolist(), y.tolist(), strict=True):
+        up_a = max((v, c) for c, v in enumerate(row_a) if c != label)[1]
+        up_b = max((v, c) for c, v in enumerate(row_b) if c != label)[1]
+        same += up_a == up_b
+    return same / len(y)
+
+
+def test_the_runner_up_guard_widens_the_ceiling_only_while_runner_ups_stay(
+    digits_cnn: tuple,
+) -> None:
+    """Without held-out data, a class request may remove up to 4x max_importance_removed (r/R
+    of it in round r) while at least runner_up_kept of the forget samples keep their runner-up
+    class; with runner_up_kept=None, the ceiling alone. The reported share is the one measured
+    on the weights."""
+    from dampen.data.base import loader as data_loader
+    from dampen.methods.auto_alpha import RUNNER_UP_WIDENING
+
+    model, data, imp = digits_cnn
+    train = data.train
+    ceiling, floor, slack = 0.002, 0.7, 1 + 1e-6
+    widened = 0
+    for label in range(10):
+        rows = (train.y == label).nonzero().flatten()
+        forget = data_loader(train, rows, batch_size=64)
+        alone = dampen.unlearn(
+            model, forget, importance=imp, max_importance_removed=ceiling, runner_up_kept=None
+        )
+        assert _removed_by_hand(imp, model, alone.model) <= ceiling * slack
+        assert "runner_up_floor" not in alone.stats["auto"]
+        result = dampen.unlearn(model, forget, importance=imp, max_importance_removed=ceiling)
+        auto = result.stats["auto"]
+        assert auto["runner_up_floor"] == floor
+        kept = _runner_ups_kept(model, result.model, train.x[rows], train.y[rows])
+        assert kept == pytest.approx(auto["runner_up_kept"])
+        removed = _removed_by_hand(imp, model, result.model)
+        assert removed <= RUNNER_UP_WIDENING * ceiling * slack
+        if removed > ceiling * slack:
+            assert kept >= floor
+            widened += 1
+            # Runner-ups are compared sample by sample, yet a loader that reshuffles on every
+            # pass gives the same weights: the request holds the samples in one order.
+            shuffled = data_loader(train, rows, batch_size=64, shuffle=True, seed=label)
+            again = dampen.unlearn(model, shuffled, importance=imp, max_importance_removed=ceiling)
+            assert same_state(again.model, state_copy(result.model))
+        for step in auto["rounds"]:
+            share = step["round"] / 3
+            assert step["importance_removed"] <= RUNNER_UP_WIDENING * ceiling * share * slack
+            if step["importance_removed"] > ceiling * share * slack:
+                assert step["runner_up_kept"] >= floor
+    assert widened >= 1, "no request went beyond the ceiling: the widening was not exercised"
 
 
 def test_one_round_is_the_single_search(digits_cnn: tuple) -> None:

@@ -45,9 +45,7 @@ FAST: dict[str, dict[str, Any]] = {
 # reach 0.58/0.48 (seed 4: 0.65/0.30). On a 3-class task SSD at α=10 selected no parameter at
 # all: Df is a third of D, which caps the ratios I_Df/I_D well below 10.
 FORGET: dict[str, dict[str, Any]] = {
-    # The paper's α: on this 10-class toy auto's data-free guard stops after 3 parameters,
-    # short of the target, with the default shuffled_sq importance; auto is tested in
-    # test_auto_alpha.
+    # The paper's α (auto is tested below and in test_auto_alpha).
     "ssd": {"alpha": 10.0},
     "retrain": {"epochs": 10},
     "finetune": {"lr": 0.1, "epochs": 10},
@@ -244,21 +242,30 @@ def test_forgets_the_class_and_keeps_the_rest(name: str, task: Task, toy_model: 
 def test_ssd_auto_on_the_toy_stops_at_the_guard_without_heldout(
     task: Task, toy_model: ToyNet
 ) -> None:
-    """The default call (shuffled_sq, alpha="auto", no heldout=) stops this toy short of the
-    target at the data-free guard: the next candidate of its selection removes more of D's
-    importance-weighted weights than the guard allows (with the log-odds I_Df it dampens 3
-    parameters first; with the cross-entropy's it dampened none). Held-out samples of the
-    other classes lift the guard."""
+    """The default call (shuffled_sq, alpha="auto", no heldout=) with the data-free ceiling
+    alone (``runner_up_kept=None``) stops this toy short of the target: the next candidate of
+    its selection removes more of D's importance-weighted weights than the ceiling allows
+    (with the log-odds I_Df it dampens 3 parameters first; with the cross-entropy's it dampened
+    none). The runner-up guard lets it go further while the forget samples keep their runner-up
+    classes, and it reaches the target at no cost to the rest; so do held-out samples of the
+    other classes."""
     f = task.forget_mask
-    blind = run(toy_model, task, "ssd")
+    retained = accuracy(toy_model, task.x[~f], task.y[~f])
+    blind = run(toy_model, task, "ssd", runner_up_kept=None)
     assert blind.stats["estimator"] == "shuffled_sq"
     assert blind.stats["auto"]["objective"] == "log_odds"
     assert "data-free guard" in blind.stats["auto"]["reason"]
     assert blind.stats["selected"] == 3
     forgot = accuracy(blind.model, task.x[f], task.y[f])
     assert 0.05 < forgot < accuracy(toy_model, task.x[f], task.y[f])  # a step, short of it
-    retained = accuracy(toy_model, task.x[~f], task.y[~f])
     assert accuracy(blind.model, task.x[~f], task.y[~f]) >= retained - 0.02
+    widened = run(toy_model, task, "ssd")
+    auto = widened.stats["auto"]
+    assert auto["reason"].startswith("target reached")
+    assert accuracy(widened.model, task.x[f], task.y[f]) <= auto["target_forget_acc"]
+    assert accuracy(widened.model, task.x[~f], task.y[~f]) >= retained - 0.02
+    assert auto["importance_removed"] > blind.stats["auto"]["importance_removed"]
+    assert auto["runner_up_kept"] >= auto["runner_up_floor"]
     centers = _centers(torch.Generator().manual_seed(1))  # the task's (seed 1), fresh samples
     y = torch.arange(1, CLASSES).repeat_interleave(20)
     x = centers[y] + torch.randn(len(y), DIM, generator=torch.Generator().manual_seed(99))

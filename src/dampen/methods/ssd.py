@@ -120,6 +120,13 @@ class _Alpha(_Dampening):
             ``max_heldout_drop`` (``stats["auto"]["path"]``, ``"plain"`` or ``"paced"``;
             ``other_path`` reports the other). It doubles the search's cost and holds two
             more copies of the parameters while it runs.
+        runner_up_kept: for ``"auto"`` in class forgetting without ``heldout=``: a dampening
+            may remove up to 4× ``max_importance_removed`` (``RUNNER_UP_WIDENING``; round r of
+            R r/R of that) while at least this share of the forget samples keeps its runner-up
+            class, the class of largest logit besides its own, as the original model ranks
+            them (``stats["auto"]["runner_up_kept"]``). Forgetting a class moves its samples
+            to their runners-up; a dampening that damages what the other classes use
+            reshuffles them. ``None``: the ceiling alone.
     """
 
     alpha: float | str = "auto"
@@ -135,6 +142,7 @@ class _Alpha(_Dampening):
     pasted_trigger: bool = True
     recentre_target: bool = True
     paced_path: bool = True
+    runner_up_kept: float | None = 0.7
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -154,9 +162,9 @@ class _Alpha(_Dampening):
                 f"forget_kind must be one of {', '.join(map(repr, FORGET_KINDS))}; "
                 f"got {self.forget_kind!r}"
             )
-        for name in ("tolerance", "max_heldout_drop"):
+        for name in ("tolerance", "max_heldout_drop", "runner_up_kept"):
             value = getattr(self, name)
-            if value is None and name == "tolerance":
+            if value is None and name in ("tolerance", "runner_up_kept"):
                 continue
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1]; got {value!r}")
@@ -180,6 +188,7 @@ class _Alpha(_Dampening):
             pasted_trigger=self.pasted_trigger,
             recentre_target=self.recentre_target,
             paced_path=self.paced_path,
+            runner_up_kept=self.runner_up_kept,
         )
 
 
