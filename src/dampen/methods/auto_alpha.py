@@ -54,7 +54,8 @@ dampening may remove at most ``max_importance_removed`` of D's
 importance-weighted squared weights, ``Σ I_D (θ − θ0)² / Σ I_D θ0²`` (:func:`importance_removed`,
 a guard that needs no data: its numerator is twice the second-order estimate of the loss
 increase on D when ``I_D`` is the Fisher diagonal; the ratio is free of the estimator's scale).
-Class forgetting without ``heldout`` may go up to ``RUNNER_UP_WIDENING`` times that share
+Wherever that share guards class forgetting (without ``heldout``, and on the paced path
+with it), it may go up to ``RUNNER_UP_WIDENING`` times that share
 while at least ``runner_up_kept`` of the forget samples keep their runner-up class (the
 class of largest logit besides their own, as the original model ranks them): a forgotten
 class's samples move to their runners-up, and a dampening that damages what the other
@@ -143,8 +144,9 @@ on validation, 79.2 % at 0.95 on test; 0.25 % drops 1.41 on validation and heals
 
 
 RUNNER_UP_WIDENING = 4.0
-"""How many times ``max_importance_removed`` a class request without ``heldout`` may remove
-while at least ``runner_up_kept`` of the forget samples keep their runner-up class."""
+"""How many times ``max_importance_removed`` a class request may remove where that share
+guards it (without ``heldout``, and on the paced path with it) while at least
+``runner_up_kept`` of the forget samples keep their runner-up class."""
 
 
 BLIND_NO_HARM: dict[str, tuple[str, str]] = {
@@ -777,7 +779,7 @@ def _one_path(
         ceiling = min(ceiling, BLIND_CORRECTIVE_REMOVED)
     if guarded:
         report.update(max_importance_removed=ceiling)
-    if guarded and kind == "class" and heldout is None and settings.runner_up_kept is not None:
+    if guarded and kind == "class" and settings.runner_up_kept is not None:
         rule.runner_up_kept = settings.runner_up_kept
         # Runner-ups are compared sample by sample: every probe must see the samples in one
         # order, which a shuffling loader does not give twice. Held for the request.

@@ -120,7 +120,8 @@ class _Alpha(_Dampening):
             ``max_heldout_drop`` (``stats["auto"]["path"]``, ``"plain"`` or ``"paced"``;
             ``other_path`` reports the other). It doubles the search's cost and holds two
             more copies of the parameters while it runs.
-        runner_up_kept: for ``"auto"`` in class forgetting without ``heldout=``: a dampening
+        runner_up_kept: for ``"auto"`` in class forgetting without ``heldout=`` (and on the
+            paced path with it): a dampening
             may remove up to 4× ``max_importance_removed`` (``RUNNER_UP_WIDENING``; round r of
             R r/R of that) while at least this share of the forget samples keeps its runner-up
             class, the class of largest logit besides its own, as the original model ranks
