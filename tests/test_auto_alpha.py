@@ -344,11 +344,31 @@ def test_runner_ups_match_a_plain_loop() -> None:
     labels = torch.randint(0, 7, (50,))
     soft = torch.softmax(torch.randn(50, 7), dim=1)
     for given, hard in ((labels, labels), (soft, soft.argmax(dim=1))):
-        want = []
-        for row, label in zip(logits.tolist(), hard.tolist(), strict=True):
-            best = max((v, c) for c, v in enumerate(row) if c != label)
-            want.append(best[1])
-        assert runner_ups(logits, given).tolist() == want
+        for also in (None, torch.tensor([2, 5])):
+            left_out = set() if also is None else set(also.tolist())
+            want = []
+            for row, label in zip(logits.tolist(), hard.tolist(), strict=True):
+                best = max((v, c) for c, v in enumerate(row) if c != label and c not in left_out)
+                want.append(best[1])
+            assert runner_ups(logits, given, also).tolist() == want
+
+
+def test_the_runner_up_guard_needs_two_classes_besides_the_forget_sets() -> None:
+    """With two classes the runner-up of every sample is the other class whatever the
+    dampening does: the guard stays off (the ceiling alone); with three it is on, and a
+    several-class request reports it per class."""
+    for classes, on in ((2, False), (3, True)):
+        model, (x, y) = make_model(classes=classes), make_data(60, classes=classes)
+        torch.manual_seed(0)
+        train_(model, loader(x, y, 8), epochs=20, optimizer=torch.optim.Adam(model.parameters()))
+        model.eval()
+        imp = dampen.importance(model, loader(x, y, 8))
+        result = dampen.unlearn(model, loader(x[y == 1], y[y == 1], 8), importance=imp)
+        assert ("runner_up_floor" in result.stats["auto"]) == on
+    model, x, y, imp = _setup()
+    both = (y == 1) | (y == 2)
+    several = dampen.unlearn(model, loader(x[both], y[both], 8), importance=imp)
+    assert all(c["runner_up_floor"] == 0.7 for c in several.stats["auto"]["per_class"])
 
 
 def _runner_ups_kept(
@@ -645,6 +665,7 @@ def test_with_heldout_the_better_of_two_paths_is_kept(digits_cnn: tuple) -> None
     them."""
     model, data, imp = digits_cnn
     taken = set()
+    widened = 0
     for label in range(10):
         forget, heldout = _class_request(data, label)
         result = dampen.unlearn(model, forget, importance=imp, heldout=heldout)
@@ -674,7 +695,9 @@ def test_with_heldout_the_better_of_two_paths_is_kept(digits_cnn: tuple) -> None
             assert step["importance_removed"] <= 4 * share
             if step["importance_removed"] > share:
                 assert step["runner_up_kept"] >= auto["runner_up_floor"]
+                widened += 1
     assert taken == {"plain", "paced"}, f"only {taken} taken: the choice was not checked"
+    assert widened, "no paced step went beyond its share: the runner-up guard was not checked"
 
 
 def test_a_failing_second_path_leaves_the_callers_model_as_it_was(

@@ -74,10 +74,9 @@ def test_layerwise_equals_a_loop_over_samples(impl: str, conv_path: str) -> None
     assert supports(model)
     want = _oracle(model, x, y)
     with preserved(model):
-        sums = accumulate(
-            model, [(x[:6], y[:6]), (x[6:], y[6:])], "per_sample", per_sample_impl=impl
-        )
-    assert (sums.units, sums.samples, sums.batches) == (10, 10, 2)
+        batches = [(x[:6], y[:6]), (x[6:9], y[6:9]), (x[9:], y[9:])]  # the last one alone
+        sums = accumulate(model, batches, "per_sample", per_sample_impl=impl)
+    assert (sums.units, sums.samples, sums.batches) == (10, 10, 3)
     assert sums.labels == {0: 4, 1: 3, 2: 3}
     for n, v in want.items():
         torch.testing.assert_close(sums.tensors[n], v, rtol=1e-4, atol=1e-8, msg=n)

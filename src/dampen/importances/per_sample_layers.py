@@ -164,30 +164,44 @@ def _conv_weight_grads(module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor) -> T
     return w.reshape(n, o, -1)
 
 
+def _sample_groups(n: int, size: int) -> list[slice]:
+    """Consecutive groups of ``size`` samples (at least 2), the last one merged into the one
+    before when it would hold a single sample: a call on one sample runs other kernels, whose
+    rounding differs, and which samples end up alone depends on the loader's order."""
+    size = max(2, size)
+    groups = [slice(start, min(start + size, n)) for start in range(0, n, size)]
+    if len(groups) > 1 and groups[-1].stop - groups[-1].start == 1:
+        groups[-2:] = [slice(groups[-2].start, n)]
+    return groups
+
+
+def _with_second(t: Tensor) -> Tensor:
+    """``t`` with a zero sample appended when it holds one sample (see :func:`_sample_groups`;
+    the zero sample's result is dropped)."""
+    return torch.cat([t, torch.zeros_like(t)]) if t.shape[0] == 1 else t
+
+
 def _fold_conv(
     module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor, flat: Tensor, first: Tensor | None
 ) -> None:
     """Fold the per-sample weight gradients of a convolution without groups into ``flat``
-    (``[O, C·k]``, and their sum into ``first``), a bounded number of entries at a time."""
+    (``[O, C·k]``, and their sum into ``first``), a bounded number of entries at a time, two
+    samples or more per call."""
     n, o = x.shape[0], flat.shape[0]
     if g[0, 0].numel() >= _MANY_POSITIONS:
-        step = max(1, _CHUNK // flat.numel())
-        for start in range(0, n, step):
-            _fold(
-                flat,
-                first,
-                _conv_weight_grads(module, x[start : start + step], g[start : start + step]),
-            )
+        for part in _sample_groups(n, _CHUNK // flat.numel()):
+            grads = _conv_weight_grads(module, _with_second(x[part]), _with_second(g[part]))
+            _fold(flat, first, grads[: part.stop - part.start])
         return
-    cols = _conv_unfold(module, x).transpose(1, 2)  # [N, L, C·k]
-    grads = g.reshape(n, o, -1)  # [N, O, L]
+    cols = _with_second(_conv_unfold(module, x).transpose(1, 2))  # [N, L, C·k]
+    grads = _with_second(g.reshape(n, o, -1))  # [N, O, L]
     rows = max(1, _CHUNK // (_SAMPLES_PER_PRODUCT * flat.shape[1]))
     for top in range(0, o, rows):
         block = slice(top, top + rows)
         block_first = None if first is None else first[block]
-        for start in range(0, n, _SAMPLES_PER_PRODUCT):
-            samples = slice(start, start + _SAMPLES_PER_PRODUCT)
-            _fold(flat[block], block_first, torch.bmm(grads[samples, block], cols[samples]))
+        for part in _sample_groups(grads.shape[0], _SAMPLES_PER_PRODUCT):
+            products = torch.bmm(grads[part, block], cols[part])
+            _fold(flat[block], block_first, products[: min(part.stop, n) - part.start])
 
 
 def _fold_squares(

@@ -57,7 +57,9 @@ increase on D when ``I_D`` is the Fisher diagonal; the ratio is free of the esti
 Wherever that share guards class forgetting (without ``heldout``, and on the paced path
 with it), it may go up to ``RUNNER_UP_WIDENING`` times that share
 while at least ``runner_up_kept`` of the forget samples keep their runner-up class (the
-class of largest logit besides their own, as the original model ranks them): a forgotten
+class of largest logit besides the forget set's, as the model ranked them before the
+dampening; only for ``[samples, classes]`` logits with two classes or more besides the forget
+set's): a forgotten
 class's samples move to their runners-up, and a dampening that damages what the other
 classes use reshuffles them. On the wide digits CNN (three seeds, every class, one step from
 the original), 9 classes needed more than 2.5 % removed to reach Df ≤ 5 %: those steps
@@ -341,13 +343,37 @@ def forget_kind(imp_d: Importance, imp_f: Importance, requested: str) -> str:
     return "samples"
 
 
-def runner_ups(logits: Tensor, labels: Tensor) -> Tensor:
-    """Per sample, the class of largest logit other than its label's (the arg-max of soft
-    labels): where the model would put the sample without its class."""
-    hard = labels.argmax(dim=1) if labels.dim() > 1 else labels
+def runner_ups(logits: Tensor, labels: Tensor, also: Tensor | None = None) -> Tensor:
+    """Per sample of ``[samples, classes]`` logits, the class of largest logit other than its
+    label's (the arg-max of soft labels) and the classes ``also`` names: where the model would
+    put the sample without the classes being forgotten."""
     others = logits.clone()
-    others[torch.arange(hard.shape[0]), hard] = -math.inf
+    others[torch.arange(labels.shape[0]), _hard(labels)] = -math.inf
+    if also is not None:
+        others[:, also] = -math.inf
     return others.argmax(dim=1)
+
+
+def _hard(labels: Tensor) -> Tensor:
+    return labels.argmax(dim=1) if labels.is_floating_point() else labels
+
+
+def _runner_up_reference(
+    model: nn.Module, forget: Batches, forward: ForwardFn | None
+) -> tuple[Tensor, Tensor] | None:
+    """The runner-up guard's reference: the forget set's labels and their runner-up classes
+    as ``model`` ranks them now; ``None`` (no guard) unless the logits are ``[samples,
+    classes]`` with two classes or more besides the forget set's (with one, every runner-up
+    stays by itself)."""
+    parts = [(z, y) for z, y, _ in _scored(model, forget, forward, "forget set")]
+    if not parts or any(z.dim() != 2 for z, _ in parts):
+        return None
+    logits = torch.cat([z.detach().float().cpu() for z, _ in parts])
+    labels = torch.cat([_hard(y.detach().cpu()) for _, y in parts])
+    forgotten = labels.unique()
+    if logits.shape[1] - len(forgotten) < 2:
+        return None
+    return forgotten, runner_ups(logits, labels, forgotten)
 
 
 def _sorted_ratios(imp_d: Mapping[str, Tensor], imp_f: Mapping[str, Tensor]) -> Tensor:
@@ -396,6 +422,7 @@ class _Searcher:
         self.probes: list[_Probe] = []
         self.forget_size = self.heldout_size = 0  # samples counted by the last probe
         self.runner_ups: Tensor | None = None  # the original's, when the runner-up guard is on
+        self.forgotten: Tensor | None = None  # the forget set's labels (runner-ups exclude them)
 
     def alpha_for(self, k: int) -> float:
         """The α selecting the ``k`` parameters of largest ratio (``ratio > α``; ties select
@@ -435,7 +462,8 @@ class _Searcher:
         else:
             logits, labels = outputs(self.model, self.forget, self.forward, "forget set")
             right, self.forget_size = int(wins(logits, labels).sum()), int(labels.shape[0])
-            kept = float((runner_ups(logits, labels) == self.runner_ups).double().mean())
+            now = runner_ups(logits, labels, self.forgotten)
+            kept = float((now == self.runner_ups).double().mean())
         found = _Probe(
             k, alpha, right / self.forget_size, heldout, self.removed(), None, loss, kept
         )
@@ -488,6 +516,7 @@ class _Searcher:
             losses=self.losses,
         )
         fresh.runner_ups = self.runner_ups  # the caller's model's, as the importance removed
+        fresh.forgotten = self.forgotten
         return fresh
 
     def restore(self) -> None:
@@ -576,7 +605,8 @@ def auto_dampen_(
     Round 1 searches the least dampening that reaches the target. In class forgetting, when no
     candidate reaches it within the guards, the round keeps its best candidate that leaves
     held-out accuracy where it was (with ``heldout``) or that removes at most r/R of
-    ``max_importance_removed`` (round r of R, without it), and the next round measures
+    ``max_importance_removed`` (round r of R, without it; up to ``RUNNER_UP_WIDENING`` times
+    that while the forget samples keep their runner-up classes), and the next round measures
     ``I_Df`` again on the dampened model (one pass over the forget set; ``I_D`` stays the
     stored one) and searches from there: what still serves the forget set after a dampening
     stands out more clearly. The budget ``max_selected`` counts every round's
@@ -780,13 +810,16 @@ def _one_path(
     if guarded:
         report.update(max_importance_removed=ceiling)
     if guarded and kind == "class" and settings.runner_up_kept is not None:
-        rule.runner_up_kept = settings.runner_up_kept
         # Runner-ups are compared sample by sample: every probe must see the samples in one
         # order, which a shuffling loader does not give twice. Held for the request.
-        searcher.forget = list(forget)
-        searcher.runner_ups = runner_ups(*outputs(model, searcher.forget, forward, "forget set"))
-        original.runner_up_kept = 1.0  # (by definition; start and chosen are this probe)
-        report.update(runner_up_floor=settings.runner_up_kept)
+        held = list(forget)
+        reference = _runner_up_reference(model, held, forward)
+        if reference is not None:
+            rule.runner_up_kept = settings.runner_up_kept
+            searcher.forget = held
+            searcher.forgotten, searcher.runner_ups = reference
+            original.runner_up_kept = 1.0  # (by definition; start and chosen are this probe)
+            report.update(runner_up_floor=settings.runner_up_kept)
     first = searcher  # its saved weights are the caller's
     single = (original, current, reason)  # round 1's best candidate, set below
     changed = False  # whether the model changed since I_Df was measured

@@ -85,8 +85,10 @@ class _Alpha(_Dampening):
             largest share of D's importance-weighted squared weights,
             ``Σ I_D (Δθ)² / Σ I_D θ²``, that the dampening of one class may remove (a guard
             that needs no data; in a several-class request each class has its own share);
-            round r of R may remove r/R of it. Corrective kinds without ``heldout=`` remove
-            at most the smaller of it and 0.2 % (``BLIND_CORRECTIVE_REMOVED``).
+            round r of R may remove r/R of it (up to 4× that while the forget samples keep
+            their runner-up classes, ``runner_up_kept``). Corrective kinds without
+            ``heldout=`` remove at most the smaller of it and 0.2 %
+            (``BLIND_CORRECTIVE_REMOVED``).
         winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
             which their trained label still wins (:mod:`dampen.methods.winning`); ``False``
             uses all of Df, as Potion's search does.
@@ -121,13 +123,16 @@ class _Alpha(_Dampening):
             ``other_path`` reports the other). It doubles the search's cost and holds two
             more copies of the parameters while it runs.
         runner_up_kept: for ``"auto"`` in class forgetting without ``heldout=`` (and on the
-            paced path with it): a dampening
-            may remove up to 4× ``max_importance_removed`` (``RUNNER_UP_WIDENING``; round r of
-            R r/R of that) while at least this share of the forget samples keeps its runner-up
-            class, the class of largest logit besides its own, as the original model ranks
-            them (``stats["auto"]["runner_up_kept"]``). Forgetting a class moves its samples
-            to their runners-up; a dampening that damages what the other classes use
-            reshuffles them. ``None``: the ceiling alone.
+            paced path with it): a dampening may remove up to 4× ``max_importance_removed``
+            (``RUNNER_UP_WIDENING``; round r of R r/R of that) while at least this share of
+            the forget samples keeps its runner-up class, the class of largest logit besides
+            the forget set's, as the model ranked them before the dampening (in a
+            several-class request, before this class's; ``stats["auto"]["runner_up_kept"]``).
+            Forgetting a class moves its samples to their runners-up; a dampening that
+            damages what the other classes use reshuffles them. Only for ``[samples,
+            classes]`` logits with two classes or more besides the forget set's
+            (``runner_up_floor`` is then reported); the forget batches are held in memory
+            for the request. ``None``: the ceiling alone.
     """
 
     alpha: float | str = "auto"
@@ -864,7 +869,13 @@ def _class_by_class_(
                 "rounds": stats["auto"].get("rounds", []),
                 **{
                     k: stats["auto"][k]
-                    for k in ("objective", "path", "other_path")
+                    for k in (
+                        "objective",
+                        "path",
+                        "other_path",
+                        "runner_up_floor",
+                        "runner_up_kept",
+                    )
                     if k in stats["auto"]
                 },
             }
