@@ -137,7 +137,7 @@ def _fold(acc: Tensor, first: Tensor | None, chunk: Tensor) -> None:
     ``acc`` and their sum into ``first``. The in-place operations compute in the sums' dtype
     (an fp32 product is exact in fp64), sample by sample, without a widened copy."""
     for w in chunk:
-        acc.addcmul_(w, w)
+        acc.addcmul_(w, w)  # ~5x faster than square().sum(0)
         if first is not None:
             first.add_(w)  # 2-4x faster than a sum over the chunk in the sums' dtype
 
@@ -349,8 +349,4 @@ def _add_squares(
     """Add the squares of per-sample gradients ``{key: [N, *shape]}`` into ``target(key)``
     (and their sum into ``first(key)`` when given)."""
     for key, value in grads.items():
-        acc = target(key)
-        if first is not None:
-            first(key).add_(value.sum(dim=0, dtype=first(key).dtype))
-        for sample in value:  # in-place multiply-adds in the sums' dtype, without a widened
-            acc.addcmul_(sample, sample)  # copy: ~5x faster than square().sum(0)
+        _fold(target(key), None if first is None else first(key), value)

@@ -571,18 +571,14 @@ class _Rule:
 
     def stopped(self, p: _Probe) -> str:
         """Why a search stopped before the target at the guard that ``p`` failed."""
-        if not self.within(p) and self.runner_up_kept is not None:
-            return (
-                "the data-free guard (max_importance_removed, or up to "
-                f"{RUNNER_UP_WIDENING:g}x it while {100 * self.runner_up_kept:g} % of the "
-                "forget set keeps its runner-up class) would be exceeded: stopped before the "
-                "target"
-            )
         if not self.within(p):
-            return (
-                "the data-free guard (max_importance_removed) would be exceeded: stopped "
-                "before the target"
-            )
+            guard = "max_importance_removed"
+            if self.runner_up_kept is not None:
+                guard += (
+                    f", or up to {RUNNER_UP_WIDENING:g}x it while "
+                    f"{100 * self.runner_up_kept:g} % of the forget set keeps its runner-up class"
+                )
+            return f"the data-free guard ({guard}) would be exceeded: stopped before the target"
         return "held-out accuracy would drop too far: stopped before the target"
 
 
