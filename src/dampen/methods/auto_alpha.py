@@ -405,6 +405,7 @@ class _Searcher:
         norm: float | None = None,
         recentre: _Recentre | None = None,
         losses: bool = False,
+        reference: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.model = model
         self.recentre = recentre
@@ -421,8 +422,9 @@ class _Searcher:
         self.ratios = _sorted_ratios(imp_d, imp_f)
         self.probes: list[_Probe] = []
         self.forget_size = self.heldout_size = 0  # samples counted by the last probe
-        self.runner_ups: Tensor | None = None  # the original's, when the runner-up guard is on
-        self.forgotten: Tensor | None = None  # the forget set's labels (runner-ups exclude them)
+        # The runner-up guard's reference (the forget set's labels, which runner-ups exclude,
+        # and the caller's model's runner-ups), or None when the guard is off.
+        self.reference = reference
 
     def alpha_for(self, k: int) -> float:
         """The α selecting the ``k`` parameters of largest ratio (``ratio > α``; ties select
@@ -455,15 +457,15 @@ class _Searcher:
             )
             heldout = right / self.heldout_size
         kept = None
-        if self.runner_ups is None:
+        if self.reference is None:
             right, self.forget_size = counted_accuracy(
                 self.model, self.forget, self.forward, "forget set"
             )
         else:
+            forgotten, before = self.reference
             logits, labels = outputs(self.model, self.forget, self.forward, "forget set")
             right, self.forget_size = int(wins(logits, labels).sum()), int(labels.shape[0])
-            now = runner_ups(logits, labels, self.forgotten)
-            kept = float((now == self.runner_ups).double().mean())
+            kept = float((runner_ups(logits, labels, forgotten) == before).double().mean())
         found = _Probe(
             k, alpha, right / self.forget_size, heldout, self.removed(), None, loss, kept
         )
@@ -502,7 +504,7 @@ class _Searcher:
 
     def renewed(self, imp_f: Mapping[str, Tensor]) -> _Searcher:
         """A searcher starting from the model's current weights, with another ``I_Df``."""
-        fresh = _Searcher(
+        return _Searcher(
             self.model,
             self.imp_d,
             imp_f,
@@ -514,10 +516,8 @@ class _Searcher:
             norm=self.norm,
             recentre=self.recentre,
             losses=self.losses,
+            reference=self.reference,  # the caller's model's, as the importance removed
         )
-        fresh.runner_ups = self.runner_ups  # the caller's model's, as the importance removed
-        fresh.forgotten = self.forgotten
-        return fresh
 
     def restore(self) -> None:
         """Put the saved weights back."""
@@ -813,7 +813,7 @@ def _one_path(
         if reference is not None:
             rule.runner_up_kept = settings.runner_up_kept
             searcher.forget = held
-            searcher.forgotten, searcher.runner_ups = reference
+            searcher.reference = reference
             original.runner_up_kept = 1.0  # (by definition; start and chosen are this probe)
             report.update(runner_up_floor=settings.runner_up_kept)
     first = searcher  # its saved weights are the caller's
