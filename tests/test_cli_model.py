@@ -33,6 +33,9 @@ USER_MODULE = textwrap.dedent(
         return loader(x[y == 2], y[y == 2], 8)
 
     not_callable = 3
+
+    def a_number():
+        return 3
     """
 )
 
@@ -129,6 +132,26 @@ def test_bad_specs_are_named(user: Path, spec: str, message: str) -> None:
     assert not out.exists()
 
 
+def test_a_batch_function_returning_no_batches_is_named(user: Path) -> None:
+    out = user / "i.safetensors"
+    r = _run(
+        importance_cmd,
+        [
+            "--model",
+            "user_mod:factory",
+            "--weights",
+            str(user / "w.safetensors"),
+            "--data",
+            "user_mod:a_number",
+            "--out",
+            str(out),
+        ],
+    )
+    want = "--data 'user_mod:a_number' returned int, not an iterable of batches"
+    assert r.exit_code != 0 and want in r.output  # type: ignore[attr-defined]
+    assert not out.exists()
+
+
 def test_mismatched_files_are_refused_and_nothing_written(user: Path) -> None:
     weights = str(user / "w.safetensors")
     r = _run(
@@ -167,8 +190,31 @@ def test_mismatched_files_are_refused_and_nothing_written(user: Path) -> None:
     assert not out.exists()
     r = _run(forget_cmd, [*args, "-o", "alpha=0"])
     assert r.exit_code != 0
+    r = _run(forget_cmd, [*args, "--allow-changed-weights", "-o", "alpha=ten"])
+    assert r.exit_code != 0 and """a number > 0 or "auto"; got 'ten'""" in r.output  # type: ignore[attr-defined]
+    assert not out.exists()
     r = _run(forget_cmd, [*args[:-2], "--out", str(out), "-o", "alpha", "--allow-changed-weights"])
     assert r.exit_code != 0 and "key=value" in r.output  # type: ignore[attr-defined]
     assert not out.exists()
     r = _run(forget_cmd, [*args, "--allow-changed-weights", "-o", "alpha=1"])
     assert r.exit_code == 0 and out.exists()  # type: ignore[attr-defined]
+
+
+def test_cli_warnings_name_the_options_and_not_the_source_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import warnings
+
+    from click.testing import CliRunner
+
+    from dampen.cli import cli_warning, main
+    from dampen.methods.auto_alpha import BLIND_NO_HARM
+
+    message = UserWarning(BLIND_NO_HARM["samples"][0])
+    text = cli_warning(message, UserWarning, "/site/dampen/cli/model.py", 253)
+    assert text.startswith('warning: alpha="auto" left the model unchanged')
+    assert "needs --heldout (samples" in text and "(or --kind class if" in text
+    assert "model.py" not in text and "heldout=" not in text and "forget_kind" not in text
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after
+    assert CliRunner().invoke(main, ["forget", "--help"]).exit_code == 0
+    assert warnings.formatwarning is cli_warning  # the group installs it for every command

@@ -30,3 +30,17 @@ def test_demo_rows_and_what_they_show(tmp_path: Path) -> None:
     assert guarded.retain_acc >= by_name["original"].retain_acc - 0.01
     table = format_table(rows)
     assert table.count("\n") == len(rows) + 1 and "SSD auto + heldout" in table
+
+
+def test_the_cli_demo_removes_its_temporary_folder() -> None:
+    from click.testing import CliRunner
+
+    from dampen.cli import main
+
+    result = CliRunner().invoke(main, ["demo", "--epochs", "1", "--forget-class", "3"])
+    assert result.exit_code == 0, result.output
+    assert "forgetting class 3" in result.output
+    [line] = [s for s in result.output.splitlines() if s.startswith("importance of D")]
+    stored = Path(line.split(" at ", 1)[1].split(" (a temporary folder")[0])
+    assert stored.name == "digits-cnn.importance.safetensors"
+    assert not stored.parent.exists()  # removed once the requests were done

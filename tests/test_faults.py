@@ -397,6 +397,9 @@ def test_labels_the_model_does_not_have_are_refused(trained: tuple) -> None:
         dampen.evaluate(
             mine, {"retain": loader(x, y), "forget": loader(x, y + 3), "test": loader(x, y)}
         )
+    floats = loader(x[y == 2], y[y == 2].float(), 8)  # class labels of a float dtype
+    with pytest.raises(ValueError, match=r"class labels need an integer dtype.*got torch.float32"):
+        dampen.unlearn(mine, floats, importance=imp, inplace=True)
     assert same_state(mine, before)
 
 
@@ -712,6 +715,14 @@ def test_update_importance_needs_an_ssd_method_before_any_work(user: Path) -> No
         "finetune",
     )
     assert r.exit_code != 0 and "--update-importance needs an SSD-family method" in r.output
+    assert _snapshot(user) == before
+
+
+def test_a_method_that_needs_the_retain_set_is_named_in_cli_terms(user: Path) -> None:
+    before = _snapshot(user)
+    r = _forget(user, "--out", str(user / "w2.safetensors"), "--method", "scrub")
+    want = "--method scrub trains on the retain set, which dampen forget does not take"
+    assert r.exit_code != 0 and want in r.output, r.output
     assert _snapshot(user) == before
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +24,22 @@ LM_FACTS_PRESET = "lm-facts"
 def main() -> None:
     """Machine unlearning without retraining: Selective Synaptic Dampening and friends."""
     _exit_on_sigterm()
+    warnings.formatwarning = cli_warning
+
+
+def cli_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A warning as the command line shows it: its text alone (not the library's source
+    line), with the Python API's ``heldout=`` and ``forget_kind="..."`` named as the
+    options that set them."""
+    text = re.sub(r'forget_kind="(\w+)"', r"--kind \1", str(message))
+    text = text.replace("heldout=", "--heldout")
+    return f"warning: {text}\n"
 
 
 def _exit_on_sigterm() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
@@ -71,7 +72,7 @@ def _row(
 
 
 def run_demo(
-    forget_class: int = 3, *, seed: int = 0, epochs: int = 20, out_dir: Path | None = None
+    forget_class: int = 0, *, seed: int = 0, epochs: int = 20, out_dir: Path | None = None
 ) -> list[DemoRow]:
     """Train a small CNN on digits, store its importance and forget ``forget_class``.
 
@@ -92,8 +93,21 @@ def run_demo(
     retrained = _train(scenario, scenario.retain, seed, epochs)
     rows.append(_row("retrain", retrained, scenario, None, perf_counter() - t))
 
+    with ExitStack() as stack:
+        folder = out_dir
+        if folder is None:  # a temporary folder, removed when the requests are done
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dampen-demo-")))
+        rows += _requests(original, scenario, Path(folder), temporary=out_dir is None)
+    return rows
+
+
+def _requests(
+    original: nn.Module, scenario: Scenario, folder: Path, *, temporary: bool
+) -> list[DemoRow]:
+    """The SSD-family rows, after storing the importance of D in ``folder``."""
+    train = scenario.data.train
+    rows: list[DemoRow] = []
     # Stored once, right after training: every later request only passes over the forget set.
-    folder = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="dampen-demo-"))
     t = perf_counter()
     imp = dampen.importance(original, loader(train, batch_size=BATCH))
     path = imp.save(folder / "digits-cnn.importance.safetensors")
@@ -114,7 +128,8 @@ def run_demo(
     heldout = loader(scenario.data.test, scenario.retain_test[:HELDOUT], batch_size=BATCH)
     guarded = dampen.unlearn(original, forget, method="ssd", importance=imp, heldout=heldout)
     rows.append(_ssd_row("SSD auto + heldout", guarded, scenario))
-    print(f"importance of D computed and stored in {store_seconds:.2f}s at {path}")
+    where = f"{path} (a temporary folder; --out DIR keeps it)" if temporary else f"{path}"
+    print(f"importance of D computed and stored in {store_seconds:.2f}s at {where}")
     return rows
 
 

@@ -14,10 +14,17 @@ import click
 import dampen
 from dampen.bench.config import SSD_FAMILY
 from dampen.cli.pretrained import check_output_folder, load_pretrained, write_pretrained
-from dampen.cli.userspec import build_model, load_weights_, parse_option, resolve, weights_writer
+from dampen.cli.userspec import (
+    build_batches,
+    build_model,
+    load_weights_,
+    parse_option,
+    weights_writer,
+)
 from dampen.core.files import atomic_writes, check_distinct, check_writable
 from dampen.importances.distributed import init_from_env, rank_and_world
 from dampen.importances.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+from dampen.methods._common import RetainRequired
 from dampen.methods.auto_alpha import FORGET_KINDS
 
 
@@ -114,7 +121,7 @@ def importance_cmd(
     try:
         _check_paths(outputs={"--out": out}, inputs={"--weights": weights})
         model = _model(model_spec, weights, pretrained)
-        batches = resolve(data_spec, what="--data")()
+        batches = build_batches(data_spec, what="--data")
         imp = dampen.importance(
             model, batches, estimator=estimator, progress=progress and rank == 0, shard=shard
         )
@@ -157,7 +164,13 @@ def importance_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the importance with the forget set removed, for the next request.",
 )
-@click.option("--method", default="ssd", show_default=True, help="An SSD-family method.")
+@click.option(
+    "--method",
+    default="ssd",
+    show_default=True,
+    help="ssd, lfssd, assd or alf (the stored importance), or jit; the methods that train on "
+    "the retain set need the Python API (dampen.unlearn with retain=).",
+)
 @click.option(
     "--option",
     "-o",
@@ -248,8 +261,8 @@ def forget_cmd(
         imp = dampen.Importance.load(
             importance_path, model=model, check_values=not allow_changed_weights
         )
-        forget = resolve(forget_spec, what="--forget")()
-        heldout = resolve(heldout_spec, what="--heldout")() if heldout_spec else None
+        forget = build_batches(forget_spec, what="--forget")
+        heldout = build_batches(heldout_spec, what="--heldout") if heldout_spec else None
         result = dampen.unlearn(
             model,
             forget,
@@ -275,6 +288,12 @@ def forget_cmd(
                 # the update keeps the fingerprint it had (later loads need the flag too).
                 updated = updated.rebind(result.model)
             writes.append((update_importance, updated.writer()))
+    except RetainRequired as e:
+        raise click.ClickException(
+            f"--method {method} trains on the retain set, which dampen forget does not take: "
+            f"use an SSD-family method ({', '.join(SSD_FAMILY)}) or jit, or call "
+            "dampen.unlearn(..., retain=<batches of Dr>) from Python"
+        ) from e
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise _fail(e) from e
     if rank == 0:

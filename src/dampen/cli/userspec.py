@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,17 @@ def resolve(spec: str, *, what: str) -> Callable[..., Any]:
     if not callable(target):
         raise ValueError(f"{what}: {spec!r} is not callable")
     return target
+
+
+def build_batches(spec: str, *, what: str) -> Iterable[Any]:
+    """Call the batch factory named by ``spec`` and check it returns an iterable of batches."""
+    batches = resolve(spec, what=what)()
+    if not isinstance(batches, Iterable) or isinstance(batches, (str, bytes, Mapping)):
+        raise ValueError(
+            f"{what} {spec!r} returned {type(batches).__name__}, not an iterable of batches "
+            "(e.g. a DataLoader)"
+        )
+    return batches
 
 
 def build_model(spec: str) -> nn.Module:

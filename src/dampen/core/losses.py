@@ -47,9 +47,12 @@ def check_targets(logits: Tensor, targets: Tensor) -> None:
     if logits.dim() == 2:
         if targets.is_floating_point():
             if targets.shape != logits.shape:
+                hint = ""
+                if targets.shape == logits.shape[:1]:
+                    hint = f" (class labels need an integer dtype, e.g. long; got {targets.dtype})"
                 raise ValueError(
                     f"soft targets must be shaped like the logits {tuple(logits.shape)}; "
-                    f"got {tuple(targets.shape)}"
+                    f"got {tuple(targets.shape)}{hint}"
                 )
             return
         if targets.shape != logits.shape[:1]:

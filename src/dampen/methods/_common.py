@@ -30,7 +30,7 @@ def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
 
 def _check_real(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number; got {type(value).__name__}")
+        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite; got {value}")
 
@@ -128,10 +128,14 @@ def train_stats(method: str, log: TrainLog, clock: Clock) -> dict[str, Any]:
     }
 
 
+class RetainRequired(ValueError):
+    """A method that trains on the retain set was called without ``retain=``."""
+
+
 def require_retain(request: Request, method: str) -> Batches:
-    """The retain set, or a ``ValueError`` telling the caller to pass ``retain=``."""
+    """The retain set, or a :class:`RetainRequired` telling the caller to pass ``retain=``."""
     if request.retain is None:
-        raise ValueError(
+        raise RetainRequired(
             f"method {method!r} needs the retain set: pass retain=<batches of Dr> to "
             "dampen.unlearn (SSD-family methods do not need it)"
         )

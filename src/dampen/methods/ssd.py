@@ -39,7 +39,7 @@ from dampen.registry import FORGET_IMPORTANCE, Request, register
 
 def _positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number; got {type(value).__name__}")
+        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0; got {value}")
 
@@ -160,6 +160,8 @@ class _Alpha(_Dampening):
             raise ValueError(f"erased_copies must be an integer >= 0; got {copies!r}")
         if not isinstance(self.winning_only, bool):
             raise TypeError(f"winning_only must be a bool; got {self.winning_only!r}")
+        if isinstance(self.alpha, str) and self.alpha != "auto":
+            raise TypeError(f'alpha must be a number > 0 or "auto"; got {self.alpha!r}')
         if self.alpha != "auto":
             _positive("alpha", self.alpha)  # type: ignore[arg-type]
         _positive("lambda_", self.lambda_)
