@@ -223,8 +223,9 @@ def fmnist_baselines() -> BenchConfig:
     test split) over its :data:`TUNING_GRIDS` grid, per scenario, on seed 0; the chosen point
     runs on all three seeds. ResNet18 and two scenarios only (full-class Trouser, random 100;
     ``fmnist`` shows that retraining does not forget the Sneaker sub-class): 92 grid points and
-    81 cells took 79 minutes (three resumed runs, mostly 2 threads, with other jobs on the
-    cores); the ViT and the sub-class would more than double that.
+    81 cells took 44 minutes in one run with 1 thread (2026-11-27, other jobs on the cores at
+    first; 79 minutes in an earlier resumed run); the ViT and the sub-class would more than
+    double that.
     """
     return BenchConfig(
         name="fmnist-baselines",
