@@ -104,6 +104,16 @@ def test_importance_then_forget_matches_the_library(user: Path) -> None:
         assert torch.equal(got[k], v), k
 
 
+def _importance_fails(user: Path, model: str, data: str, message: str) -> None:
+    """``dampen importance`` with these specs fails naming ``message`` and writes nothing."""
+    out = user / "i.safetensors"
+    weights = str(user / "w.safetensors")
+    args = ["--model", model, "--weights", weights, "--data", data, "--out", str(out)]
+    r = _run(importance_cmd, args)
+    assert r.exit_code != 0 and message in r.output  # type: ignore[attr-defined]
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -114,42 +124,12 @@ def test_importance_then_forget_matches_the_library(user: Path) -> None:
     ],
 )
 def test_bad_specs_are_named(user: Path, spec: str, message: str) -> None:
-    out = user / "i.safetensors"
-    r = _run(
-        importance_cmd,
-        [
-            "--model",
-            spec,
-            "--weights",
-            str(user / "w.safetensors"),
-            "--data",
-            "user_mod:train_batches",
-            "--out",
-            str(out),
-        ],
-    )
-    assert r.exit_code != 0 and message in r.output  # type: ignore[attr-defined]
-    assert not out.exists()
+    _importance_fails(user, spec, "user_mod:train_batches", message)
 
 
 def test_a_batch_function_returning_no_batches_is_named(user: Path) -> None:
-    out = user / "i.safetensors"
-    r = _run(
-        importance_cmd,
-        [
-            "--model",
-            "user_mod:factory",
-            "--weights",
-            str(user / "w.safetensors"),
-            "--data",
-            "user_mod:a_number",
-            "--out",
-            str(out),
-        ],
-    )
     want = "--data 'user_mod:a_number' returned int, not an iterable of batches"
-    assert r.exit_code != 0 and want in r.output  # type: ignore[attr-defined]
-    assert not out.exists()
+    _importance_fails(user, "user_mod:factory", "user_mod:a_number", want)
 
 
 def test_mismatched_files_are_refused_and_nothing_written(user: Path) -> None:
