@@ -36,6 +36,16 @@ USER_MODULE = textwrap.dedent(
 
     def a_number():
         return 3
+
+    class Sequence:  # iterable through __getitem__ alone, as Python allows
+        def __init__(self, batches):
+            self.batches = list(batches)
+
+        def __getitem__(self, i):
+            return self.batches[i]
+
+    def sequence_batches():
+        return Sequence(train_batches())
     """
 )
 
@@ -130,6 +140,10 @@ def test_bad_specs_are_named(user: Path, spec: str, message: str) -> None:
 def test_a_batch_function_returning_no_batches_is_named(user: Path) -> None:
     want = "--data 'user_mod:a_number' returned int, not an iterable of batches"
     _importance_fails(user, "user_mod:factory", "user_mod:a_number", want)
+    out = user / "i.safetensors"  # a sequence iterable through __getitem__ alone is batches
+    args = ["--model", "user_mod:factory", "--weights", str(user / "w.safetensors")]
+    r = _run(importance_cmd, [*args, "--data", "user_mod:sequence_batches", "--out", str(out)])
+    assert r.exit_code == 0 and out.exists()  # type: ignore[attr-defined]
 
 
 def test_mismatched_files_are_refused_and_nothing_written(user: Path) -> None:
@@ -180,21 +194,38 @@ def test_mismatched_files_are_refused_and_nothing_written(user: Path) -> None:
     assert r.exit_code == 0 and out.exists()  # type: ignore[attr-defined]
 
 
-def test_cli_warnings_name_the_options_and_not_the_source_line(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_cli_warnings_name_the_options_and_not_the_source_line() -> None:
     import warnings
 
+    import click
     from click.testing import CliRunner
 
+    import dampen.cli
     from dampen.cli import cli_warning, main
     from dampen.methods.auto_alpha import BLIND_NO_HARM
 
     message = UserWarning(BLIND_NO_HARM["samples"][0])
-    text = cli_warning(message, UserWarning, "/site/dampen/cli/model.py", 253)
-    assert text.startswith('warning: alpha="auto" left the model unchanged')
+    text = cli_warning(message, UserWarning)
+    assert text.startswith('UserWarning: alpha="auto" left the model unchanged')
     assert "needs --heldout (samples" in text and "(or --kind class if" in text
-    assert "model.py" not in text and "heldout=" not in text and "forget_kind" not in text
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after
-    assert CliRunner().invoke(main, ["forget", "--help"]).exit_code == 0
-    assert warnings.formatwarning is cli_warning  # the group installs it for every command
+    assert "a numeric alpha (-o alpha=...)" in text
+    assert "heldout=" not in text and "forget_kind" not in text
+    # While a command runs, the library's warnings are shown so and other code's as before;
+    # afterwards the previous formatter is back.
+    before = warnings.formatwarning
+    library = str(Path(dampen.cli.__file__).parent / "model.py")
+    seen: list[str] = []
+
+    @click.command("probe")
+    def probe() -> None:
+        seen.append(warnings.formatwarning("x heldout= y", UserWarning, library, 1))
+        seen.append(warnings.formatwarning("heldout=3", DeprecationWarning, "/user/m.py", 7))
+
+    main.add_command(probe)
+    try:
+        assert CliRunner().invoke(main, ["probe"]).exit_code == 0
+    finally:
+        main.commands.pop("probe")
+    assert seen[0] == "UserWarning: x --heldout y\n"
+    assert seen[1] == before("heldout=3", DeprecationWarning, "/user/m.py", 7)
+    assert warnings.formatwarning is before

@@ -545,6 +545,7 @@ def test_forget_kind_flag_sets_the_target(user: Path) -> None:
     assert plain.stats["auto"]["reason"] != want.stats["auto"]["reason"]
     r = _forget(user)  # without --kind: the default target
     assert r.exit_code == 0, r.output
+    assert "sample forgetting without --heldout: nothing" in r.output  # in the CLI's words
     got = load_file(str(user / "out.safetensors"))
     assert all(torch.equal(got[k], v) for k, v in plain.model.state_dict().items())
     for extra in (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 import warnings
@@ -15,31 +14,45 @@ from dampen._version import __version__
 from dampen.bench.presets import PRESETS
 from dampen.cli.model import forget_cmd, importance_cmd
 from dampen.cli.proofs import challenge_cmd, ulira_cmd
+from dampen.cli.terms import cli_terms
 
 LM_FACTS_PRESET = "lm-facts"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dampen")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Machine unlearning without retraining: Selective Synaptic Dampening and friends."""
     _exit_on_sigterm()
-    warnings.formatwarning = cli_warning
+    _show_warnings_in_cli_terms(ctx)
 
 
-def cli_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    line: str | None = None,
-) -> str:
-    """A warning as the command line shows it: its text alone (not the library's source
-    line), with the Python API's ``heldout=`` and ``forget_kind="..."`` named as the
-    options that set them."""
-    text = re.sub(r'forget_kind="(\w+)"', r"--kind \1", str(message))
-    text = text.replace("heldout=", "--heldout")
-    return f"warning: {text}\n"
+def _show_warnings_in_cli_terms(ctx: click.Context) -> None:
+    """Format the library's warnings with :func:`cli_warning` while the command runs (other
+    code's warnings as before), and put the previous formatter back when it ends."""
+    previous = warnings.formatwarning
+    package = Path(__file__).resolve().parent.parent
+
+    def formatter(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        line: str | None = None,
+    ) -> str:
+        if Path(filename).resolve().is_relative_to(package):
+            return cli_warning(message, category)
+        return previous(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatter
+    ctx.call_on_close(lambda: setattr(warnings, "formatwarning", previous))
+
+
+def cli_warning(message: Warning | str, category: type[Warning]) -> str:
+    """One of the library's warnings as the command line shows it: its category and text
+    (not the library's source line), in the options' words (:func:`cli_terms`)."""
+    return f"{category.__name__}: {cli_terms(str(message))}\n"
 
 
 def _exit_on_sigterm() -> None:

@@ -14,6 +14,7 @@ import click
 import dampen
 from dampen.bench.config import SSD_FAMILY
 from dampen.cli.pretrained import check_output_folder, load_pretrained, write_pretrained
+from dampen.cli.terms import cli_terms
 from dampen.cli.userspec import (
     build_batches,
     build_model,
@@ -313,7 +314,7 @@ def forget_cmd(
         )
         auto = s.get("auto")
         if isinstance(auto, dict) and auto.get("reason"):
-            line = f"alpha=auto ({auto.get('kind')}): {auto['reason']}"
+            line = f"alpha=auto ({auto.get('kind')}): {cli_terms(auto['reason'])}"
             if "winning" in auto:
                 line += (
                     f"; {auto['winning']} of {auto['identified']} identified samples still "

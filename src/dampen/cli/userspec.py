@@ -39,7 +39,12 @@ def resolve(spec: str, *, what: str) -> Callable[..., Any]:
 def build_batches(spec: str, *, what: str) -> Iterable[Any]:
     """Call the batch factory named by ``spec`` and check it returns an iterable of batches."""
     batches = resolve(spec, what=what)()
-    if not isinstance(batches, Iterable) or isinstance(batches, (str, bytes, Mapping)):
+    try:  # iter() also takes sequences that define only __getitem__, as the library does
+        iter(batches)
+        usable = not isinstance(batches, (str, bytes, Mapping))
+    except TypeError:
+        usable = False
+    if not usable:
         raise ValueError(
             f"{what} {spec!r} returned {type(batches).__name__}, not an iterable of batches "
             "(e.g. a DataLoader)"
