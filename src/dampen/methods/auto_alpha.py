@@ -728,6 +728,17 @@ def _one_path(
         recentre = recentring(model, forget, heldout, forward, several=kind == "label_errors")
     # Label errors with held-out data: the candidate with the least loss on it (_scored_best).
     scored = kind == "label_errors" and heldout is not None
+    erase = kind == "class" or kind in CORRECTIVE  # the labels of Df should stop winning
+    # Without held-out data (or on the paced path) the share of importance removed is a guard.
+    guarded = (heldout is None or paced) and (kind == "class" or kind in CORRECTIVE)
+    reference = None
+    if guarded and kind == "class" and settings.runner_up_kept is not None:
+        # Runner-ups are compared sample by sample: every probe must see the samples in one
+        # order, which a shuffling loader does not give twice. Held for the request.
+        held = list(forget)
+        reference = _runner_up_reference(model, held, forward)
+        if reference is not None:
+            forget = held
     searcher = _Searcher(
         model,
         imp_d,
@@ -740,14 +751,12 @@ def _one_path(
         forward=forward,
         recentre=recentre,
         losses=scored,
+        reference=reference,
     )
-    original = searcher.probe(0)
+    original = searcher.probe(0)  # with the reference, it keeps every runner-up (1.0)
     report: dict[str, Any] = {"kind": kind, "original_forget_acc": original.forget_acc}
     if asked:
         report["recentred"] = recentre is not None
-    erase = kind == "class" or kind in CORRECTIVE  # the labels of Df should stop winning
-    # Without held-out data (or on the paced path) the share of importance removed is a guard.
-    guarded = (heldout is None or paced) and (kind == "class" or kind in CORRECTIVE)
     if heldout is None and kind in BLIND_NO_HARM:
         warnings.warn(BLIND_NO_HARM[kind][0], UserWarning, stacklevel=8)  # the caller's line
         report.update(
@@ -805,17 +814,9 @@ def _one_path(
         ceiling = min(ceiling, BLIND_CORRECTIVE_REMOVED)
     if guarded:
         report.update(max_importance_removed=ceiling)
-    if guarded and kind == "class" and settings.runner_up_kept is not None:
-        # Runner-ups are compared sample by sample: every probe must see the samples in one
-        # order, which a shuffling loader does not give twice. Held for the request.
-        held = list(forget)
-        reference = _runner_up_reference(model, held, forward)
-        if reference is not None:
-            rule.runner_up_kept = settings.runner_up_kept
-            searcher.forget = held
-            searcher.reference = reference
-            original.runner_up_kept = 1.0  # (by definition; start and chosen are this probe)
-            report.update(runner_up_floor=settings.runner_up_kept)
+    if reference is not None:
+        rule.runner_up_kept = settings.runner_up_kept
+        report.update(runner_up_floor=settings.runner_up_kept)
     first = searcher  # its saved weights are the caller's
     single = (original, current, reason)  # round 1's best candidate, set below
     changed = False  # whether the model changed since I_Df was measured
