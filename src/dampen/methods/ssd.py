@@ -21,6 +21,7 @@ from dampen.functional import adaptive_alpha, dampen_model_
 from dampen.importances.estimators import DEFAULT_ESTIMATOR, LABELLED_ESTIMATORS, PER_SAMPLE_PASS
 from dampen.importances.measure import measure
 from dampen.importances.store import Importance
+from dampen.methods._common import check_positive
 from dampen.methods.auto_alpha import (
     CORRECTIVE,
     FORGET_KINDS,
@@ -37,21 +38,14 @@ from dampen.methods.winning import WinningSamples
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 
 
-def _positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0; got {value}")
-
-
 @dataclass(frozen=True)
 class _Dampening:
     exponent: float = 1.0
     upper: float = 1.0
 
     def __post_init__(self) -> None:
-        _positive("exponent", self.exponent)
-        _positive("upper", self.upper)
+        check_positive("exponent", self.exponent)
+        check_positive("upper", self.upper)
 
 
 @dataclass(frozen=True)
@@ -163,8 +157,8 @@ class _Alpha(_Dampening):
         if isinstance(self.alpha, str) and self.alpha != "auto":
             raise TypeError(f'alpha must be a number > 0 or "auto"; got {self.alpha!r}')
         if self.alpha != "auto":
-            _positive("alpha", self.alpha)  # type: ignore[arg-type]
-        _positive("lambda_", self.lambda_)
+            check_positive("alpha", self.alpha)
+        check_positive("lambda_", self.lambda_)
         if self.forget_kind not in FORGET_KINDS:
             raise ValueError(
                 f"forget_kind must be one of {', '.join(map(repr, FORGET_KINDS))}; "
@@ -180,7 +174,7 @@ class _Alpha(_Dampening):
             raise ValueError(f"max_selected must lie in (0, 1]; got {self.max_selected!r}")
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
             raise ValueError(f"rounds must be an integer >= 1; got {self.rounds!r}")
-        _positive("max_importance_removed", self.max_importance_removed)
+        check_positive("max_importance_removed", self.max_importance_removed)
 
     def auto_settings(self) -> AutoSettings:
         """The ``alpha="auto"`` options as one object."""
