@@ -756,3 +756,86 @@ def test_paced_path_must_be_a_bool() -> None:
     model, x, y, imp = _setup()
     with pytest.raises(TypeError, match="paced_path"):
         dampen.unlearn(model, loader(x[:8], y[:8], 8), importance=imp, paced_path=1)
+
+
+def test_sample_forgetting_ranks_by_the_samples_the_model_gets_right(digits_cnn: tuple) -> None:
+    from dampen.functional import dampen_model_
+
+    model, data, imp = digits_cnn
+    train, test = data.train, data.test
+    picked = torch.arange(0, 600, 10)
+    x, y = train.x[picked], train.y[picked].clone()
+    y[:12] = (y[:12] + 1) % 10  # labels the model does not predict
+    forget = [(x[:25], y[:25]), (x[25:], y[25:])]
+    with torch.no_grad():
+        right = model(x).argmax(dim=1) == y  # a plain loop's answer, sample by sample
+    assert 0 < int(right.sum()) < len(y)
+    # held-out labels shuffled: a low target, so that the search dampens
+    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    heldout = [(test.x[:100], held_y)]
+    made = {
+        ranks: dampen.unlearn(
+            model,
+            forget,
+            importance=imp,
+            heldout=heldout,
+            forget_kind="samples",
+            winning_only=ranks,
+        )
+        for ranks in (True, False)
+    }
+    auto = made[True].stats["auto"]
+    assert (auto["winning"], auto["forget_samples"]) == (int(right.sum()), len(y))
+    assert "winning" not in made[False].stats["auto"]
+    assert auto["original_forget_acc"] == pytest.approx(float(right.double().mean()))
+    ranked_by = {
+        True: _forget_importance(model, [(x[right], y[right])], imp, "cross_entropy"),
+        False: _forget_importance(model, forget, imp, "cross_entropy"),
+    }
+    for ranks, result in made.items():
+        assert result.stats["auto"]["rounds"], "nothing dampened: the ranking was not checked"
+        expected = copy.deepcopy(model)
+        dampen_model_(expected, imp, ranked_by[ranks], alpha=result.stats["alpha"])
+        assert same_state(result.model, state_copy(expected))
+        # the importance handed back (to take Df out of D's) is all of Df's either way
+        handed = result.forget_importance
+        assert handed is not None
+        assert all(torch.equal(handed[n], ranked_by[False][n]) for n in handed)
+        assert _replayed_equals(model, forget, imp, result)
+    assert not same_state(made[True].model, state_copy(made[False].model))
+
+
+def test_sample_ranking_falls_back_to_all_of_df_on_batches_it_cannot_filter(
+    digits_cnn: tuple,
+) -> None:
+    model, data, imp = digits_cnn
+    train, test = data.train, data.test
+    x, y = train.x[:60], train.y[:60].clone()
+    y[:12] = (y[:12] + 1) % 10
+    names = [f"sample {i}" for i in range(60)]  # an entry that is not a per-sample tensor
+    forget = [
+        {"x": x[:30], "y": y[:30], "id": names[:30]},
+        {"x": x[30:], "y": y[30:], "id": names[30:]},
+    ]
+    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    heldout = [{"x": test.x[:100], "y": held_y, "id": ["h"] * 100}]
+
+    def forward(m: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return m(batch["x"]), batch["y"]
+
+    made = {
+        ranks: dampen.unlearn(
+            model,
+            forget,
+            importance=imp,
+            heldout=heldout,
+            forward=forward,
+            forget_kind="samples",
+            winning_only=ranks,
+        )
+        for ranks in (True, False)
+    }
+    auto = made[True].stats["auto"]
+    assert auto["winning"] is None and auto["forget_samples"] == 60
+    assert auto["rounds"]
+    assert same_state(made[True].model, state_copy(made[False].model))

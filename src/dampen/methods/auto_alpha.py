@@ -17,7 +17,8 @@ Target (``forget_kind``):
   ``tolerance``: it should look like data the model never trained on, and a model that
   memorised nothing is left alone (on Fashion-MNIST, 100 random samples scored 2 points above
   retraining's level, within the noise, and dampening them to the held-out level cost 6 points
-  of Dr);
+  of Dr); the candidates are ranked by the cross-entropy importance of the forget samples the
+  model gets right (``winning_only`` of :class:`dampen.methods.ssd.SSDConfig`);
 - ``"poison"`` and ``"label_errors"`` (corrective): Df is the identified part of a backdoor or
   of the wrong labels, with the labels the model was trained with; forget accuracy on those
   labels at most ``tolerance`` (the trigger, or the wrong label, no longer wins on them). The

@@ -90,6 +90,13 @@ def replay_(
             "the request pasted the trigger onto its heldout= samples: pass the same heldout= "
             "to replay"
         )
+    ranked = auto.get("winning") is not None and auto.get("winning", 0) < auto.get(
+        "forget_samples", 0
+    )  # sample forgetting ranked by the winners
+    if auto.get("kind") == "samples" and ranked:
+        whole = None if importance.batch_size else _measure(model, forget, importance, forward)
+        size = winners_batch_size(forget, importance, whole or importance)
+        forget = WinningSamples(model, forget, forward, size)
     if auto.get("kind") in CORRECTIVE and (filtered or copied or pasted):
         whole = None if importance.batch_size else _measure(model, forget, importance, forward)
         size = winners_batch_size(forget, importance, whole or importance)

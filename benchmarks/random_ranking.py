@@ -1,0 +1,156 @@
+"""Which forget samples should rank sample forgetting's candidates? (not a test)
+
+``alpha="auto"`` forgets random samples down to the held-out accuracy plus the sampling
+margin; the candidates are SSD's selections, ranked by ``I_Df / I_D``. This compares two
+``I_Df``: the cross-entropy importance of all of Df (the paper's; ``winning_only=False``) and
+that of the forget samples the model gets right (the library's default), on the requests of
+``random_reference.py`` (same originals, samples and 200 held-out test samples as
+``auto_plain.py``; scored against the retrained models' mean Df) and on further (model, seed)
+pairs given with ``--extra``, which are retrained here with ``--retrains`` seeds (seed, seed +
+100, ...). For the stored requests the all-of-Df run must give the stored ``auto, heldout``
+row, which checks that the setup is the same.
+
+Goal (issue 15): Df within 2 points of the retrained models' mean, Dr and test accuracy at
+most 1 point below the original's.
+
+Run: ``python benchmarks/random_ranking.py REFERENCE_DIR OUT_DIR [--extra fmnist-resnet18:1
+...] [--retrains 3]`` (one file per (model, seed) in OUT_DIR, skipped when there), then
+``--report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import dampen
+from auto_plain import BATCH, MODELS, load_data, random_scores, random_split
+from dampen.core.files import atomic_write_text
+from dampen.data.base import loader
+from dampen.recipe import train_model
+from random_reference import SEED_STEP
+from sampling_margin import meets
+
+RANKINGS = {"all of Df": False, "winners": True}  # label: winning_only
+
+
+def measure(name: str, seed: int, stored: dict[str, Any] | None, retrains: int) -> dict[str, Any]:
+    """Both rankings on one request; the retrained models from ``stored`` or trained here."""
+    data_name, recipe, count = MODELS[name]
+    data = load_data(data_name, seed)
+    sc, pick, rest = random_split(data, count, seed)
+    original = train_model(recipe, data, seed=seed)
+    scores = random_scores(original, data, sc, rest)
+    if stored is not None and scores != stored["random"]["original"]:
+        raise SystemExit(f"{name} seed {seed}: the original is not the reference's")
+    imp = dampen.importance(original, loader(data.train, None, batch_size=BATCH))
+    forget = loader(data.train, sc.forget, batch_size=BATCH)
+    held = loader(data.test, pick, batch_size=BATCH)
+    runs = {}
+    for label, winning_only in RANKINGS.items():
+        result = dampen.unlearn(
+            original, forget, importance=imp, heldout=held, winning_only=winning_only
+        )
+        auto = result.stats["auto"]
+        runs[label] = {
+            **random_scores(result.model, data, sc, rest),
+            "selected": result.stats["selected_fraction"],
+            "target": auto["target_forget_acc"],
+            "winning": auto.get("winning"),
+            "reason": auto["reason"],
+        }
+        print(name, seed, label, {k: runs[label][k] for k in ("df", "dr", "test")}, flush=True)
+    if stored is not None:
+        row = stored["random"]["auto, heldout"]
+        if any(runs["all of Df"][k] != row[k] for k in ("df", "dr", "test")):
+            raise SystemExit(f"{name} seed {seed}: all of Df does not give the stored row")
+        models = stored["retrains"]
+    else:
+        models = []
+        for number in range(retrains):
+            s = seed + SEED_STEP * number
+            retrained = train_model(recipe, data, sc.retain, seed=s)
+            models.append({**random_scores(retrained, data, sc, rest), "seed": s})
+            print(name, seed, "retrain", number, models[-1], flush=True)
+    return {"model": name, "seed": seed, "original": scores, "retrains": models, "runs": runs}
+
+
+def report(folder: Path) -> str:
+    """Per ranking, the requests meeting the goal, then every request's Df / Dr / test."""
+    files = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    rows = [(r, statistics.mean(100 * m["df"] for m in r["retrains"])) for r in files]
+    lines = [
+        '`alpha="auto"` with 200 held-out samples on random samples, its candidates ranked by '
+        "the importance of all of Df (`winning_only=False`, the paper's) or of the forget "
+        "samples the model gets right (the default). Goal: Df within 2 points of the retrained "
+        "models' mean, Dr and test accuracy at most 1 point below the original's. Cells: Df / "
+        "Dr change / test change, in % and points.",
+        "",
+        "| ranking | requests meeting the goal | worst Dr change | worst test change |",
+        "|---|---|---|---|",
+    ]
+    for label in RANKINGS:
+        met = sum(meets(r["runs"][label], r["original"], mean) for r, mean in rows)
+        dr = min(100 * (r["runs"][label]["dr"] - r["original"]["dr"]) for r in files)
+        test = min(100 * (r["runs"][label]["test"] - r["original"]["test"]) for r in files)
+        lines.append(f"| {label} | {met} / {len(rows)} | {dr:+.1f} | {test:+.1f} |")
+    lines += [
+        "",
+        "| model | seed | original Df | retrained Df: mean (models) | winners / Df | "
+        + " | ".join(RANKINGS)
+        + " |",
+        "|---" * (5 + len(RANKINGS)) + "|",
+    ]
+    for r, mean in rows:
+        original = r["original"]
+        cells = []
+        for label in RANKINGS:
+            run = r["runs"][label]
+            mark = "✓" if meets(run, original, mean) else "✗"
+            cells.append(
+                f"{100 * run['df']:.1f} / {100 * (run['dr'] - original['dr']):+.1f} / "
+                f"{100 * (run['test'] - original['test']):+.1f} {mark}"
+            )
+        winners = r["runs"]["winners"]["winning"]
+        count = MODELS[r["model"]][2]
+        lines.append(
+            f"| {r['model']} | {r['seed']} | {100 * original['df']:.1f} | {mean:.1f} "
+            f"({len(r['retrains'])}) | {winners} / {count} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reference", type=Path, help="random_reference.py's output folder")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--extra", nargs="*", default=[], help="MODEL:SEED pairs to retrain")
+    parser.add_argument("--retrains", type=int, default=3, help="retrained models per extra")
+    parser.add_argument("--report", action="store_true", help="print the table and stop")
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.out), end="")
+        return
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    todo: list[tuple[str, int, dict[str, Any] | None]] = []
+    for path in sorted(args.reference.glob("*.json")):
+        stored = json.loads(path.read_text())
+        todo.append((stored["model"], stored["seed"], stored))
+    for pair in args.extra:
+        name, seed = pair.rsplit(":", 1)
+        todo.append((name, int(seed), None))
+    for name, seed, stored in todo:
+        target = args.out / f"{name}-{seed}.json"
+        if not target.exists():
+            result = measure(name, seed, stored, args.retrains)
+            atomic_write_text(target, json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
