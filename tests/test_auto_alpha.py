@@ -839,3 +839,69 @@ def test_sample_ranking_falls_back_to_all_of_df_on_batches_it_cannot_filter(
     assert auto["winning"] is None and auto["forget_samples"] == 60
     assert auto["rounds"]
     assert same_state(made[True].model, state_copy(made[False].model))
+    stats = json.loads(json.dumps(made[True].stats))  # as stored
+    again = dampen.replay(model, forget, importance=imp, stats=stats, forward=forward)
+    assert same_state(again, state_copy(made[True].model))
+
+
+class _MeanOfTokens(torch.nn.Module):
+    """Token embeddings averaged over a sequence of any length, then a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(16, 8)
+        self.out = torch.nn.Linear(8, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(self.embed(tokens).mean(dim=1))
+
+
+def test_sample_ranking_falls_back_on_batches_of_different_lengths() -> None:
+    model = _MeanOfTokens().eval()
+    g = torch.Generator().manual_seed(1)
+    lengths = (5, 7, 6, 9)  # each batch padded to its own length: rows cannot be regrouped
+    data = [torch.randint(0, 16, (10, n), generator=g) for n in lengths]
+    with torch.no_grad():
+        predicted = [model(x).argmax(dim=1) for x in data]
+    labels = [p.clone() for p in predicted]
+    labels[0][:4] = (labels[0][:4] + 1) % 3  # some forget samples the model gets wrong
+    imp = dampen.importance(model, list(zip(data, labels, strict=True)))
+    forget = list(zip(data[:2], labels[:2], strict=True))
+    heldout = [(data[3], (predicted[3] + 1) % 3)]  # never predicted: the lowest target
+    made = {
+        ranks: dampen.unlearn(
+            model,
+            forget,
+            importance=imp,
+            heldout=heldout,
+            forget_kind="samples",
+            winning_only=ranks,
+        )
+        for ranks in (True, False)
+    }
+    assert made[True].stats["auto"]["winning"] is None
+    assert made[True].stats["auto"]["rounds"]
+    assert same_state(made[True].model, state_copy(made[False].model))
+
+
+def test_winners_do_not_turn_a_sample_request_into_several_classes(digits_cnn: tuple) -> None:
+    """Two whole classes the model gets right plus a few samples it gets wrong: the label
+    histograms of all of Df say samples; those of the winners alone would say two classes."""
+    model, data, imp = digits_cnn
+    train, test = data.train, data.test
+    with torch.no_grad():
+        right = model(train.x).argmax(dim=1) == train.y
+    classes = torch.isin(train.y, torch.tensor([1, 7]))
+    if not bool(right[classes].all()):
+        pytest.skip("the model misses a sample of classes 1 and 7")
+    wrong = (~right & ~classes).nonzero().flatten()[:6]
+    assert len(wrong) > 0
+    picked = torch.cat([classes.nonzero().flatten(), wrong])
+    forget = [(train.x[picked], train.y[picked])]
+    kept = (~torch.isin(test.y, torch.tensor([1, 7]))).nonzero().flatten()[:100]
+    heldout = [(test.x[kept], test.y[kept])]
+    for ranks in (True, False):
+        result = dampen.unlearn(model, forget, importance=imp, heldout=heldout, winning_only=ranks)
+        assert result.stats["auto"]["kind"] == "samples"
+        assert "per_class" not in result.stats["auto"]

@@ -480,6 +480,13 @@ USER_MODULE = textwrap.dedent(
     def forget_batches():
         x, y = make_data(24)
         return loader(x[:5], y[:5], 8)
+
+    def all_batches():
+        return loader(*make_data(24), 8)
+
+    def scrambled_heldout():  # labels the model never predicts: the lowest sample target
+        x, _ = make_data(30, seed=5)
+        return loader(x, (factory().eval()(x).argmax(dim=1) + 1) % 3, 8)
     """
 )
 
@@ -561,6 +568,24 @@ def test_forget_kind_flag_sets_the_target(user: Path) -> None:
             assert torch.equal(got[k], v), (extra, k)
         assert f"alpha=auto (poison): {want.stats['auto']['reason']}" in r.output
         assert f"{want.stats['auto']['winning']} of 5 identified samples" in r.output
+
+
+def test_cli_names_the_winners_that_rank_a_sample_request(user: Path) -> None:
+    from corrective_user import all_batches, scrambled_heldout
+
+    model = make_model(seed=1)
+    imp = dampen.importance(model, tiny_loader(*make_data(24), 8))
+    want = dampen.unlearn(
+        model, all_batches(), importance=imp, heldout=scrambled_heldout(), forget_kind="samples"
+    )
+    auto = want.stats["auto"]
+    assert 0 < auto["winning"] < auto["forget_samples"] == 24 and auto["rounds"]
+    heldout = ("--heldout", "corrective_user:scrambled_heldout")
+    r = _forget(user, "--kind", "samples", *heldout, "--forget", "corrective_user:all_batches")
+    assert r.exit_code == 0, r.output
+    assert f"ranked by the {auto['winning']} of 24 forget samples predicted right" in r.output
+    got = load_file(str(user / "out.safetensors"))
+    assert all(torch.equal(got[k], v) for k, v in want.model.state_dict().items())
 
 
 # --------------------------------------------------------------------------- winning samples

@@ -315,9 +315,14 @@ def forget_cmd(
         auto = s.get("auto")
         if isinstance(auto, dict) and auto.get("reason"):
             line = f"alpha=auto ({auto.get('kind')}): {cli_terms(auto['reason'])}"
-            if "winning" in auto:
+            if "identified" in auto:
                 line += (
                     f"; {auto['winning']} of {auto['identified']} identified samples still "
                     "predicted as their trained label were used"
+                )
+            elif 0 < (auto.get("winning") or 0) < auto.get("forget_samples", 0):
+                line += (
+                    f"; ranked by the {auto['winning']} of {auto['forget_samples']} forget "
+                    "samples predicted right"
                 )
             click.echo(line)

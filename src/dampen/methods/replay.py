@@ -81,7 +81,7 @@ def replay_(
         _classes(model, forget, importance, auto["per_class"], options, forward)
         return
     objective = _objective(auto)
-    filtered = auto.get("winning", 0) < auto.get("identified", 0)
+    filtered = auto.get("kind") in CORRECTIVE and auto.get("winning", 0) < auto.get("identified", 0)
     fallback = bool(auto.get("erased_fallback"))
     copied = bool(auto.get("erased_winning")) and not fallback
     pasted = bool(auto.get("pasted_winning")) and not fallback
@@ -90,10 +90,7 @@ def replay_(
             "the request pasted the trigger onto its heldout= samples: pass the same heldout= "
             "to replay"
         )
-    ranked = auto.get("winning") is not None and auto.get("winning", 0) < auto.get(
-        "forget_samples", 0
-    )  # sample forgetting ranked by the winners
-    if auto.get("kind") == "samples" and ranked:
+    if auto.get("kind") == "samples" and _ranked_by_winners(auto):
         whole = None if importance.batch_size else _measure(model, forget, importance, forward)
         size = winners_batch_size(forget, importance, whole or importance)
         forget = WinningSamples(model, forget, forward, size)
@@ -121,6 +118,17 @@ def replay_(
         _recentre(model, auto)
     elif "target_offset" in auto or "class_offsets" in auto:
         raise ValueError("the stats record offsets but no re-centring: not replayable")
+
+
+def _ranked_by_winners(auto: Mapping[str, Any]) -> bool:
+    """Whether a sample request ranked by the forget samples its model got right: some but
+    not all of them (``winning`` is ``None`` when they could not be regrouped)."""
+    winning, total = auto.get("winning"), auto.get("forget_samples")
+    if winning is None or total is None:
+        return False
+    if not isinstance(winning, int) or not isinstance(total, int):
+        raise ValueError(f"the stats record {winning!r} winning of {total!r} forget samples")
+    return 0 < winning < total
 
 
 def _recentre(model: nn.Module, auto: Mapping[str, Any]) -> None:

@@ -366,6 +366,7 @@ def _ranked_by_winners(
     imp_f: Importance,
     estimator: str,
     size: int | None,
+    seconds: dict[str, float],
 ) -> tuple[Importance, dict[str, Any]]:
     """Sample forgetting: the cross-entropy importance of the forget samples the model gets
     right (:mod:`dampen.methods.winning`), which ranks the candidates; the search still
@@ -379,22 +380,29 @@ def _ranked_by_winners(
     0.5 and 0.6 points of retained accuracy, and the ViT 0.8 of test accuracy (3.1 % of its
     parameters selected); ranked by the winners, nothing (0.4 %; both within 0.3 points up).
 
-    Returns the importance to rank by (``imp_f`` itself when every sample or none wins, or
-    when a batch entry is not a per-sample tensor, which cannot be filtered: then
-    ``winning`` is ``None``) and ``{"forget_samples": n, "winning": m}`` for the stats.
+    Returns the importance to rank by and ``{"forget_samples": n, "winning": m}`` for the
+    stats; ``imp_f`` itself when every sample or none wins, or when the samples cannot be
+    regrouped (a batch entry that is not a per-sample tensor, or batches whose samples differ
+    in shape, e.g. padded to each batch's longest sequence): then ``winning`` is ``None``.
+    Records the pass that finds the winners in ``seconds["winning"]`` and their importance in
+    ``seconds["importance_forget"]``.
     """
+    t = perf_counter()
     regroup = winners_batch_size(request.forget, imp_d, imp_f)
     try:
         winners = WinningSamples(model, request.forget, request.forward, regroup)
-    except TypeError:
+    except TypeError:  # not filterable, or the rows cannot be regrouped
+        seconds["winning"] = perf_counter() - t
         return imp_f, {"forget_samples": imp_f.samples, "winning": None}
+    seconds["winning"] = perf_counter() - t
     ranked = {"forget_samples": winners.total, "winning": winners.count}
     if not 0 < winners.count < winners.total:
         return imp_f, ranked
+    t = perf_counter()
     winning = replace(request, forget=winners)
-    return _forget_importance(
-        model, winning, estimator, "forget set", "cross_entropy", size
-    ), ranked
+    ranking = _forget_importance(model, winning, estimator, "forget set", "cross_entropy", size)
+    seconds["importance_forget"] += perf_counter() - t
+    return ranking, ranked
 
 
 def winners_batch_size(forget: Any, imp_d: Importance, imp_f: Importance) -> int:
@@ -620,12 +628,6 @@ def ssd_(
             imp_f = _forget_importance(model, request, estimator, "forget set", objective, size)
             seconds["importance_forget"] += perf_counter() - t
         t = perf_counter()
-    ranks_by_winners = kind == "samples" and request.heldout is not None and settings.winning_only
-    if alpha == "auto" and ranks_by_winners:  # rank by the samples the model gets right
-        t = perf_counter()
-        imp_f, ranked = _ranked_by_winners(model, request, imp_d, imp_f, estimator, size)
-        seconds["importance_forget"] += perf_counter() - t
-        t = perf_counter()
     if alpha == "auto" and _several_classes(imp_d, imp_f, settings, request):
         stats = _class_by_class_(
             model,
@@ -644,6 +646,13 @@ def ssd_(
         return stats
     auto_report: dict[str, Any] | None = None
     per_tensor: dict[str, int]
+    ranks_by_winners = kind == "samples" and request.heldout is not None and settings.winning_only
+    if alpha == "auto" and ranks_by_winners:  # rank by the samples the model gets right
+        spent = perf_counter()
+        imp_f, ranked = _ranked_by_winners(model, request, imp_d, imp_f, estimator, size, seconds)
+        t += perf_counter() - spent  # timed as "winning" and "importance_forget"
+        # resolved on all of Df: the winners' label histograms may hold whole classes
+        settings = replace(settings, forget_kind="samples")
     if kind == "class" and objective != "cross_entropy":
         # The search ranks by the log-odds importance; the forget importance handed back (to
         # take Df out of the stored importance) stays the cross-entropy one.
@@ -658,6 +667,8 @@ def ssd_(
                 model,
                 imp_d,
                 imp_f,
+                # Later rounds are for class forgetting only: sample forgetting (whose first
+                # round may rank by the winners) takes one round.
                 remeasure=lambda: _forget_importance(
                     model, request, estimator, "forget set, again", objective, size
                 ),

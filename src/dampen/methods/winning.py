@@ -1,4 +1,5 @@
-"""The forget samples whose trained label still wins: what corrective unlearning acts on.
+"""The forget samples whose trained label still wins: what corrective unlearning acts on,
+and what ranks sample forgetting's candidates.
 
 With ``forget_kind="poison"`` (or ``"label_errors"``) the forget set is the identified part of
 a backdoor or of the wrong labels, each sample with the label the model was trained with. On
@@ -9,6 +10,10 @@ samples identified, 2 of them not predicted as the target): with them, SSD's mos
 α already erased a whole class (Bag, the content of one of them); without them, ``alpha="auto"``
 healed 96 % of the backdoor with 0.5 % of the parameters at a 1-point cost in clean accuracy
 (with the cross-entropy importance of the time).
+
+Sample forgetting with ``heldout=`` ranks its candidates by the importance of the forget
+samples the model gets right (:func:`dampen.methods.ssd._ranked_by_winners`): a sample it
+gets wrong was not memorised, and its cross-entropy gradients are the forget set's largest.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def _check_entries(value: Any, n: int) -> None:
             _check_entries(v, n)
     elif not (isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n):
         raise TypeError(
-            "corrective forgetting keeps the identified samples whose trained label still "
+            "corrective forgetting keeps the forget samples whose trained label still "
             f"wins, so every entry of a forget batch must be a tensor of its {n} samples; got "
             f"{type(value).__name__}"
             + (f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else "")
@@ -52,13 +57,15 @@ class WinningSamples:
     """The samples of ``batches`` on which ``model`` (as it is now) predicts their label,
     gathered once and served again ``size`` at a time.
 
-    They are kept in memory (a forget set of corrupted samples is small), so later passes
+    They are kept in memory, on the device the batches come on (a forget set is small beside
+    D; sample forgetting of a large one can pass ``winning_only=False``), so later passes
     neither depend on the loader's order nor on the model's later weights. Every entry of a
     batch (``(x, ..., y)``, ``{..., "labels": y}``, nested lists, tuples and dicts, also with a
     user ``forward``) must be a tensor whose first dimension is the batch.
 
     Raises:
-        TypeError: for a batch entry that is not such a tensor (it could not be filtered).
+        TypeError: for a batch entry that is not such a tensor (it could not be filtered), or
+            batches whose samples differ in shape (they could not be regrouped).
         ValueError: for labels outside the model's outputs.
 
     Attributes:
@@ -84,7 +91,14 @@ class WinningSamples:
                 if bool(won.any()):
                     parts.append(take_rows(batch, won, n))
                     self.count += int(won.sum())
-        self._joined = cat_rows(parts) if parts else None
+        try:
+            self._joined = cat_rows(parts) if parts else None
+        except RuntimeError as e:  # torch.cat of rows of different shapes
+            raise TypeError(
+                "the forget samples whose trained label wins are regrouped into batches of "
+                f"{size}, but the batches' samples differ in shape (e.g. padded to each "
+                f"batch's longest sequence): {e}"
+            ) from None
         self.batch_size = size
 
     def __len__(self) -> int:
