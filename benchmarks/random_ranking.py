@@ -34,7 +34,7 @@ from dampen.core.files import atomic_write_text
 from dampen.data.base import loader
 from dampen.recipe import train_model
 from random_reference import SEED_STEP
-from sampling_margin import meets
+from sampling_margin import cell, meets
 
 RANKINGS = {"all of Df": False, "winners": True}  # label: winning_only
 
@@ -108,14 +108,7 @@ def report(folder: Path) -> str:
     ]
     for r, mean in rows:
         original = r["original"]
-        cells = []
-        for label in RANKINGS:
-            run = r["runs"][label]
-            mark = "✓" if meets(run, original, mean) else "✗"
-            cells.append(
-                f"{100 * run['df']:.1f} / {100 * (run['dr'] - original['dr']):+.1f} / "
-                f"{100 * (run['test'] - original['test']):+.1f} {mark}"
-            )
+        cells = [cell(r["runs"][label], original, mean) for label in RANKINGS]
         winners = r["runs"]["winners"]["winning"]
         count = MODELS[r["model"]][2]
         lines.append(

@@ -73,6 +73,15 @@ def meets(run: dict[str, float], original: dict[str, float], mean_df: float) -> 
     return abs(100 * run["df"] - mean_df) <= 2 and dr >= -1 and test >= -1
 
 
+def cell(run: dict[str, float], original: dict[str, float], mean_df: float) -> str:
+    """``Df / Dr change / test change`` of ``run`` in % and points, marked by :func:`meets`."""
+    mark = "✓" if meets(run, original, mean_df) else "✗"
+    return (
+        f"{100 * run['df']:.1f} / {100 * (run['dr'] - original['dr']):+.1f} / "
+        f"{100 * (run['test'] - original['test']):+.1f} {mark}"
+    )
+
+
 def report(folder: Path) -> str:
     """Per margin z, the requests meeting the goal, and every request's Df / Dr / test change."""
     files = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
@@ -103,14 +112,7 @@ def report(folder: Path) -> str:
     ]
     for r, mean in rows:
         original = r["random"]["original"]
-        cells = []
-        for z in zs:
-            run = r["margins"][z]
-            mark = "✓" if meets(run, original, mean) else "✗"
-            cells.append(
-                f"{100 * run['df']:.1f} / {100 * (run['dr'] - original['dr']):+.1f} / "
-                f"{100 * (run['test'] - original['test']):+.1f} {mark}"
-            )
+        cells = [cell(r["margins"][z], original, mean) for z in zs]
         lines.append(
             f"| {r['model']} | {r['seed']} | {100 * original['df']:.1f} | {mean:.1f} | "
             + " | ".join(cells)

@@ -758,6 +758,24 @@ def test_paced_path_must_be_a_bool() -> None:
         dampen.unlearn(model, loader(x[:8], y[:8], 8), importance=imp, paced_path=1)
 
 
+def _both_rankings(
+    model: torch.nn.Module, forget: Any, imp: dampen.Importance, heldout: Any, **options: Any
+) -> dict[bool, Any]:
+    """A sample request with ``heldout``, ranked by the winners (``True``) and by all of Df."""
+    return {
+        ranks: dampen.unlearn(
+            model,
+            forget,
+            importance=imp,
+            heldout=heldout,
+            forget_kind="samples",
+            winning_only=ranks,
+            **options,
+        )
+        for ranks in (True, False)
+    }
+
+
 def test_sample_forgetting_ranks_by_the_samples_the_model_gets_right(digits_cnn: tuple) -> None:
     from dampen.functional import dampen_model_
 
@@ -773,17 +791,7 @@ def test_sample_forgetting_ranks_by_the_samples_the_model_gets_right(digits_cnn:
     # held-out labels shuffled: a low target, so that the search dampens
     held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
     heldout = [(test.x[:100], held_y)]
-    made = {
-        ranks: dampen.unlearn(
-            model,
-            forget,
-            importance=imp,
-            heldout=heldout,
-            forget_kind="samples",
-            winning_only=ranks,
-        )
-        for ranks in (True, False)
-    }
+    made = _both_rankings(model, forget, imp, heldout)
     auto = made[True].stats["auto"]
     assert (auto["winning"], auto["forget_samples"]) == (int(right.sum()), len(y))
     assert "winning" not in made[False].stats["auto"]
@@ -823,18 +831,7 @@ def test_sample_ranking_falls_back_to_all_of_df_on_batches_it_cannot_filter(
     def forward(m: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return m(batch["x"]), batch["y"]
 
-    made = {
-        ranks: dampen.unlearn(
-            model,
-            forget,
-            importance=imp,
-            heldout=heldout,
-            forward=forward,
-            forget_kind="samples",
-            winning_only=ranks,
-        )
-        for ranks in (True, False)
-    }
+    made = _both_rankings(model, forget, imp, heldout, forward=forward)
     auto = made[True].stats["auto"]
     assert auto["winning"] is None and auto["forget_samples"] == 60
     assert auto["rounds"]
@@ -869,17 +866,7 @@ def test_sample_ranking_falls_back_on_batches_of_different_lengths() -> None:
     imp = dampen.importance(model, list(zip(data, labels, strict=True)))
     forget = list(zip(data[:2], labels[:2], strict=True))
     heldout = [(data[3], (predicted[3] + 1) % 3)]  # never predicted: the lowest target
-    made = {
-        ranks: dampen.unlearn(
-            model,
-            forget,
-            importance=imp,
-            heldout=heldout,
-            forget_kind="samples",
-            winning_only=ranks,
-        )
-        for ranks in (True, False)
-    }
+    made = _both_rankings(model, forget, imp, heldout)
     assert made[True].stats["auto"]["winning"] is None
     assert made[True].stats["auto"]["rounds"]
     assert same_state(made[True].model, state_copy(made[False].model))
