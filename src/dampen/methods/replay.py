@@ -6,7 +6,9 @@ at a time, the importance of D updated in between. ``stats["alpha"]`` alone ther
 say what was done; ``stats["auto"]`` does, and :func:`replay_` applies it: per round, measure
 ``I_Df`` on the model as it is now (of ``stats["auto"]["objective"]``: minus the log-odds for
 class forgetting and corrective requests, the cross-entropy when the stats record none) and
-dampen with that round's α.
+dampen with that round's α. ``I_Df`` is measured on the forget samples the request ranked
+by: those whose label wins (corrective requests, and sample forgetting with ``heldout=``,
+``stats["auto"]["winning"]``), found again on the model as the call received it.
 """
 
 from __future__ import annotations
