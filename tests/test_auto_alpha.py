@@ -891,4 +891,58 @@ def test_winners_do_not_turn_a_sample_request_into_several_classes(digits_cnn: t
     for ranks in (True, False):
         result = dampen.unlearn(model, forget, importance=imp, heldout=heldout, winning_only=ranks)
         assert result.stats["auto"]["kind"] == "samples"
-        assert "per_class" not in result.stats["auto"]
+
+
+def test_named_tuple_batches_rank_by_the_winners_and_replay(digits_cnn: tuple) -> None:
+    from collections import namedtuple
+
+    model, data, imp = digits_cnn
+    train, test = data.train, data.test
+    pair = namedtuple("pair", ["images", "labels"])
+    x, y = train.x[:60], train.y[:60].clone()
+    y[:12] = (y[:12] + 1) % 10
+    forget = [pair(x[:30], y[:30]), pair(x[30:], y[30:])]
+    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    heldout = [pair(test.x[:100], held_y)]
+    made = _both_rankings(model, forget, imp, heldout)
+    auto = made[True].stats["auto"]
+    assert auto["winning"] is not None and 0 < auto["winning"] < auto["forget_samples"] == 60
+    assert auto["rounds"]
+    assert not same_state(made[True].model, state_copy(made[False].model))
+    assert _replayed_equals(model, forget, imp, made[True])
+
+
+def test_replay_refuses_a_forget_set_with_other_winners(digits_cnn: tuple) -> None:
+    model, data, imp = digits_cnn
+    train, test = data.train, data.test
+    x, y = train.x[:60], train.y[:60].clone()
+    y[:12] = (y[:12] + 1) % 10
+    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    result = dampen.unlearn(
+        model, [(x, y)], importance=imp, heldout=[(test.x[:100], held_y)], forget_kind="samples"
+    )
+    assert result.stats["auto"]["rounds"]
+    stats = json.loads(json.dumps(result.stats))
+    with pytest.raises(ValueError, match="forget samples win, the request recorded"):
+        dampen.replay(model, [(x[:50], y[:50])], importance=imp, stats=stats)
+
+
+def test_lf_sample_requests_are_not_ranked_by_winners(digits_cnn: tuple) -> None:
+    model, data, _ = digits_cnn
+    from dampen.data.base import loader as data_loader
+
+    train, test = data.train, data.test
+    imp = dampen.importance(model, data_loader(train, batch_size=64), estimator="lf")
+    x, y = train.x[:60], train.y[:60].clone()
+    y[:12] = (y[:12] + 1) % 10
+    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    result = dampen.unlearn(
+        model,
+        [(x, y)],
+        method="lfssd",
+        importance=imp,
+        heldout=[(test.x[:100], held_y)],
+        forget_kind="samples",
+    )
+    assert result.stats["auto"]["kind"] == "samples"
+    assert "winning" not in result.stats["auto"]

@@ -484,6 +484,12 @@ USER_MODULE = textwrap.dedent(
     def all_batches():
         return loader(*make_data(24), 8)
 
+    def uneven_batches():  # images of two sizes: the winners cannot be regrouped
+        import torch.nn.functional as F
+
+        x, y = make_data(24)
+        return [(x[:12], y[:12]), (F.pad(x[12:], (1, 1, 1, 1)), y[12:])]
+
     def scrambled_heldout():  # labels the model never predicts: the lowest sample target
         x, _ = make_data(30, seed=5)
         return loader(x, (factory().eval()(x).argmax(dim=1) + 1) % 3, 8)
@@ -584,6 +590,23 @@ def test_cli_names_the_winners_that_rank_a_sample_request(user: Path) -> None:
     r = _forget(user, "--kind", "samples", *heldout, "--forget", "corrective_user:all_batches")
     assert r.exit_code == 0, r.output
     assert f"ranked by the {auto['winning']} of 24 forget samples predicted right" in r.output
+    got = load_file(str(user / "out.safetensors"))
+    assert all(torch.equal(got[k], v) for k, v in want.model.state_dict().items())
+
+
+def test_cli_says_when_a_sample_request_ranks_by_all_of_the_forget_set(user: Path) -> None:
+    from corrective_user import scrambled_heldout, uneven_batches
+
+    model = make_model(seed=1)
+    imp = dampen.importance(model, tiny_loader(*make_data(24), 8))
+    want = dampen.unlearn(
+        model, uneven_batches(), importance=imp, heldout=scrambled_heldout(), forget_kind="samples"
+    )
+    assert want.stats["auto"]["winning"] is None and want.stats["auto"]["forget_samples"] == 24
+    heldout = ("--heldout", "corrective_user:scrambled_heldout")
+    r = _forget(user, "--kind", "samples", *heldout, "--forget", "corrective_user:uneven_batches")
+    assert r.exit_code == 0, r.output
+    assert "ranked by all of the forget set (its batches could not be regrouped" in r.output
     got = load_file(str(user / "out.safetensors"))
     assert all(torch.equal(got[k], v) for k, v in want.model.state_dict().items())
 

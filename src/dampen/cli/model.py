@@ -325,4 +325,9 @@ def forget_cmd(
                     f"; ranked by the {auto['winning']} of {auto['forget_samples']} forget "
                     "samples predicted right"
                 )
+            elif "forget_samples" in auto and auto.get("winning") is None:
+                line += (
+                    "; ranked by all of the forget set (its batches could not be regrouped "
+                    "sample by sample)"
+                )
             click.echo(line)

@@ -226,6 +226,14 @@ def logits_only(model: nn.Module, batch: Any, forward: ForwardFn | None) -> Tens
     return forward(model, batch)[0]
 
 
+def _rebuilt(value: list[Any] | tuple[Any, ...], items: Iterable[Any]) -> Any:
+    """A list or tuple of ``value``'s type holding ``items`` (named tuples take them as
+    arguments)."""
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*items)
+    return type(value)(items)
+
+
 def take_rows(value: Any, mask: Tensor, n: int) -> Any:
     """The rows ``mask`` selects of every tensor in a batch whose leading size is ``n``."""
     if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
@@ -233,7 +241,7 @@ def take_rows(value: Any, mask: Tensor, n: int) -> Any:
     if isinstance(value, Mapping):
         return {k: take_rows(v, mask, n) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(take_rows(v, mask, n) for v in value)
+        return _rebuilt(value, (take_rows(v, mask, n) for v in value))
     return value
 
 
@@ -246,10 +254,8 @@ def detached(value: Any) -> Any:
         return value.detach()
     if isinstance(value, Mapping):
         return {k: detached(v) for k, v in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
-        return type(value)(*(detached(v) for v in value))
     if isinstance(value, (list, tuple)):
-        return type(value)(detached(v) for v in value)
+        return _rebuilt(value, (detached(v) for v in value))
     return value
 
 
@@ -264,14 +270,22 @@ def _carries_graph(value: Any) -> bool:
 
 
 def cat_rows(parts: list[Any]) -> Any:
-    """Batches of one structure joined along their leading dimension."""
+    """Batches of one structure joined along their leading dimension.
+
+    Raises:
+        ValueError: when a tensor's rows differ in shape from one batch to another (e.g.
+            sequences padded to each batch's longest).
+    """
     first = parts[0]
     if isinstance(first, Tensor) and first.dim() > 0:
+        shapes = {tuple(p.shape[1:]) for p in parts}
+        if len(shapes) > 1:
+            raise ValueError(f"rows of different shapes cannot be joined: {sorted(shapes)}")
         return torch.cat(parts)
     if isinstance(first, Mapping):
         return {k: cat_rows([p[k] for p in parts]) for k in first}
     if isinstance(first, (list, tuple)):
-        return type(first)(cat_rows([p[i] for p in parts]) for i in range(len(first)))
+        return _rebuilt(first, (cat_rows([p[i] for p in parts]) for i in range(len(first))))
     return first
 
 
@@ -282,5 +296,5 @@ def slice_rows(value: Any, start: int, stop: int) -> Any:
     if isinstance(value, Mapping):
         return {k: slice_rows(v, start, stop) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(slice_rows(v, start, stop) for v in value)
+        return _rebuilt(value, (slice_rows(v, start, stop) for v in value))
     return value

@@ -92,15 +92,13 @@ def replay_(
             "the request pasted the trigger onto its heldout= samples: pass the same heldout= "
             "to replay"
         )
-    if auto.get("kind") == "samples" and _ranked_by_winners(auto):
-        whole = None if importance.batch_size else _measure(model, forget, importance, forward)
-        size = winners_batch_size(forget, importance, whole or importance)
-        forget = WinningSamples(model, forget, forward, size)
+    if auto.get("kind") == "samples" and _ranks_by_winners(auto):
+        size = _regroup_size(model, forget, importance, forward)
+        forget = _winners(model, forget, forward, size, auto, "forget_samples")
     if auto.get("kind") in CORRECTIVE and (filtered or copied or pasted):
-        whole = None if importance.batch_size else _measure(model, forget, importance, forward)
-        size = winners_batch_size(forget, importance, whole or importance)
+        size = _regroup_size(model, forget, importance, forward)
         if filtered:
-            forget = WinningSamples(model, forget, forward, size)
+            forget = _winners(model, forget, forward, size, auto, "identified")
         identified = forget
         if copied:
             forget, made = join_erased_copies(model, forget, int(auto["erased_copies"]), size)
@@ -122,7 +120,36 @@ def replay_(
         raise ValueError("the stats record offsets but no re-centring: not replayable")
 
 
-def _ranked_by_winners(auto: Mapping[str, Any]) -> bool:
+def _regroup_size(
+    model: nn.Module, forget: Batches, importance: Importance, forward: ForwardFn | None
+) -> int:
+    """The batch size the request regrouped its winning samples to (as ``ssd_`` finds it)."""
+    whole = None if importance.batch_size else _measure(model, forget, importance, forward)
+    return winners_batch_size(forget, importance, whole or importance)
+
+
+def _winners(
+    model: nn.Module,
+    forget: Batches,
+    forward: ForwardFn | None,
+    size: int,
+    auto: Mapping[str, Any],
+    total_key: str,
+) -> WinningSamples:
+    """The forget samples whose label wins, found again and regrouped ``size`` at a time;
+    refused unless as many of as many win as the request recorded (``winning`` of
+    ``total_key``)."""
+    winners = WinningSamples(model, forget, forward, size)
+    if (winners.count, winners.total) != (auto.get("winning"), auto.get(total_key)):
+        raise ValueError(
+            f"{winners.count} of {winners.total} forget samples win, the request recorded "
+            f"{auto.get('winning')} of {auto.get(total_key)}: another forget set or model, or "
+            "stats of another dampen version"
+        )
+    return winners
+
+
+def _ranks_by_winners(auto: Mapping[str, Any]) -> bool:
     """Whether a sample request ranked by the forget samples its model got right: some but
     not all of them (``winning`` is ``None`` when they could not be regrouped)."""
     winning, total = auto.get("winning"), auto.get("forget_samples")

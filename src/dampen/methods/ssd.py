@@ -34,7 +34,7 @@ from dampen.methods.auto_alpha import (
 from dampen.methods.class_batches import ClassBatches
 from dampen.methods.erased import ERASED_TOLERANCE, with_erased_copies
 from dampen.methods.pasted import PASTED_TOLERANCE, pasted_batches
-from dampen.methods.winning import WinningSamples
+from dampen.methods.winning import NotRegroupable, WinningSamples
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 
 
@@ -85,8 +85,9 @@ class _Alpha(_Dampening):
             (``BLIND_CORRECTIVE_REMOVED``).
         winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
             which their trained label still wins (:mod:`dampen.methods.winning`); ``False``
-            uses all of Df, as Potion's search does. In sample forgetting with ``heldout=``:
-            rank the candidates by the importance of the forget samples the model gets right
+            uses all of Df, as Potion's search does. In sample forgetting with ``heldout=``
+            (not with ``lf``, whose importance uses no label): rank the candidates by the
+            cross-entropy importance of the forget samples the model gets right
             (``stats["auto"]["winning"]`` of ``forget_samples``; the forget accuracy is still
             measured on all of Df); ``False`` ranks by all of Df, as the paper does.
         erased_copies: for ``"auto"`` with ``forget_kind="poison"`` on ``(images, labels)``
@@ -393,7 +394,7 @@ def _ranked_by_winners(
     regroup = winners_batch_size(request.forget, imp_d, imp_f)
     try:
         winners = WinningSamples(model, request.forget, request.forward, regroup)
-    except TypeError:  # not filterable, or the rows cannot be regrouped
+    except NotRegroupable:
         seconds["winning"] = perf_counter() - t
         return imp_f, {"forget_samples": imp_f.samples, "winning": None}
     seconds["winning"] = perf_counter() - t
@@ -648,7 +649,12 @@ def ssd_(
         return stats
     auto_report: dict[str, Any] | None = None
     per_tensor: dict[str, int]
-    ranks_by_winners = kind == "samples" and request.heldout is not None and settings.winning_only
+    ranks_by_winners = (
+        kind == "samples"
+        and request.heldout is not None
+        and settings.winning_only
+        and estimator != "lf"  # its importance has no label, so no 1 − p_y factor
+    )
     if alpha == "auto" and ranks_by_winners:  # rank by the samples the model gets right
         spent = perf_counter()
         imp_f, ranked = _ranked_by_winners(model, request, imp_d, imp_f, estimator, size, seconds)

@@ -36,6 +36,10 @@ from dampen.core.state import preserved
 from dampen.methods.auto_alpha import wins
 
 
+class NotRegroupable(TypeError):
+    """The forget batches cannot be filtered and regrouped sample by sample."""
+
+
 def _check_entries(value: Any, n: int) -> None:
     """Every leaf of a batch must be a tensor of ``n`` samples (else filtering misaligns)."""
     if isinstance(value, Mapping):
@@ -45,7 +49,7 @@ def _check_entries(value: Any, n: int) -> None:
         for v in value:
             _check_entries(v, n)
     elif not (isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n):
-        raise TypeError(
+        raise NotRegroupable(
             "corrective forgetting keeps the forget samples whose trained label still "
             f"wins, so every entry of a forget batch must be a tensor of its {n} samples; got "
             f"{type(value).__name__}"
@@ -64,8 +68,9 @@ class WinningSamples:
     user ``forward``) must be a tensor whose first dimension is the batch.
 
     Raises:
-        TypeError: for a batch entry that is not such a tensor (it could not be filtered), or
-            batches whose samples differ in shape (they could not be regrouped).
+        NotRegroupable: a TypeError, for a batch entry that is not such a tensor (it could
+            not be filtered), or batches whose samples differ in shape (they could not be
+            regrouped).
         ValueError: for labels outside the model's outputs.
 
     Attributes:
@@ -93,8 +98,8 @@ class WinningSamples:
                     self.count += int(won.sum())
         try:
             self._joined = cat_rows(parts) if parts else None
-        except RuntimeError as e:  # torch.cat of rows of different shapes
-            raise TypeError(
+        except ValueError as e:  # rows of different shapes
+            raise NotRegroupable(
                 "the forget samples whose trained label wins are regrouped into batches of "
                 f"{size}, but the batches' samples differ in shape (e.g. padded to each "
                 f"batch's longest sequence): {e}"
