@@ -20,7 +20,6 @@ Run: ``python benchmarks/random_ranking.py REFERENCE_DIR OUT_DIR [--extra fmnist
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -34,7 +33,7 @@ from dampen.core.files import atomic_write_text
 from dampen.data.base import loader
 from dampen.recipe import train_model
 from random_reference import SEED_STEP
-from sampling_margin import cell, meets
+from sampling_margin import cell, meets, reference_parser
 
 RANKINGS = {"all of Df": False, "winners": True}  # label: winning_only
 
@@ -119,12 +118,9 @@ def report(folder: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reference", type=Path, help="random_reference.py's output folder")
-    parser.add_argument("out", type=Path)
+    parser = reference_parser(__doc__)
     parser.add_argument("--extra", nargs="*", default=[], help="MODEL:SEED pairs to retrain")
     parser.add_argument("--retrains", type=int, default=3, help="retrained models per extra")
-    parser.add_argument("--report", action="store_true", help="print the table and stop")
     args = parser.parse_args()
     if args.report:
         print(report(args.out), end="")

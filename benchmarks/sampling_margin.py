@@ -121,12 +121,19 @@ def report(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def reference_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of the scripts that run again random_reference.py's requests:
+    ``REFERENCE_DIR OUT_DIR [--report]``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("reference", type=Path, help="random_reference.py's output folder")
     parser.add_argument("out", type=Path)
-    parser.add_argument("--z", type=float, nargs="+", default=[LIBRARY_Z, 1.0, 0.5, 0.0])
     parser.add_argument("--report", action="store_true", help="print the table and stop")
+    return parser
+
+
+def main() -> None:
+    parser = reference_parser(__doc__)
+    parser.add_argument("--z", type=float, nargs="+", default=[LIBRARY_Z, 1.0, 0.5, 0.0])
     args = parser.parse_args()
     if args.report:
         print(report(args.out), end="")
