@@ -25,15 +25,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import dampen
 from auto_plain import BATCH, MODELS, load_data, random_scores, random_split
 from dampen.core.files import atomic_write_text
 from dampen.data.base import loader
 from dampen.recipe import train_model
 from random_reference import SEED_STEP
-from sampling_margin import cell, meets, reference_parser
+from sampling_margin import arguments_to_run, cell, meets, reference_parser
 
 RANKINGS = {"all of Df": False, "winners": True}  # label: winning_only
 
@@ -121,12 +119,9 @@ def main() -> None:
     parser = reference_parser(__doc__)
     parser.add_argument("--extra", nargs="*", default=[], help="MODEL:SEED pairs to retrain")
     parser.add_argument("--retrains", type=int, default=3, help="retrained models per extra")
-    args = parser.parse_args()
-    if args.report:
-        print(report(args.out), end="")
+    args = arguments_to_run(parser, report)
+    if args is None:
         return
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
     todo: list[tuple[str, int, dict[str, Any] | None]] = []
     for path in sorted(args.reference.glob("*.json")):
         stored = json.loads(path.read_text())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,15 +132,26 @@ def reference_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def arguments_to_run(
+    parser: argparse.ArgumentParser, reporter: Callable[[Path], str]
+) -> argparse.Namespace | None:
+    """The parsed arguments, set up to run (one thread, ``out`` made); ``None`` after printing
+    ``reporter(out)`` when ``--report`` asks only for the table."""
+    args = parser.parse_args()
+    if args.report:
+        print(reporter(args.out), end="")
+        return None
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
 def main() -> None:
     parser = reference_parser(__doc__)
     parser.add_argument("--z", type=float, nargs="+", default=[LIBRARY_Z, 1.0, 0.5, 0.0])
-    args = parser.parse_args()
-    if args.report:
-        print(report(args.out), end="")
+    args = arguments_to_run(parser, report)
+    if args is None:
         return
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
     for path in sorted(args.reference.glob("*.json")):
         target = args.out / path.name
         if not target.exists():
