@@ -758,6 +758,12 @@ def test_paced_path_must_be_a_bool() -> None:
         dampen.unlearn(model, loader(x[:8], y[:8], 8), importance=imp, paced_path=1)
 
 
+def _shuffled_labels(test: Any) -> torch.Tensor:
+    """The labels of the first 100 test samples, shuffled: a held-out accuracy near chance,
+    so that a sample request's target is low and its search dampens."""
+    return test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+
+
 def _both_rankings(
     model: torch.nn.Module, forget: Any, imp: dampen.Importance, heldout: Any, **options: Any
 ) -> dict[bool, Any]:
@@ -788,8 +794,7 @@ def test_sample_forgetting_ranks_by_the_samples_the_model_gets_right(digits_cnn:
     with torch.no_grad():
         right = model(x).argmax(dim=1) == y  # a plain loop's answer, sample by sample
     assert 0 < int(right.sum()) < len(y)
-    # held-out labels shuffled: a low target, so that the search dampens
-    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    held_y = _shuffled_labels(test)
     heldout = [(test.x[:100], held_y)]
     made = _both_rankings(model, forget, imp, heldout)
     auto = made[True].stats["auto"]
@@ -825,7 +830,7 @@ def test_sample_ranking_falls_back_to_all_of_df_on_batches_it_cannot_filter(
         {"x": x[:30], "y": y[:30], "id": names[:30]},
         {"x": x[30:], "y": y[30:], "id": names[30:]},
     ]
-    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    held_y = _shuffled_labels(test)
     heldout = [{"x": test.x[:100], "y": held_y, "id": ["h"] * 100}]
 
     def forward(m: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -902,7 +907,7 @@ def test_named_tuple_batches_rank_by_the_winners_and_replay(digits_cnn: tuple) -
     x, y = train.x[:60], train.y[:60].clone()
     y[:12] = (y[:12] + 1) % 10
     forget = [pair(x[:30], y[:30]), pair(x[30:], y[30:])]
-    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    held_y = _shuffled_labels(test)
     heldout = [pair(test.x[:100], held_y)]
     made = _both_rankings(model, forget, imp, heldout)
     auto = made[True].stats["auto"]
@@ -917,7 +922,7 @@ def test_replay_refuses_a_forget_set_with_other_winners(digits_cnn: tuple) -> No
     train, test = data.train, data.test
     x, y = train.x[:60], train.y[:60].clone()
     y[:12] = (y[:12] + 1) % 10
-    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    held_y = _shuffled_labels(test)
     result = dampen.unlearn(
         model, [(x, y)], importance=imp, heldout=[(test.x[:100], held_y)], forget_kind="samples"
     )
@@ -935,7 +940,7 @@ def test_lf_sample_requests_are_not_ranked_by_winners(digits_cnn: tuple) -> None
     imp = dampen.importance(model, data_loader(train, batch_size=64), estimator="lf")
     x, y = train.x[:60], train.y[:60].clone()
     y[:12] = (y[:12] + 1) % 10
-    held_y = test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
+    held_y = _shuffled_labels(test)
     result = dampen.unlearn(
         model,
         [(x, y)],

@@ -393,11 +393,14 @@ def _ranked_by_winners(
     t = perf_counter()
     regroup = winners_batch_size(request.forget, imp_d, imp_f)
     try:
-        winners = WinningSamples(model, request.forget, request.forward, regroup)
+        winners: WinningSamples | None = WinningSamples(
+            model, request.forget, request.forward, regroup
+        )
     except NotRegroupable:
-        seconds["winning"] = perf_counter() - t
-        return imp_f, {"forget_samples": imp_f.samples, "winning": None}
+        winners = None
     seconds["winning"] = perf_counter() - t
+    if winners is None:
+        return imp_f, {"forget_samples": imp_f.samples, "winning": None}
     ranked = {"forget_samples": winners.total, "winning": winners.count}
     if not 0 < winners.count < winners.total:
         return imp_f, ranked
@@ -592,6 +595,10 @@ def ssd_(
     ranked: dict[str, Any] | None = None  # sample forgetting: the winners that rank
     imp_all = imp_f  # Df's importance as handed back (all of Df, also when only part is used)
     kind = forget_kind(imp_d, imp_f, settings.forget_kind) if alpha == "auto" else None
+    if kind is not None:
+        # Resolved once, on all of Df: the searches must not read it again from an importance
+        # of part of Df (the winners' label histograms may hold whole classes).
+        settings = replace(settings, forget_kind=kind)
     objective = forget_objective(estimator, kind)
     imp_source = request.forget  # what imp_f was measured on
     if alpha == "auto" and settings.forget_kind in CORRECTIVE:
@@ -655,12 +662,10 @@ def ssd_(
         and settings.winning_only
         and estimator != "lf"  # its importance has no label, so no 1 − p_y factor
     )
-    if alpha == "auto" and ranks_by_winners:  # rank by the samples the model gets right
+    if ranks_by_winners:  # rank by the samples the model gets right
         spent = perf_counter()
         imp_f, ranked = _ranked_by_winners(model, request, imp_d, imp_f, estimator, size, seconds)
         t += perf_counter() - spent  # timed as "winning" and "importance_forget"
-        # resolved on all of Df: the winners' label histograms may hold whole classes
-        settings = replace(settings, forget_kind="samples")
     if kind == "class" and objective != "cross_entropy":
         # The search ranks by the log-odds importance; the forget importance handed back (to
         # take Df out of the stored importance) stays the cross-entropy one.
