@@ -88,6 +88,14 @@ drops of a point or two. So the search runs twice from the caller's weights, wit
 held-out guard alone and paced by the data-free guard as well, and keeps the path that
 reaches the target; when both do, the one that removed less of D's importance unless the
 other keeps more held-out accuracy by more than ``max_heldout_drop`` (:func:`_better_path`).
+
+Two rankings (class forgetting, ``signed_ranking``): SSD's candidates, and the same without
+the parameters whose dampening would lower the forget set's loss to first order
+(:mod:`dampen.methods.signed`). The whole search (both paths with ``heldout``) runs with each
+from the caller's weights, and the model keeps the ranking that reaches the target; when both
+do, the one that keeps more held-out accuracy by more than ``max_heldout_drop``, else more of
+the forget samples on their runner-up class, else the one that removed less of D's
+importance (:func:`_better_ranking`).
 """
 
 from __future__ import annotations
@@ -114,6 +122,7 @@ from dampen.methods.recentre import (
     target_wins,
     winning_counts,
 )
+from dampen.methods.signed import raising_only
 
 FORGET_KINDS: tuple[str, ...] = ("auto", "class", "samples", "poison", "label_errors")
 """Values of ``forget_kind``."""
@@ -200,6 +209,7 @@ class AutoSettings:
     recentre_target: bool = True
     paced_path: bool = True
     runner_up_kept: float | None = 0.7
+    signed_ranking: bool = True
 
 
 @dataclass
@@ -596,6 +606,7 @@ def auto_dampen_(
     lambda_: float,
     exponent: float,
     upper: float,
+    gradients: Callable[[Importance], Mapping[str, Tensor]] | None = None,
 ) -> AutoOutcome:
     """Dampen ``model`` in place with ``alpha="auto"``, in up to ``settings.rounds`` rounds.
 
@@ -616,8 +627,130 @@ def auto_dampen_(
     guard as well (r/R of ``max_importance_removed`` in round r); the model keeps the one
     that reaches the target with the less of D's importance removed, unless the other keeps
     clearly more held-out accuracy (:func:`_better_path`).
+
+    Class forgetting with ``gradients`` (the forget set's gradient sums for the model as it is
+    now, given its importance) and ``signed_ranking`` searches twice more from the caller's
+    weights, once per ranking, and keeps the better (:func:`_better_ranking`;
+    ``stats["auto"]["ranking"]``, ``"ssd"`` or ``"signed"``; ``other_ranking`` reports the
+    other).
     """
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
+
+    def ranked(signed: bool) -> AutoOutcome:
+        outcome = _two_paths(
+            model,
+            imp_d,
+            imp_f,
+            kind=kind,
+            candidates=_signed(model, gradients) if signed else _unsigned,
+            remeasure=remeasure,
+            forget=forget,
+            heldout=heldout,
+            forward=forward,
+            settings=settings,
+            lambda_=lambda_,
+            exponent=exponent,
+            upper=upper,
+        )
+        if kind == "class":
+            outcome.report["ranking"] = "signed" if signed else "ssd"
+        return outcome
+
+    if kind != "class" or gradients is None or not settings.signed_ranking:
+        return ranked(signed=False)
+    caller = {n: p.detach().clone() for n, p in model.named_parameters()}
+    unsigned = ranked(signed=False)
+    report = unsigned.report
+    if not report["rounds"] and report["original_forget_acc"] <= report["target_forget_acc"]:
+        return unsigned  # met as it was
+    reached = {n: p.detach().clone() for n, p in model.named_parameters()}
+    try:
+        put_weights_(model, caller)
+        signed = ranked(signed=True)
+    except BaseException:
+        put_weights_(model, caller)  # all or nothing
+        raise
+    if _better_ranking(signed, unsigned, settings.max_heldout_drop):
+        chosen, other = signed, unsigned
+    else:
+        chosen, other = unsigned, signed
+        put_weights_(model, reached)
+    chosen.report.update(
+        other_ranking=_path_summary(other),
+        evaluations=unsigned.report["evaluations"] + signed.report["evaluations"],
+    )
+    return chosen
+
+
+def _unsigned(imp_f: Importance) -> Mapping[str, Tensor]:
+    """SSD's candidates: the forget importance as it is."""
+    return imp_f.tensors()
+
+
+def _signed(
+    model: nn.Module, gradients: Callable[[Importance], Mapping[str, Tensor]] | None
+) -> Callable[[Importance], Mapping[str, Tensor]]:
+    """The signed ranking's candidates: the forget importance where dampening raises the
+    forget set's loss to first order (:func:`dampen.methods.signed.raising_only`), its gradient
+    sums measured on the model as it is when a round starts."""
+    assert gradients is not None  # the signed ranking is only searched with them
+
+    def candidates(imp_f: Importance) -> Mapping[str, Tensor]:
+        return raising_only(imp_f.tensors(), model, gradients(imp_f))
+
+    return candidates
+
+
+def _better_ranking(signed: AutoOutcome, unsigned: AutoOutcome, margin: float) -> bool:
+    """Whether the signed ranking is better: it alone reaches the target; or neither does
+    and it forgets more; or both do and it keeps more held-out accuracy by more than
+    ``margin``, or (within it, or without held-out data) more of the forget samples keep their
+    runner-up class, or (the same, or not measured) it removed less of D's importance. Ties:
+    SSD's.
+
+    Measured on the digits CNNs (every class, three seeds, no ``heldout=``): each ranking
+    alone missed the goal (Df ≤ 5 % with Dr ≥ 97 % of the original's) on classes the other
+    met, and on all of them the one that missed kept fewer runner-ups when both reached the
+    target (the signed ranking's harmful steps kept 75-81 % against 79-98 %); the importance
+    removed told them apart the wrong way.
+    """
+    a, b = signed.report, unsigned.report
+    reach_a, reach_b = (
+        a["forget_acc"] <= a["target_forget_acc"],
+        b["forget_acc"] <= b["target_forget_acc"],
+    )
+    if reach_a != reach_b:
+        return reach_a
+    if not reach_a:
+        return a["forget_acc"] < b["forget_acc"]
+    if a["heldout_acc"] is not None and b["heldout_acc"] is not None:
+        lead = a["heldout_acc"] - b["heldout_acc"]
+        if abs(lead) > margin:
+            return lead > 0
+    kept_a, kept_b = a.get("runner_up_kept"), b.get("runner_up_kept")
+    if kept_a is not None and kept_b is not None and kept_a != kept_b:
+        return kept_a > kept_b
+    return a["importance_removed"] < b["importance_removed"]
+
+
+def _two_paths(
+    model: nn.Module,
+    imp_d: Importance,
+    imp_f: Importance,
+    *,
+    kind: str,
+    candidates: Callable[[Importance], Mapping[str, Tensor]],
+    remeasure: Callable[[], Importance],
+    forget: Batches,
+    heldout: Batches | None,
+    forward: ForwardFn | None,
+    settings: AutoSettings,
+    lambda_: float,
+    exponent: float,
+    upper: float,
+) -> AutoOutcome:
+    """One ranking's search: the plain path, and with ``heldout`` in class forgetting the
+    paced one too, keeping the better (:func:`_better_path`)."""
 
     def path(paced: bool) -> AutoOutcome:
         return _one_path(
@@ -626,6 +759,7 @@ def auto_dampen_(
             imp_f,
             kind=kind,
             paced=paced,
+            candidates=candidates,
             remeasure=remeasure,
             forget=forget,
             heldout=heldout,
@@ -693,12 +827,14 @@ def _better_path(paced: AutoOutcome, plain: AutoOutcome, margin: float) -> bool:
 
 
 def _path_summary(outcome: AutoOutcome) -> dict[str, Any]:
-    """What the path not taken reached (``stats["auto"]["other_path"]``)."""
+    """What the path or ranking not taken reached (``stats["auto"]["other_path"]``,
+    ``other_ranking``)."""
     r = outcome.report
     return {
         "forget_acc": r["forget_acc"],
         "heldout_acc": r["heldout_acc"],
         "importance_removed": r["importance_removed"],
+        "runner_up_kept": r.get("runner_up_kept"),
         "rounds": len(r["rounds"]),
         "reason": r["reason"],
     }
@@ -711,6 +847,7 @@ def _one_path(
     *,
     kind: str,
     paced: bool,
+    candidates: Callable[[Importance], Mapping[str, Tensor]],
     remeasure: Callable[[], Importance],
     forget: Batches,
     heldout: Batches | None,
@@ -721,8 +858,9 @@ def _one_path(
     upper: float,
 ) -> AutoOutcome:
     """One search of :func:`auto_dampen_`; ``paced``: the data-free guard applies with
-    ``heldout`` too."""
-    current: Mapping[str, Tensor] = imp_f.tensors()
+    ``heldout`` too; ``candidates``: the forget importance a round ranks by, from the one
+    measured when it starts."""
+    current: Mapping[str, Tensor] = candidates(imp_f)
     asked = kind in CORRECTIVE and heldout is not None and settings.recentre_target
     recentre = None
     if asked and heldout is not None:  # (asked implies it; spelt out for the type checker)
@@ -759,7 +897,7 @@ def _one_path(
     if asked:
         report["recentred"] = recentre is not None
     if heldout is None and kind in BLIND_NO_HARM:
-        warnings.warn(BLIND_NO_HARM[kind][0], UserWarning, stacklevel=8)  # the caller's line
+        warnings.warn(BLIND_NO_HARM[kind][0], UserWarning, stacklevel=10)  # the caller's line
         report.update(
             reason=BLIND_NO_HARM[kind][1],
             forget_acc=original.forget_acc,
@@ -826,7 +964,7 @@ def _one_path(
             if guarded:
                 rule.ceiling = ceiling * number / most
             if changed:
-                current = remeasure().tensors()
+                current = candidates(remeasure())
                 searcher = searcher.renewed(current)
                 searchers.append(searcher)
                 start = chosen = searcher.probe(0)

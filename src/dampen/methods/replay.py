@@ -6,7 +6,9 @@ at a time, the importance of D updated in between. ``stats["alpha"]`` alone ther
 say what was done; ``stats["auto"]`` does, and :func:`replay_` applies it: per round, measure
 ``I_Df`` on the model as it is now (of ``stats["auto"]["objective"]``: minus the log-odds for
 class forgetting and corrective requests, the cross-entropy when the stats record none) and
-dampen with that round's α. ``I_Df`` is measured on the forget samples the request ranked
+dampen with that round's α (where the request ranked by the signed candidates,
+``stats["auto"]["ranking"]``, only those: :mod:`dampen.methods.signed`). ``I_Df`` is
+measured on the forget samples the request ranked
 by: those whose label wins (corrective requests, and sample forgetting with ``heldout=``,
 ``stats["auto"]["winning"]``), found again on the model as the call received it.
 """
@@ -28,6 +30,7 @@ from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import CORRECTIVE
 from dampen.methods.class_batches import ClassBatches
 from dampen.methods.recentre import output_bias
+from dampen.methods.signed import first_order_sums, raising_only
 from dampen.methods.ssd import (
     check_stored,
     class_batch_size,
@@ -113,7 +116,8 @@ def replay_(
                     f"located it at {auto.get('trigger_window')}: another forget set, or stats "
                     "of another dampen version"
                 )
-    _rounds(model, forget, importance, _alphas(auto), options, forward, objective)
+    signed = _signed(auto)
+    _rounds(model, forget, importance, _alphas(auto), options, forward, objective, signed)
     if auto.get("recentred"):
         _recentre(model, auto)
     elif "target_offset" in auto or "class_offsets" in auto:
@@ -205,6 +209,15 @@ def _objective(auto: Mapping[str, Any]) -> str:
         raise ValueError(f"the stats record an unknown objective: {e}") from None
 
 
+def _signed(auto: Mapping[str, Any]) -> bool:
+    """Whether the request ranked by the signed candidates (``ranking``; SSD's when the stats
+    record none)."""
+    ranking = auto.get("ranking", "ssd")
+    if ranking not in ("ssd", "signed"):
+        raise ValueError(f"the stats record an unknown ranking: {ranking!r}")
+    return ranking == "signed"
+
+
 def _check_made(
     made: Mapping[str, Any], auto: Mapping[str, Any], what: str, keys: tuple[str, str]
 ) -> None:
@@ -245,7 +258,8 @@ def _classes(
         measured = (
             _measure(model, batches, remaining, forward) if number < len(classes) - 1 else None
         )
-        _rounds(model, batches, remaining, _alphas(entry), options, forward, objective)
+        signed = _signed(entry)
+        _rounds(model, batches, remaining, _alphas(entry), options, forward, objective, signed)
         if measured is not None:
             remaining = remaining.subtract(measured)
 
@@ -276,9 +290,16 @@ def _rounds(
     options: Mapping[str, float],
     forward: ForwardFn | None,
     objective: str = "cross_entropy",
+    signed: bool = False,
 ) -> None:
-    """Per α: measure ``I_Df`` (of ``objective``) on the model as it is now and dampen."""
+    """Per α: measure ``I_Df`` (of ``objective``) on the model as it is now and dampen (with
+    ``signed``, only where that raises the forget set's loss, :mod:`dampen.methods.signed`)."""
     for alpha in alphas:
         imp_f = _measure(model, forget, importance, forward, objective)
-        if math.isfinite(alpha):
-            dampen_model_(model, importance, imp_f, alpha=alpha, **options)
+        if not math.isfinite(alpha):
+            continue
+        ranked: Mapping[str, torch.Tensor] = imp_f
+        if signed:
+            sums = first_order_sums(imp_f, model, forget, forward, objective)
+            ranked = raising_only(imp_f.tensors(), model, sums)
+        dampen_model_(model, importance, ranked, alpha=alpha, **options)

@@ -34,6 +34,7 @@ from dampen.methods.auto_alpha import (
 from dampen.methods.class_batches import ClassBatches
 from dampen.methods.erased import ERASED_TOLERANCE, with_erased_copies
 from dampen.methods.pasted import PASTED_TOLERANCE, pasted_batches
+from dampen.methods.signed import first_order_sums
 from dampen.methods.winning import NotRegroupable, WinningSamples
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 
@@ -131,6 +132,17 @@ class _Alpha(_Dampening):
             classes]`` logits with two classes or more besides the forget set's
             (``runner_up_floor`` is then reported); the forget batches are held in memory
             for the request. ``None``: the ceiling alone.
+        signed_ranking: for ``"auto"`` in class forgetting (not with ``lf``): search a second
+            time from the original weights with SSD's candidates limited to the parameters
+            whose dampening raises the forget set's loss to first order (``g_i θ_i < 0``,
+            ``g`` its gradient summed over Df, measured in each round;
+            :mod:`dampen.methods.signed`), and keep the ranking that reaches the target;
+            when both do, the one that keeps more held-out accuracy by more than
+            ``max_heldout_drop``, else more forget samples on their runner-up class, else the
+            one that removed less of D's importance (``stats["auto"]["ranking"]``, ``"ssd"``
+            or ``"signed"``; ``other_ranking`` reports the other). It doubles the search's
+            cost (one more backward pass over Df per round unless the importance is
+            ``shuffled_sq``, which holds the sums).
     """
 
     alpha: float | str = "auto"
@@ -147,10 +159,11 @@ class _Alpha(_Dampening):
     recentre_target: bool = True
     paced_path: bool = True
     runner_up_kept: float | None = 0.7
+    signed_ranking: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for flag in ("pasted_trigger", "recentre_target", "paced_path"):
+        for flag in ("pasted_trigger", "recentre_target", "paced_path", "signed_ranking"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool; got {getattr(self, flag)!r}")
         copies = self.erased_copies
@@ -195,6 +208,7 @@ class _Alpha(_Dampening):
             recentre_target=self.recentre_target,
             paced_path=self.paced_path,
             runner_up_kept=self.runner_up_kept,
+            signed_ranking=self.signed_ranking,
         )
 
 
@@ -692,6 +706,12 @@ def ssd_(
                 lambda_=lambda_,
                 exponent=exponent,
                 upper=upper,
+                # Df's gradient sums for the signed ranking (lf's importance has no label)
+                gradients=None
+                if estimator == "lf"
+                else lambda imp: first_order_sums(
+                    imp, model, request.forget, request.forward, objective
+                ),
             )
 
         outcome = search(request, settings, imp_f)
@@ -942,6 +962,8 @@ def _class_by_class_(
                         "objective",
                         "path",
                         "other_path",
+                        "ranking",
+                        "other_ranking",
                         "runner_up_floor",
                         "runner_up_kept",
                     )

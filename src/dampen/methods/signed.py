@@ -1,0 +1,81 @@
+"""The signed ranking of ``alpha="auto"`` in class forgetting.
+
+SSD's importances are squared gradients: they say how much the forget set's loss depends on a
+parameter, not in which direction. Dampening shrinks a parameter towards zero, by
+``Δθ_i = −(1 − β_i) θ_i``, which changes the forget set's loss by about ``g_i Δθ_i`` (``g``
+its gradient summed over Df): the loss rises only where ``g_i θ_i < 0``. Where
+``g_i θ_i > 0`` the parameter works against the class (a negative weight into its logit, say),
+and dampening it makes the class more recognised, not less. The signed ranking keeps SSD's
+candidates and their order but drops those (their ``I_Df`` set to zero, so no α selects
+them).
+
+Measured on the digits CNNs (every class, three seeds, no ``heldout=``): after one round that
+left a class at 63 %, SSD's next candidates raised it to 92 % at a cost of 5.6 points of
+retained accuracy; the signed ones took it to 4 % at none. Neither ranking is better on every
+class, so ``alpha="auto"`` searches with both (:func:`dampen.methods.auto_alpha.auto_dampen_`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from dampen.core.batches import Batches, ForwardFn, default_forward
+from dampen.core.losses import sum_loss
+from dampen.core.state import preserved
+from dampen.importances.store import Importance
+
+
+def gradient_sums(
+    model: nn.Module,
+    batches: Batches,
+    forward: ForwardFn | None,
+    objective: str,
+    names: frozenset[str] | None = None,
+) -> dict[str, Tensor]:
+    """The gradient of ``objective`` summed over every sample of ``batches`` (eval mode; the
+    model's modes, flags and gradients are left as they were), per parameter name in
+    ``names`` (default: every parameter), accumulated in fp64."""
+    fn = forward or default_forward
+    params = [(n, p) for n, p in model.named_parameters() if names is None or n in names]
+    sums = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params}
+    with preserved(model):
+        for batch in batches:
+            logits, targets = fn(model, batch)
+            grads = torch.autograd.grad(
+                sum_loss(logits, targets, objective), [p for _, p in params], allow_unused=True
+            )
+            for (name, _), grad in zip(params, grads, strict=True):
+                if grad is not None:
+                    sums[name] += grad.detach().double()
+    return sums
+
+
+def first_order_sums(
+    imp_f: Importance,
+    model: nn.Module,
+    batches: Batches,
+    forward: ForwardFn | None,
+    objective: str,
+) -> Mapping[str, Tensor]:
+    """The per-sample gradients of Df summed: ``shuffled_sq``'s own sums when ``imp_f`` holds
+    them (fp64 per sample, so the same in any loader order), else one backward pass."""
+    if imp_f.firsts is not None:
+        return imp_f.firsts
+    return gradient_sums(model, batches, forward, objective, frozenset(imp_f.sums))
+
+
+def raising_only(
+    imp_f: Mapping[str, Tensor], model: nn.Module, sums: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """``imp_f`` with zero wherever dampening would not raise the forget set's loss to first
+    order (``g_i θ_i >= 0``, ``g`` = ``sums``)."""
+    weights = dict(model.named_parameters())
+    out = {}
+    for name, imp in imp_f.items():
+        theta = weights[name].detach().to(device=imp.device, dtype=torch.float64)
+        raises = sums[name].to(device=imp.device, dtype=torch.float64) * theta < 0
+        out[name] = torch.where(raises, imp, torch.zeros_like(imp))
+    return out
