@@ -32,6 +32,10 @@ USER_MODULE = textwrap.dedent(
         x, y = make_data(24)
         return loader(x[y == 2], y[y == 2], 8)
 
+    def class_zero():
+        x, y = make_data(24)
+        return loader(x[y == 0], y[y == 0], 8)
+
     not_callable = 3
 
     def a_number():
@@ -112,6 +116,25 @@ def test_importance_then_forget_matches_the_library(user: Path) -> None:
     got = load_file(str(out))
     for k, v in want.model.state_dict().items():
         assert torch.equal(got[k], v), k
+
+
+def test_forget_names_the_signed_ranking_when_it_is_kept(user: Path) -> None:
+    model = make_model(seed=1)
+    x, y = make_data(24)
+    imp = dampen.importance(model, loader(x, y, 8))
+    imp.save(user / "i.safetensors")
+    want = dampen.unlearn(model, loader(x[y == 0], y[y == 0], 8), importance=imp)
+    assert want.stats["auto"]["ranking"] == "signed"
+    out = user / "w2.safetensors"
+    args = ["--model", "user_mod:factory", "--weights", str(user / "w.safetensors")]
+    args += ["--importance", str(user / "i.safetensors"), "--forget", "user_mod:class_zero"]
+    r = _run(forget_cmd, [*args, "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    assert "; ranked by the signed candidates (only parameters" in r.output  # type: ignore[attr-defined]
+    got = load_file(str(out))
+    assert all(torch.equal(got[k], v) for k, v in want.model.state_dict().items())
+    r = _run(forget_cmd, [*args, "--out", str(out), "--no-progress", "-o", "signed_ranking=False"])
+    assert r.exit_code == 0 and "signed candidates" not in r.output  # type: ignore[attr-defined]
 
 
 def _importance_fails(user: Path, model: str, data: str, message: str) -> None:

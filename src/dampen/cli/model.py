@@ -330,4 +330,9 @@ def forget_cmd(
                     "; ranked by all of the forget set (its batches could not be regrouped "
                     "sample by sample)"
                 )
+            if auto.get("ranking") == "signed":
+                line += (
+                    "; ranked by the signed candidates (only parameters whose dampening raises "
+                    "the forget set's loss)"
+                )
             click.echo(line)
