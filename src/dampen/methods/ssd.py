@@ -142,7 +142,8 @@ class _Alpha(_Dampening):
             one that removed less of D's importance (``stats["auto"]["ranking"]``, ``"ssd"``
             or ``"signed"``; ``other_ranking`` reports the other). It doubles the search's
             cost (one more backward pass over Df per round unless the importance is
-            ``shuffled_sq``, which holds the sums).
+            ``shuffled_sq``, which holds the sums) and holds two more copies of the parameters
+            while it runs.
     """
 
     alpha: float | str = "auto"
