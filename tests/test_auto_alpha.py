@@ -1013,6 +1013,8 @@ def test_class_forgetting_keeps_the_better_of_two_rankings(digits_cnn: tuple) ->
     """Every digits class, without and with heldout=: the ranking kept follows the rule
     against the other one's report, the other one is the request with signed_ranking=False
     when the signed one is kept, and replay gives the weights."""
+    from dampen.data.base import loader as data_loader
+
     model, data, imp = digits_cnn
     taken = set()
     for label in range(10):
@@ -1035,6 +1037,13 @@ def test_class_forgetting_keeps_the_better_of_two_rankings(digits_cnn: tuple) ->
                 assert alone["ranking"] == "ssd" and "other_ranking" not in alone
                 for key in ("forget_acc", "heldout_acc", "importance_removed", "runner_up_kept"):
                     assert other[key] == alone[key], key
+                assert auto["evaluations"] > alone["evaluations"]  # both searches counted
+                # the signs are shuffled_sq's per-sample sums: any forget order, same weights
+                rows = (data.train.y == label).nonzero().flatten()
+                shuffled = data_loader(data.train, rows, batch_size=64, shuffle=True, seed=label)
+                again = dampen.unlearn(model, shuffled, importance=imp, heldout=heldout)
+                assert again.stats["auto"]["ranking"] == "signed"
+                assert same_state(again.model, state_copy(result.model))
     assert taken == {"ssd", "signed"}, f"only {taken} taken: the choice was not checked"
 
 

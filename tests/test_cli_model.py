@@ -36,6 +36,10 @@ USER_MODULE = textwrap.dedent(
         x, y = make_data(24)
         return loader(x[y == 0], y[y == 0], 8)
 
+    def classes_zero_and_one():
+        x, y = make_data(24)
+        return loader(x[y < 2], y[y < 2], 8)
+
     not_callable = 3
 
     def a_number():
@@ -135,6 +139,12 @@ def test_forget_names_the_signed_ranking_when_it_is_kept(user: Path) -> None:
     assert all(torch.equal(got[k], v) for k, v in want.model.state_dict().items())
     r = _run(forget_cmd, [*args, "--out", str(out), "--no-progress", "-o", "signed_ranking=False"])
     assert r.exit_code == 0 and "signed candidates" not in r.output  # type: ignore[attr-defined]
+    both = dampen.unlearn(model, loader(x[y < 2], y[y < 2], 8), importance=imp)
+    signed = sum(c["ranking"] == "signed" for c in both.stats["auto"]["per_class"])
+    assert signed > 0
+    args[-1] = "user_mod:classes_zero_and_one"
+    r = _run(forget_cmd, [*args, "--out", str(out), "--no-progress"])
+    assert f"; {signed} of 2 classes ranked by the signed candidates" in r.output  # type: ignore[attr-defined]
 
 
 def _importance_fails(user: Path, model: str, data: str, message: str) -> None:

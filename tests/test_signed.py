@@ -13,6 +13,8 @@ from conftest import loader, make_data, make_model, same_state, state_copy
 from dampen.importances.measure import measure
 from dampen.methods.signed import first_order_sums, gradient_sums, raising_only
 
+ONE = {"lambda_": 1.0, "exponent": 1.0, "upper": 1.0}
+
 
 def _minus_log_odds(z: torch.Tensor, label: int) -> torch.Tensor:
     others = torch.cat([z[:label], z[label + 1 :]])
@@ -69,7 +71,7 @@ def test_raising_only_keeps_exactly_the_entries_with_negative_g_theta() -> None:
     g = torch.Generator().manual_seed(3)
     sums = {n: torch.randn(p.shape, generator=g, dtype=torch.float64) for n, p in imp.items()}
     sums["head.bias"][0] = 0.0  # no first-order change: not a candidate
-    got = raising_only(imp, model, sums)
+    got = raising_only(imp, imp, model, sums, **ONE)
     weights = dict(model.named_parameters())
     for name, values in imp.items():
         theta, s = weights[name].detach().flatten().tolist(), sums[name].flatten().tolist()
@@ -89,7 +91,7 @@ def test_dampening_a_kept_parameter_raises_the_loss_and_a_dropped_one_lowers_it(
     sums = gradient_sums(model, forget, None, "log_odds")
     weights = dict(model.named_parameters())
     ones = {n: torch.ones_like(p) for n, p in weights.items()}
-    kept = raising_only(ones, model, sums)
+    kept = raising_only(ones, ones, model, sums, **ONE)
 
     def loss(m: torch.nn.Module) -> float:
         with torch.no_grad():
@@ -112,6 +114,31 @@ def test_dampening_a_kept_parameter_raises_the_loss_and_a_dropped_one_lowers_it(
             dict(shrunk.named_parameters())[name].view(-1)[index] *= 0.99
         change = loss(shrunk) - base
         assert change > 0 if keep else change < 0, (keep, name, change)
+
+
+def test_where_upper_lets_a_parameter_grow_the_signs_swap() -> None:
+    """With upper > 1 an entry whose λ·I_D/I_Df exceeds 1 is multiplied by β > 1: it raises
+    the loss where g θ > 0. Element by element against β from the dampening formula."""
+    model = make_model()
+    g = torch.Generator().manual_seed(5)
+    imp_f = {n: torch.rand(p.shape, generator=g) + 0.1 for n, p in model.named_parameters()}
+    imp_d = {n: torch.rand(p.shape, generator=g) + 0.1 for n, p in model.named_parameters()}
+    sums = {n: torch.randn(p.shape, generator=g, dtype=torch.float64) for n, p in imp_f.items()}
+    kw = {"lambda_": 1.0, "exponent": 1.0, "upper": 3.0}
+    got = raising_only(imp_f, imp_d, model, sums, **kw)
+    weights = dict(model.named_parameters())
+    grows = 0
+    for name, values in imp_f.items():
+        theta, s = weights[name].detach().flatten().tolist(), sums[name].flatten().tolist()
+        d = imp_d[name].flatten().tolist()
+        for i, v in enumerate(values.flatten().tolist()):
+            beta = min(d[i] / v, 3.0)
+            grows += beta > 1
+            raises = s[i] * theta[i] * (1 - beta) < 0
+            assert got[name].flatten()[i].item() == (v if raises else 0.0), (name, i, beta)
+    assert grows, "no entry grew: the swap was not checked"
+    same = raising_only(imp_f, imp_d, model, sums, **{**kw, "upper": 1.0})
+    assert any(not torch.equal(same[n], got[n]) for n in got)
 
 
 @pytest.mark.parametrize("value", [1, "yes", None])

@@ -335,4 +335,11 @@ def forget_cmd(
                     "; ranked by the signed candidates (only parameters whose dampening raises "
                     "the forget set's loss)"
                 )
+            classes = auto.get("per_class") or []
+            signed = sum(c.get("ranking") == "signed" for c in classes)
+            if signed:
+                line += (
+                    f"; {signed} of {len(classes)} classes ranked by the signed candidates (only "
+                    "parameters whose dampening raises the class's loss)"
+                )
             click.echo(line)

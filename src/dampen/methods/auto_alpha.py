@@ -95,7 +95,7 @@ the parameters whose dampening would lower the forget set's loss to first order
 from the caller's weights, and the model keeps the ranking that reaches the target; when both
 do, the one that keeps more held-out accuracy by more than ``max_heldout_drop``, else more of
 the forget samples on their runner-up class, else the one that removed less of D's
-importance (:func:`_better_ranking`).
+importance; when neither does, the one that forgets more (:func:`_better_ranking`).
 """
 
 from __future__ import annotations
@@ -629,12 +629,13 @@ def auto_dampen_(
     clearly more held-out accuracy (:func:`_better_path`).
 
     Class forgetting with ``gradients`` (the forget set's gradient sums for the model as it is
-    now, given its importance) and ``signed_ranking`` searches twice more from the caller's
-    weights, once per ranking, and keeps the better (:func:`_better_ranking`;
-    ``stats["auto"]["ranking"]``, ``"ssd"`` or ``"signed"``; ``other_ranking`` reports the
-    other).
+    now, given its importance) and ``signed_ranking`` searches once more from the caller's
+    weights, with the signed ranking, unless the forget set met the target as it was, and
+    keeps the better of the two (:func:`_better_ranking`; ``stats["auto"]["ranking"]``,
+    ``"ssd"`` or ``"signed"``; ``other_ranking`` reports the other).
     """
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
+    kw = {"lambda_": lambda_, "exponent": exponent, "upper": upper}
 
     def ranked(signed: bool) -> AutoOutcome:
         outcome = _two_paths(
@@ -642,7 +643,7 @@ def auto_dampen_(
             imp_d,
             imp_f,
             kind=kind,
-            candidates=_signed(model, gradients) if signed else _unsigned,
+            candidates=_signed(model, imp_d, gradients, kw) if signed else _unsigned,
             remeasure=remeasure,
             forget=forget,
             heldout=heldout,
@@ -688,7 +689,10 @@ def _unsigned(imp_f: Importance) -> Mapping[str, Tensor]:
 
 
 def _signed(
-    model: nn.Module, gradients: Callable[[Importance], Mapping[str, Tensor]] | None
+    model: nn.Module,
+    imp_d: Importance,
+    gradients: Callable[[Importance], Mapping[str, Tensor]] | None,
+    kw: Mapping[str, float],
 ) -> Callable[[Importance], Mapping[str, Tensor]]:
     """The signed ranking's candidates: the forget importance where dampening raises the
     forget set's loss to first order (:func:`dampen.methods.signed.raising_only`), its gradient
@@ -696,7 +700,7 @@ def _signed(
     assert gradients is not None  # the signed ranking is only searched with them
 
     def candidates(imp_f: Importance) -> Mapping[str, Tensor]:
-        return raising_only(imp_f.tensors(), model, gradients(imp_f))
+        return raising_only(imp_f.tensors(), imp_d, model, gradients(imp_f), **kw)
 
     return candidates
 
@@ -750,8 +754,9 @@ def _two_paths(
     exponent: float,
     upper: float,
 ) -> AutoOutcome:
-    """One ranking's search: the plain path, and with ``heldout`` in class forgetting the
-    paced one too, keeping the better (:func:`_better_path`)."""
+    """One ranking's search: the plain path, and in class forgetting with ``heldout``,
+    ``paced_path`` and ``rounds`` > 1 the paced one too, keeping the better
+    (:func:`_better_path`)."""
 
     def path(paced: bool) -> AutoOutcome:
         return _one_path(

@@ -301,5 +301,5 @@ def _rounds(
         ranked: Mapping[str, torch.Tensor] = imp_f
         if signed:
             sums = first_order_sums(imp_f, model, forget, forward, objective)
-            ranked = raising_only(imp_f.tensors(), model, sums)
+            ranked = raising_only(imp_f.tensors(), importance, model, sums, **options)
         dampen_model_(model, importance, ranked, alpha=alpha, **options)

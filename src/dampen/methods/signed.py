@@ -1,13 +1,14 @@
 """The signed ranking of ``alpha="auto"`` in class forgetting.
 
 SSD's importances are squared gradients: they say how much the forget set's loss depends on a
-parameter, not in which direction. Dampening shrinks a parameter towards zero, by
+parameter, not in which direction. Dampening multiplies a parameter by ``β_i``, by
 ``Δθ_i = −(1 − β_i) θ_i``, which changes the forget set's loss by about ``g_i Δθ_i`` (``g``
-its gradient summed over Df): the loss rises only where ``g_i θ_i < 0``. Where
-``g_i θ_i > 0`` the parameter works against the class (a negative weight into its logit, say),
-and dampening it makes the class more recognised, not less. The signed ranking keeps SSD's
-candidates and their order but drops those (their ``I_Df`` set to zero, so no α selects
-them).
+its gradient summed over Df). With ``β_i ≤ 1`` (always, unless ``upper > 1``) the parameter
+shrinks and the loss rises only where ``g_i θ_i < 0``; where ``g_i θ_i > 0`` the parameter
+works against the class (a negative weight into its logit, say), and dampening it makes the
+class more recognised, not less. (Where ``upper > 1`` lets ``β_i`` exceed 1 the parameter
+grows, and the signs swap.) The signed ranking keeps SSD's candidates and their order but
+drops those that do not raise the loss (their ``I_Df`` set to zero, so no α selects them).
 
 On the wide digits CNN (seed 2, class 4, no ``heldout=``), after a step of SSD's ranking that
 left the class 63 % recognised at no cost, the next round's candidates raised it to 92 % and
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from dampen.core.batches import Batches, ForwardFn, default_forward
 from dampen.core.losses import sum_loss
 from dampen.core.state import preserved
+from dampen.functional import dampening_factors
 from dampen.importances.store import Importance
 
 
@@ -63,21 +65,37 @@ def first_order_sums(
     objective: str,
 ) -> Mapping[str, Tensor]:
     """The per-sample gradients of Df summed: ``shuffled_sq``'s own sums when ``imp_f`` holds
-    them (fp64 per sample, so the same in any loader order), else one backward pass."""
+    them (added sample by sample in fp64 on the CPU, so the same in any loader order), else
+    one backward pass (each batch's gradient summed in the parameters' precision, so for
+    ``per_sample`` a sign within rounding of zero may depend on how the loader batches Df)."""
     if imp_f.firsts is not None:
         return imp_f.firsts
     return gradient_sums(model, batches, forward, objective, frozenset(imp_f.sums))
 
 
 def raising_only(
-    imp_f: Mapping[str, Tensor], model: nn.Module, sums: Mapping[str, Tensor]
+    imp_f: Mapping[str, Tensor],
+    imp_d: Mapping[str, Tensor],
+    model: nn.Module,
+    sums: Mapping[str, Tensor],
+    *,
+    lambda_: float,
+    exponent: float,
+    upper: float,
 ) -> dict[str, Tensor]:
     """``imp_f`` with zero wherever dampening would not raise the forget set's loss to first
-    order (``g_i θ_i >= 0``, ``g`` = ``sums``)."""
+    order: ``g_i θ_i >= 0`` (``g`` = ``sums``) where the factor ``β_i`` is at most 1, and
+    ``g_i θ_i <= 0`` where ``upper > 1`` lets it exceed 1 (the parameter grows)."""
     weights = dict(model.named_parameters())
     out = {}
     for name, imp in imp_f.items():
         theta = weights[name].detach().to(device=imp.device, dtype=torch.float64)
-        raises = sums[name].to(device=imp.device, dtype=torch.float64) * theta < 0
+        slope = sums[name].to(device=imp.device, dtype=torch.float64) * theta
+        raises = slope < 0
+        if upper > 1.0:  # β > 1 where λ·I_D/I_Df (to the exponent) exceeds 1
+            beta = dampening_factors(
+                imp_d[name], imp, alpha=0.0, lambda_=lambda_, exponent=exponent, upper=upper
+            )
+            raises = torch.where(beta > 1.0, slope > 0, raises)
         out[name] = torch.where(raises, imp, torch.zeros_like(imp))
     return out
