@@ -593,6 +593,24 @@ class _Rule:
         return "held-out accuracy would drop too far: stopped before the target"
 
 
+@dataclass(frozen=True)
+class _Task:
+    """What every search of one request shares (the arguments of :func:`auto_dampen_`)."""
+
+    model: nn.Module
+    imp_d: Importance
+    imp_f: Importance
+    kind: str
+    remeasure: Callable[[], Importance]
+    forget: Batches
+    heldout: Batches | None
+    forward: ForwardFn | None
+    settings: AutoSettings
+    lambda_: float
+    exponent: float
+    upper: float
+
+
 def auto_dampen_(
     model: nn.Module,
     imp_d: Importance,
@@ -636,22 +654,11 @@ def auto_dampen_(
     """
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
     kw = {"lambda_": lambda_, "exponent": exponent, "upper": upper}
+    task = _Task(model, imp_d, imp_f, kind, remeasure, forget, heldout, forward, settings, **kw)
 
     def ranked(signed: bool) -> AutoOutcome:
         outcome = _two_paths(
-            model,
-            imp_d,
-            imp_f,
-            kind=kind,
-            candidates=_signed(model, imp_d, gradients, kw) if signed else _unsigned,
-            remeasure=remeasure,
-            forget=forget,
-            heldout=heldout,
-            forward=forward,
-            settings=settings,
-            lambda_=lambda_,
-            exponent=exponent,
-            upper=upper,
+            task, candidates=_signed(model, imp_d, gradients, kw) if signed else _unsigned
         )
         if kind == "class":
             outcome.report["ranking"] = "signed" if signed else "ssd"
@@ -659,28 +666,54 @@ def auto_dampen_(
 
     if kind != "class" or gradients is None or not settings.signed_ranking:
         return ranked(signed=False)
+    margin = settings.max_heldout_drop
+    chosen, other, _ = _better_of_two(
+        model,
+        lambda: ranked(signed=False),
+        lambda: ranked(signed=True),
+        skip=lambda o: not o.report["rounds"] and _met_as_it_was(o.report),
+        second_is_better=lambda a, b: _better_ranking(a, b, margin),
+    )
+    if other is not None:
+        chosen.report.update(
+            other_ranking=_path_summary(other),
+            evaluations=chosen.report["evaluations"] + other.report["evaluations"],
+        )
+    return chosen
+
+
+def _met_as_it_was(report: Mapping[str, Any]) -> bool:
+    """Whether the forget set met the target before any dampening."""
+    return bool(report["original_forget_acc"] <= report["target_forget_acc"])
+
+
+def _better_of_two(
+    model: nn.Module,
+    first: Callable[[], AutoOutcome],
+    second: Callable[[], AutoOutcome],
+    *,
+    skip: Callable[[AutoOutcome], bool],
+    second_is_better: Callable[[AutoOutcome, AutoOutcome], bool],
+) -> tuple[AutoOutcome, AutoOutcome | None, bool]:
+    """Two searches from the caller's weights, the model left with the chosen one's:
+    ``first``, then (unless ``skip(first's outcome)``) ``second`` from the caller's weights
+    again, put back if it fails (all or nothing). Returns the chosen outcome, the other
+    (``None`` when the second did not run) and whether the second was chosen."""
     caller = {n: p.detach().clone() for n, p in model.named_parameters()}
-    unsigned = ranked(signed=False)
-    report = unsigned.report
-    if not report["rounds"] and report["original_forget_acc"] <= report["target_forget_acc"]:
-        return unsigned  # met as it was
+    one = first()
+    if skip(one):
+        return one, None, False
     reached = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
         put_weights_(model, caller)
-        signed = ranked(signed=True)
+        two = second()
     except BaseException:
-        put_weights_(model, caller)  # all or nothing
+        put_weights_(model, caller)
         raise
-    if _better_ranking(signed, unsigned, settings.max_heldout_drop):
-        chosen, other = signed, unsigned
-    else:
-        chosen, other = unsigned, signed
-        put_weights_(model, reached)
-    chosen.report.update(
-        other_ranking=_path_summary(other),
-        evaluations=unsigned.report["evaluations"] + signed.report["evaluations"],
-    )
-    return chosen
+    if second_is_better(two, one):
+        return two, one, True
+    put_weights_(model, reached)
+    return one, two, False
 
 
 def _unsigned(imp_f: Importance) -> Mapping[str, Tensor]:
@@ -720,14 +753,9 @@ def _better_ranking(signed: AutoOutcome, unsigned: AutoOutcome, margin: float) -
     removed less of D's importance was the one that missed on 4 of them.
     """
     a, b = signed.report, unsigned.report
-    reach_a, reach_b = (
-        a["forget_acc"] <= a["target_forget_acc"],
-        b["forget_acc"] <= b["target_forget_acc"],
-    )
-    if reach_a != reach_b:
-        return reach_a
-    if not reach_a:
-        return a["forget_acc"] < b["forget_acc"]
+    decided = _by_target(a, b)
+    if decided is not None:
+        return decided
     if a["heldout_acc"] is not None and b["heldout_acc"] is not None:
         lead = a["heldout_acc"] - b["heldout_acc"]
         if abs(lead) > margin:
@@ -739,66 +767,32 @@ def _better_ranking(signed: AutoOutcome, unsigned: AutoOutcome, margin: float) -
 
 
 def _two_paths(
-    model: nn.Module,
-    imp_d: Importance,
-    imp_f: Importance,
-    *,
-    kind: str,
-    candidates: Callable[[Importance], Mapping[str, Tensor]],
-    remeasure: Callable[[], Importance],
-    forget: Batches,
-    heldout: Batches | None,
-    forward: ForwardFn | None,
-    settings: AutoSettings,
-    lambda_: float,
-    exponent: float,
-    upper: float,
+    task: _Task, *, candidates: Callable[[Importance], Mapping[str, Tensor]]
 ) -> AutoOutcome:
     """One ranking's search: the plain path, and in class forgetting with ``heldout``,
     ``paced_path`` and ``rounds`` > 1 the paced one too, keeping the better
     (:func:`_better_path`)."""
+    model, settings, kind, heldout = task.model, task.settings, task.kind, task.heldout
 
     def path(paced: bool) -> AutoOutcome:
-        return _one_path(
-            model,
-            imp_d,
-            imp_f,
-            kind=kind,
-            paced=paced,
-            candidates=candidates,
-            remeasure=remeasure,
-            forget=forget,
-            heldout=heldout,
-            forward=forward,
-            settings=settings,
-            lambda_=lambda_,
-            exponent=exponent,
-            upper=upper,
-        )
+        return _one_path(task, paced=paced, candidates=candidates)
 
     if kind != "class" or heldout is None or not settings.paced_path or settings.rounds < 2:
         return path(paced=False)
-    caller = {n: p.detach().clone() for n, p in model.named_parameters()}
-    plain = path(paced=False)
-    if not plain.report["rounds"]:  # nothing applied: met as it was, or no candidate helped
-        return plain
-    reached = {n: p.detach().clone() for n, p in model.named_parameters()}
-    try:
-        put_weights_(model, caller)
-        paced = path(paced=True)
-    except BaseException:
-        put_weights_(model, caller)  # all or nothing
-        raise
-    if _better_path(paced, plain, settings.max_heldout_drop):
-        chosen, other, name = paced, plain, "paced"
-    else:
-        chosen, other, name = plain, paced, "plain"
-        put_weights_(model, reached)
-    chosen.report.update(
-        path=name,
-        other_path=_path_summary(other),
-        evaluations=plain.report["evaluations"] + paced.report["evaluations"],
+    margin = settings.max_heldout_drop
+    chosen, other, paced = _better_of_two(
+        model,
+        lambda: path(paced=False),
+        lambda: path(paced=True),
+        skip=lambda o: not o.report["rounds"],  # met as it was, or no candidate helped
+        second_is_better=lambda a, b: _better_path(a, b, margin),
     )
+    if other is not None:
+        chosen.report.update(
+            path="paced" if paced else "plain",
+            other_path=_path_summary(other),
+            evaluations=chosen.report["evaluations"] + other.report["evaluations"],
+        )
     return chosen
 
 
@@ -818,18 +812,23 @@ def _better_path(paced: AutoOutcome, plain: AutoOutcome, margin: float) -> bool:
     D's importance against 1.4 %, and cost 4.7 points of retained accuracy.
     """
     a, b = paced.report, plain.report
-    reach_a, reach_b = (
-        a["forget_acc"] <= a["target_forget_acc"],
-        b["forget_acc"] <= b["target_forget_acc"],
-    )
-    if reach_a != reach_b:
-        return reach_a
-    if not reach_a:
-        return a["forget_acc"] < b["forget_acc"]
+    decided = _by_target(a, b)
+    if decided is not None:
+        return decided
     lead = a["heldout_acc"] - b["heldout_acc"]
     if abs(lead) > margin:
         return lead > 0
     return a["importance_removed"] < b["importance_removed"]
+
+
+def _by_target(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
+    """Whether the search reported in ``a`` beats ``b``'s by the target alone: it alone
+    reaches it, or neither does and it forgets more; ``None`` when both reach it."""
+    reach_a = a["forget_acc"] <= a["target_forget_acc"]
+    reach_b = b["forget_acc"] <= b["target_forget_acc"]
+    if reach_a != reach_b:
+        return reach_a
+    return None if reach_a else a["forget_acc"] < b["forget_acc"]
 
 
 def _path_summary(outcome: AutoOutcome) -> dict[str, Any]:
@@ -847,25 +846,14 @@ def _path_summary(outcome: AutoOutcome) -> dict[str, Any]:
 
 
 def _one_path(
-    model: nn.Module,
-    imp_d: Importance,
-    imp_f: Importance,
-    *,
-    kind: str,
-    paced: bool,
-    candidates: Callable[[Importance], Mapping[str, Tensor]],
-    remeasure: Callable[[], Importance],
-    forget: Batches,
-    heldout: Batches | None,
-    forward: ForwardFn | None,
-    settings: AutoSettings,
-    lambda_: float,
-    exponent: float,
-    upper: float,
+    task: _Task, *, paced: bool, candidates: Callable[[Importance], Mapping[str, Tensor]]
 ) -> AutoOutcome:
     """One search of :func:`auto_dampen_`; ``paced``: the data-free guard applies with
     ``heldout`` too; ``candidates``: the forget importance a round ranks by, from the one
     measured when it starts."""
+    model, imp_d, imp_f, kind = task.model, task.imp_d, task.imp_f, task.kind
+    forget, heldout, forward, settings = task.forget, task.heldout, task.forward, task.settings
+    remeasure = task.remeasure
     current: Mapping[str, Tensor] = candidates(imp_f)
     asked = kind in CORRECTIVE and heldout is not None and settings.recentre_target
     recentre = None
@@ -888,9 +876,9 @@ def _one_path(
         model,
         imp_d,
         current,
-        lambda_=lambda_,
-        exponent=exponent,
-        upper=upper,
+        lambda_=task.lambda_,
+        exponent=task.exponent,
+        upper=task.upper,
         forget=forget,
         heldout=heldout,
         forward=forward,
