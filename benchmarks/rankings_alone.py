@@ -38,11 +38,14 @@ NAMES = ("digits-cnn", "digits-cnn-wide")
 WAYS = ("ssd", "signed", "both")
 
 
-def request(model: torch.nn.Module, data: Any, imp: Any, cls: int, held: bool, way: str) -> dict:
-    """One class request one way: its scores and what its search reported."""
+def request(
+    model: torch.nn.Module, data: Any, imp: Any, cls: int, seed: int, held: bool, way: str
+) -> dict:
+    """One class request one way: its scores and what its search reported (the held-out
+    samples as ``auto_plain.py`` picks them)."""
     sc = full_class(data, cls)
     train = data.train
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     pick = sc.retain_test[torch.randperm(len(sc.retain_test), generator=g)[:HELDOUT]]
     heldout = loader(data.test, pick.sort().values, batch_size=256) if held else None
     forget = loader(train, sc.forget, batch_size=BATCH)
@@ -82,7 +85,7 @@ def run(name: str, seed: int, out: Path) -> None:
         for held in (False, True):
             for way in WAYS:
                 row[f"{way}, {'heldout' if held else 'no heldout'}"] = request(
-                    model, data, imp, cls, held, way
+                    model, data, imp, cls, seed, held, way
                 )
         rows.append(row)
         print(name, seed, cls, flush=True)
