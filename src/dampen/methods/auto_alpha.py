@@ -750,7 +750,8 @@ def _better_ranking(signed: AutoOutcome, unsigned: AutoOutcome, margin: float) -
     signed one met, and the signed one alone on 3 that SSD's met. On 2 of the 7 only the
     ranking that met the goal reached the target; on the other 5 the one that missed kept
     fewer forget samples on their runner-up class (28-81 % against 67-98 %), and the one that
-    removed less of D's importance was the one that missed on 4 of them.
+    removed less of D's importance was the one that missed on 4 of them
+    (``benchmarks/rankings_alone.py``).
     """
     a, b = signed.report, unsigned.report
     decided = _by_target(a, b)
