@@ -732,31 +732,47 @@ def test_with_heldout_the_better_of_two_paths_is_kept(digits_cnn: tuple) -> None
     assert widened, "no paced step went beyond its share: the runner-up guard was not checked"
 
 
-def test_a_failing_second_path_leaves_the_callers_model_as_it_was(
-    digits_cnn: tuple, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """auto_dampen_ itself puts the caller's weights back (the API's own undo of in-place
-    requests is switched off here, so that it cannot hide a missing one)."""
+def _interrupted_in_place(
+    model: torch.nn.Module,
+    monkeypatch: pytest.MonkeyPatch,
+    fails: Any,
+    *args: Any,
+    **kwargs: Any,
+) -> list[dict]:
+    """Run ``dampen.unlearn(copy of model, *args, inplace=True, **kwargs)`` with every search
+    path that ``fails(its keyword arguments)`` raising after it dampened, and check that
+    auto_dampen_ itself put the caller's weights back (the API's own undo of in-place requests
+    is switched off, so that it cannot hide a missing one). Returns each path's keywords."""
     from dampen import api
     from dampen.methods import auto_alpha
 
-    model, data, imp = digits_cnn
     one_path = auto_alpha._one_path
-    monkeypatch.setattr(api, "_restore_", lambda *args: None)
+    monkeypatch.setattr(api, "_restore_", lambda *a: None)
+    calls: list[dict] = []
 
-    def fails_when_paced(*args: object, **kwargs: object) -> object:
-        outcome = one_path(*args, **kwargs)  # type: ignore[arg-type]  # the weights changed
-        if kwargs["paced"]:
-            raise RuntimeError("interrupted (simulated) at the end of the paced path")
+    def interrupted(*a: object, **kw: object) -> object:
+        outcome = one_path(*a, **kw)  # type: ignore[arg-type]  # the weights changed
+        calls.append(kw)
+        if fails(kw):
+            raise RuntimeError("interrupted (simulated) at the end of a search path")
         return outcome
 
-    monkeypatch.setattr(auto_alpha, "_one_path", fails_when_paced)
-    forget, heldout = _class_request(data, 3)
+    monkeypatch.setattr(auto_alpha, "_one_path", interrupted)
     mine = copy.deepcopy(model)
     before = state_copy(mine)
     with pytest.raises(RuntimeError, match="simulated"):
-        dampen.unlearn(mine, forget, importance=imp, heldout=heldout, inplace=True)
+        dampen.unlearn(mine, *args, inplace=True, **kwargs)
     assert same_state(mine, before)
+    return calls
+
+
+def test_a_failing_second_path_leaves_the_callers_model_as_it_was(
+    digits_cnn: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, data, imp = digits_cnn
+    forget, heldout = _class_request(data, 3)
+    fails = lambda kw: kw["paced"]  # noqa: E731
+    _interrupted_in_place(model, monkeypatch, fails, forget, importance=imp, heldout=heldout)
 
 
 def test_several_classes_with_heldout_record_each_path_and_replay(digits_cnn: tuple) -> None:
@@ -1078,31 +1094,14 @@ def test_better_ranking_follows_its_order_of_criteria() -> None:
 def test_a_failing_signed_search_leaves_the_callers_model_as_it_was(
     digits_cnn: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The signed search fails after it dampened: auto_dampen_ puts the caller's weights
-    back (the API's own undo of in-place requests is switched off here)."""
-    from dampen import api
+    """The signed search fails after it dampened."""
     from dampen.methods import auto_alpha
 
     model, data, imp = digits_cnn
-    one_path = auto_alpha._one_path
-    monkeypatch.setattr(api, "_restore_", lambda *args: None)
-    calls = []
-
-    def fails_when_signed(*args: object, **kwargs: object) -> object:
-        outcome = one_path(*args, **kwargs)  # type: ignore[arg-type]  # the weights changed
-        calls.append(kwargs["candidates"])
-        if kwargs["candidates"] is not auto_alpha._unsigned:
-            raise RuntimeError("interrupted (simulated) at the end of the signed search")
-        return outcome
-
-    monkeypatch.setattr(auto_alpha, "_one_path", fails_when_signed)
     forget, _ = _class_request(data, 3)
-    mine = copy.deepcopy(model)
-    before = state_copy(mine)
-    with pytest.raises(RuntimeError, match="simulated"):
-        dampen.unlearn(mine, forget, importance=imp, inplace=True)
-    assert calls[0] is auto_alpha._unsigned and len(calls) == 2
-    assert same_state(mine, before)
+    fails = lambda kw: kw["candidates"] is not auto_alpha._unsigned  # noqa: E731
+    calls = _interrupted_in_place(model, monkeypatch, fails, forget, importance=imp)
+    assert calls[0]["candidates"] is auto_alpha._unsigned and len(calls) == 2
 
 
 def test_lf_and_other_kinds_search_one_ranking(digits_cnn: tuple) -> None:

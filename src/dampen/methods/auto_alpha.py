@@ -122,7 +122,6 @@ from dampen.methods.recentre import (
     target_wins,
     winning_counts,
 )
-from dampen.methods.signed import raising_only
 
 FORGET_KINDS: tuple[str, ...] = ("auto", "class", "samples", "poison", "label_errors")
 """Values of ``forget_kind``."""
@@ -624,7 +623,7 @@ def auto_dampen_(
     lambda_: float,
     exponent: float,
     upper: float,
-    gradients: Callable[[Importance], Mapping[str, Tensor]] | None = None,
+    signed: Callable[[Importance], Mapping[str, Tensor]] | None = None,
 ) -> AutoOutcome:
     """Dampen ``model`` in place with ``alpha="auto"``, in up to ``settings.rounds`` rounds.
 
@@ -646,31 +645,42 @@ def auto_dampen_(
     that reaches the target with the less of D's importance removed, unless the other keeps
     clearly more held-out accuracy (:func:`_better_path`).
 
-    Class forgetting with ``gradients`` (the forget set's gradient sums for the model as it is
-    now, given its importance) and ``signed_ranking`` searches once more from the caller's
+    Class forgetting with ``signed`` (the signed ranking's candidates for the model as it is
+    now, given the forget importance: :func:`dampen.methods.signed.signed_candidates`) and
+    ``signed_ranking`` searches once more from the caller's
     weights, with the signed ranking, unless the forget set met the target as it was, and
     keeps the better of the two (:func:`_better_ranking`; ``stats["auto"]["ranking"]``,
     ``"ssd"`` or ``"signed"``; ``other_ranking`` reports the other).
     """
     kind = forget_kind(imp_d, imp_f, settings.forget_kind)
-    kw = {"lambda_": lambda_, "exponent": exponent, "upper": upper}
-    task = _Task(model, imp_d, imp_f, kind, remeasure, forget, heldout, forward, settings, **kw)
+    task = _Task(
+        model,
+        imp_d,
+        imp_f,
+        kind,
+        remeasure,
+        forget,
+        heldout,
+        forward,
+        settings,
+        lambda_,
+        exponent,
+        upper,
+    )
 
-    def ranked(signed: bool) -> AutoOutcome:
-        outcome = _two_paths(
-            task, candidates=_signed(model, imp_d, gradients, kw) if signed else _unsigned
-        )
+    def ranked(candidates: Callable[[Importance], Mapping[str, Tensor]]) -> AutoOutcome:
+        outcome = _two_paths(task, candidates=candidates)
         if kind == "class":
-            outcome.report["ranking"] = "signed" if signed else "ssd"
+            outcome.report["ranking"] = "ssd" if candidates is _unsigned else "signed"
         return outcome
 
-    if kind != "class" or gradients is None or not settings.signed_ranking:
-        return ranked(signed=False)
+    if kind != "class" or signed is None or not settings.signed_ranking:
+        return ranked(_unsigned)
     margin = settings.max_heldout_drop
     chosen, other, _ = _better_of_two(
         model,
-        lambda: ranked(signed=False),
-        lambda: ranked(signed=True),
+        lambda: ranked(_unsigned),
+        lambda: ranked(signed),
         skip=lambda o: not o.report["rounds"] and _met_as_it_was(o.report),
         second_is_better=lambda a, b: _better_ranking(a, b, margin),
     )
@@ -721,23 +731,6 @@ def _unsigned(imp_f: Importance) -> Mapping[str, Tensor]:
     return imp_f.tensors()
 
 
-def _signed(
-    model: nn.Module,
-    imp_d: Importance,
-    gradients: Callable[[Importance], Mapping[str, Tensor]] | None,
-    kw: Mapping[str, float],
-) -> Callable[[Importance], Mapping[str, Tensor]]:
-    """The signed ranking's candidates: the forget importance where dampening raises the
-    forget set's loss to first order (:func:`dampen.methods.signed.raising_only`), its gradient
-    sums measured on the model as it is when a round starts."""
-    assert gradients is not None  # the signed ranking is only searched with them
-
-    def candidates(imp_f: Importance) -> Mapping[str, Tensor]:
-        return raising_only(imp_f.tensors(), imp_d, model, gradients(imp_f), **kw)
-
-    return candidates
-
-
 def _better_ranking(signed: AutoOutcome, unsigned: AutoOutcome, margin: float) -> bool:
     """Whether the signed ranking is better: it alone reaches the target; or neither does
     and it forgets more; or both do and it keeps more held-out accuracy by more than
@@ -775,8 +768,11 @@ def _two_paths(
     (:func:`_better_path`)."""
     model, settings, kind, heldout = task.model, task.settings, task.kind, task.heldout
 
+    # Both paths start from the caller's weights: round 1's candidates are the same.
+    round_one = candidates(task.imp_f)
+
     def path(paced: bool) -> AutoOutcome:
-        return _one_path(task, paced=paced, candidates=candidates)
+        return _one_path(task, paced=paced, candidates=candidates, round_one=round_one)
 
     if kind != "class" or heldout is None or not settings.paced_path or settings.rounds < 2:
         return path(paced=False)
@@ -847,15 +843,19 @@ def _path_summary(outcome: AutoOutcome) -> dict[str, Any]:
 
 
 def _one_path(
-    task: _Task, *, paced: bool, candidates: Callable[[Importance], Mapping[str, Tensor]]
+    task: _Task,
+    *,
+    paced: bool,
+    candidates: Callable[[Importance], Mapping[str, Tensor]],
+    round_one: Mapping[str, Tensor],
 ) -> AutoOutcome:
     """One search of :func:`auto_dampen_`; ``paced``: the data-free guard applies with
     ``heldout`` too; ``candidates``: the forget importance a round ranks by, from the one
-    measured when it starts."""
+    measured when it starts (``round_one``: round 1's, from ``task.imp_f``)."""
     model, imp_d, imp_f, kind = task.model, task.imp_d, task.imp_f, task.kind
     forget, heldout, forward, settings = task.forget, task.heldout, task.forward, task.settings
     remeasure = task.remeasure
-    current: Mapping[str, Tensor] = candidates(imp_f)
+    current: Mapping[str, Tensor] = round_one
     asked = kind in CORRECTIVE and heldout is not None and settings.recentre_target
     recentre = None
     if asked and heldout is not None:  # (asked implies it; spelt out for the type checker)

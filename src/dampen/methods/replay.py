@@ -30,7 +30,7 @@ from dampen.importances.store import Importance
 from dampen.methods.auto_alpha import CORRECTIVE
 from dampen.methods.class_batches import ClassBatches
 from dampen.methods.recentre import output_bias
-from dampen.methods.signed import first_order_sums, raising_only
+from dampen.methods.signed import signed_candidates
 from dampen.methods.ssd import (
     check_stored,
     class_batch_size,
@@ -300,6 +300,7 @@ def _rounds(
             continue
         ranked: Mapping[str, torch.Tensor] = imp_f
         if signed:
-            sums = first_order_sums(imp_f, model, forget, forward, objective)
-            ranked = raising_only(imp_f.tensors(), importance, model, sums, **options)
+            ranked = signed_candidates(
+                imp_f, importance, model, forget, forward, objective, **options
+            )
         dampen_model_(model, importance, ranked, alpha=alpha, **options)

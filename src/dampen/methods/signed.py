@@ -97,3 +97,25 @@ def raising_only(
             raises = torch.where(beta > 1.0, slope > 0, raises)
         out[name] = torch.where(raises, imp, torch.zeros_like(imp))
     return out
+
+
+def signed_candidates(
+    imp_f: Importance,
+    imp_d: Mapping[str, Tensor],
+    model: nn.Module,
+    batches: Batches,
+    forward: ForwardFn | None,
+    objective: str,
+    *,
+    lambda_: float,
+    exponent: float,
+    upper: float,
+) -> dict[str, Tensor]:
+    """The signed ranking's candidates for ``model`` as it is now: ``imp_f`` (measured on
+    ``batches`` with ``objective``) where dampening raises the forget set's loss to first order
+    (:func:`first_order_sums`, :func:`raising_only`). What the search ranks by in each round
+    and what :func:`dampen.replay` dampens with."""
+    sums = first_order_sums(imp_f, model, batches, forward, objective)
+    return raising_only(
+        imp_f.tensors(), imp_d, model, sums, lambda_=lambda_, exponent=exponent, upper=upper
+    )

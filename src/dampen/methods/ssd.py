@@ -34,7 +34,7 @@ from dampen.methods.auto_alpha import (
 from dampen.methods.class_batches import ClassBatches
 from dampen.methods.erased import ERASED_TOLERANCE, with_erased_copies
 from dampen.methods.pasted import PASTED_TOLERANCE, pasted_batches
-from dampen.methods.signed import first_order_sums
+from dampen.methods.signed import signed_candidates
 from dampen.methods.winning import NotRegroupable, WinningSamples
 from dampen.registry import FORGET_IMPORTANCE, Request, register
 
@@ -707,11 +707,19 @@ def ssd_(
                 lambda_=lambda_,
                 exponent=exponent,
                 upper=upper,
-                # Df's gradient sums for the signed ranking (lf's importance has no label)
-                gradients=None
+                # the signed ranking's candidates (lf's importance has no label)
+                signed=None
                 if estimator == "lf"
-                else lambda imp: first_order_sums(
-                    imp, model, request.forget, request.forward, objective
+                else lambda imp: signed_candidates(
+                    imp,
+                    imp_d,
+                    model,
+                    request.forget,
+                    request.forward,
+                    objective,
+                    lambda_=lambda_,
+                    exponent=exponent,
+                    upper=upper,
                 ),
             )
 
