@@ -246,17 +246,22 @@ def _forget_importance(
     )
 
 
-def _raising_by_hand(model: torch.nn.Module, forget: Any, imp_f: dampen.Importance) -> dict:
+def _raising_by_hand(
+    model: torch.nn.Module, forget: Any, imp_f: dampen.Importance, objective: str = "log_odds"
+) -> dict:
     """Oracle of the signed ranking: ``imp_f`` where ``g θ < 0``, ``g`` the gradient of minus
-    the log-odds summed sample by sample in fp64 (a plain loop)."""
+    the log-odds (or the cross-entropy) summed sample by sample in fp64 (a plain loop)."""
     params = dict(model.named_parameters())
     sums = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
     model.eval()
     for x, y in forget:
         for i in range(len(y)):
             z = model(x[i : i + 1])[0]
-            others = torch.cat([z[: int(y[i])], z[int(y[i]) + 1 :]])
-            loss = torch.logsumexp(others, 0) - z[int(y[i])]
+            if objective == "cross_entropy":
+                loss = -torch.log_softmax(z, 0)[int(y[i])]
+            else:
+                others = torch.cat([z[: int(y[i])], z[int(y[i]) + 1 :]])
+                loss = torch.logsumexp(others, 0) - z[int(y[i])]
             grads = torch.autograd.grad(loss, list(params.values()))
             for name, g in zip(params, grads, strict=True):
                 sums[name] += g.double()
@@ -850,14 +855,23 @@ def test_sample_forgetting_ranks_by_the_samples_the_model_gets_right(digits_cnn:
     assert (auto["winning"], auto["forget_samples"]) == (int(right.sum()), len(y))
     assert "winning" not in made[False].stats["auto"]
     assert auto["original_forget_acc"] == pytest.approx(float(right.double().mean()))
+    measured_on = {True: [(x[right], y[right])], False: forget}
     ranked_by = {
-        True: _forget_importance(model, [(x[right], y[right])], imp, "cross_entropy"),
-        False: _forget_importance(model, forget, imp, "cross_entropy"),
+        ranks: _forget_importance(model, batches, imp, "cross_entropy")
+        for ranks, batches in measured_on.items()
     }
     for ranks, result in made.items():
         assert result.stats["auto"]["rounds"], "nothing dampened: the ranking was not checked"
+        candidates: Any = ranked_by[ranks]
+        if result.stats["auto"]["ranking"] == "signed":  # signs from what the ranking measured
+            candidates = _raising_by_hand(model, measured_on[ranks], candidates, "cross_entropy")
         expected = copy.deepcopy(model)
-        dampen_model_(expected, imp, ranked_by[ranks], alpha=result.stats["alpha"])
+        dampen_model_(expected, imp, candidates, alpha=result.stats["alpha"])
+        auto = result.stats["auto"]
+        if "other_ranking" in auto:  # both searched: the rule of class forgetting's rankings
+            signed = auto["ranking"] == "signed"
+            target = auto["target_forget_acc"]
+            assert _ranking_kept_by_the_rule(auto, auto["other_ranking"], target, signed)
         assert same_state(result.model, state_copy(expected))
         # the importance handed back (to take Df out of D's) is all of Df's either way
         handed = result.forget_importance
@@ -1105,8 +1119,9 @@ def test_a_failing_signed_search_leaves_the_callers_model_as_it_was(
 
 
 def test_lf_and_other_kinds_search_one_ranking(digits_cnn: tuple) -> None:
-    """The signed ranking is for class forgetting with a labelled importance: lf's has no
-    label, and sample requests report no ranking."""
+    """The signed ranking is for class forgetting, and sample forgetting with held-out data,
+    with a labelled importance: lf's has no label; a sample request whose forget set met the
+    target as it was searches once."""
     from dampen.data.base import loader as data_loader
 
     model, data, imp = digits_cnn
@@ -1118,4 +1133,5 @@ def test_lf_and_other_kinds_search_one_ranking(digits_cnn: tuple) -> None:
     some = data_loader(data.train, torch.arange(40), batch_size=64)
     held = data_loader(data.test, torch.arange(200), batch_size=64)
     samples = dampen.unlearn(model, some, importance=imp, heldout=held).stats["auto"]
-    assert samples["kind"] == "samples" and "ranking" not in samples
+    assert samples["kind"] == "samples" and not samples["rounds"]
+    assert samples["ranking"] == "ssd" and "other_ranking" not in samples

@@ -89,7 +89,8 @@ held-out guard alone and paced by the data-free guard as well, and keeps the pat
 reaches the target; when both do, the one that removed less of D's importance unless the
 other keeps more held-out accuracy by more than ``max_heldout_drop`` (:func:`_better_path`).
 
-Two rankings (class forgetting, ``signed_ranking``): SSD's candidates, and the same without
+Two rankings (class forgetting, and sample forgetting with ``heldout``; ``signed_ranking``):
+SSD's candidates, and the same without
 the parameters whose dampening would lower the forget set's loss to first order
 (:mod:`dampen.methods.signed`). The whole search (both paths with ``heldout``) runs with each
 from the caller's weights, and the model keeps the ranking that reaches the target; when both
@@ -645,10 +646,11 @@ def auto_dampen_(
     that reaches the target with the less of D's importance removed, unless the other keeps
     clearly more held-out accuracy (:func:`_better_path`).
 
-    Class forgetting with ``signed`` (the signed ranking's candidates for the model as it is
-    now, given the forget importance: :func:`dampen.methods.signed.signed_candidates`) and
-    ``signed_ranking`` searches once more from the caller's
-    weights, with the signed ranking, unless the forget set met the target as it was, and
+    Class forgetting, and sample forgetting with ``heldout``, with ``signed`` (the signed
+    ranking's candidates for the model as it is now, given the forget importance:
+    :func:`dampen.methods.signed.signed_candidates`) and ``signed_ranking`` search once more
+    from the caller's weights, with the signed ranking, unless the forget set met the target
+    as it was, and
     keeps the better of the two (:func:`_better_ranking`; ``stats["auto"]["ranking"]``,
     ``"ssd"`` or ``"signed"``; ``other_ranking`` reports the other).
     """
@@ -668,13 +670,16 @@ def auto_dampen_(
         upper,
     )
 
+    # Sample forgetting without held-out data has no target to reach: one ranking.
+    two_rankings = kind == "class" or (kind == "samples" and heldout is not None)
+
     def ranked(candidates: Callable[[Importance], Mapping[str, Tensor]]) -> AutoOutcome:
         outcome = _two_paths(task, candidates=candidates)
-        if kind == "class":
+        if two_rankings:
             outcome.report["ranking"] = "ssd" if candidates is _unsigned else "signed"
         return outcome
 
-    if kind != "class" or signed is None or not settings.signed_ranking:
+    if not two_rankings or signed is None or not settings.signed_ranking:
         return ranked(_unsigned)
     margin = settings.max_heldout_drop
     chosen, other, _ = _better_of_two(

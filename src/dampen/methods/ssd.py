@@ -132,10 +132,11 @@ class _Alpha(_Dampening):
             classes]`` logits with two classes or more besides the forget set's
             (``runner_up_floor`` is then reported); the forget batches are held in memory
             for the request. ``None``: the ceiling alone.
-        signed_ranking: for ``"auto"`` in class forgetting (not with ``lf``): search a second
-            time from the original weights with SSD's candidates limited to the parameters
-            whose dampening raises the forget set's loss to first order (``g_i θ_i < 0``,
-            ``g`` its gradient summed over Df, measured in each round;
+        signed_ranking: for ``"auto"`` in class forgetting, and in sample forgetting with
+            ``heldout=`` (not with ``lf``): search a second time from the original weights
+            with SSD's candidates limited to the parameters whose dampening raises the forget
+            set's loss to first order (``g_i θ_i < 0``, ``g`` its gradient summed over Df,
+            or over the winners a sample request ranks by, measured in each round;
             :mod:`dampen.methods.signed`), and keep the ranking that reaches the target;
             when both do, the one that keeps more held-out accuracy by more than
             ``max_heldout_drop``, else more forget samples on their runner-up class, else the
@@ -383,7 +384,7 @@ def _ranked_by_winners(
     estimator: str,
     size: int | None,
     seconds: dict[str, float],
-) -> tuple[Importance, dict[str, Any]]:
+) -> tuple[Importance, dict[str, Any], Batches]:
     """Sample forgetting: the cross-entropy importance of the forget samples the model gets
     right (:mod:`dampen.methods.winning`), which ranks the candidates; the search still
     measures the forget accuracy on all of Df.
@@ -398,10 +399,12 @@ def _ranked_by_winners(
     Not everywhere: in ``dampen bench --preset fmnist`` (ResNet18, seed 0) the winners cost
     1.35 points of retained accuracy where all of Df cost 0.2.
 
-    Returns the importance to rank by and ``{"forget_samples": n, "winning": m}`` for the
-    stats; ``imp_f`` itself when every sample or none wins, or when the samples cannot be
-    regrouped (a batch entry that is not a per-sample tensor, or batches whose samples differ
-    in shape, e.g. padded to each batch's longest sequence): then ``winning`` is ``None``.
+    Returns the importance to rank by, ``{"forget_samples": n, "winning": m}`` for the
+    stats and the batches that importance was measured on (the signed ranking takes its signs
+    from them); ``imp_f`` and the forget set itself when every sample or none wins, or when
+    the samples cannot be regrouped (a batch entry that is not a per-sample tensor, or batches
+    whose samples differ in shape, e.g. padded to each batch's longest sequence): then
+    ``winning`` is ``None``.
     Records the pass that finds the winners in ``seconds["winning"]`` and their importance in
     ``seconds["importance_forget"]``.
     """
@@ -415,15 +418,15 @@ def _ranked_by_winners(
         winners = None
     seconds["winning"] = perf_counter() - t
     if winners is None:
-        return imp_f, {"forget_samples": imp_f.samples, "winning": None}
+        return imp_f, {"forget_samples": imp_f.samples, "winning": None}, request.forget
     ranked = {"forget_samples": winners.total, "winning": winners.count}
     if not 0 < winners.count < winners.total:
-        return imp_f, ranked
+        return imp_f, ranked, request.forget
     t = perf_counter()
     winning = replace(request, forget=winners)
     ranking = _forget_importance(model, winning, estimator, "forget set", "cross_entropy", size)
     seconds["importance_forget"] += perf_counter() - t
-    return ranking, ranked
+    return ranking, ranked, winners
 
 
 def winners_batch_size(forget: Any, imp_d: Importance, imp_f: Importance) -> int:
@@ -677,9 +680,12 @@ def ssd_(
         and settings.winning_only
         and estimator != "lf"  # its importance has no label, so no 1 − p_y factor
     )
+    signs_on: Batches | None = None  # the batches of the ranking's importance, if not Df's
     if ranks_by_winners:  # rank by the samples the model gets right
         spent = perf_counter()
-        imp_f, ranked = _ranked_by_winners(model, request, imp_d, imp_f, estimator, size, seconds)
+        imp_f, ranked, signs_on = _ranked_by_winners(
+            model, request, imp_d, imp_f, estimator, size, seconds
+        )
         t += perf_counter() - spent  # timed as "winning" and "importance_forget"
     if kind == "class" and objective != "cross_entropy":
         # The search ranks by the log-odds importance; the forget importance handed back (to
@@ -714,7 +720,7 @@ def ssd_(
                     imp,
                     imp_d,
                     model,
-                    request.forget,
+                    request.forget if signs_on is None else signs_on,
                     request.forward,
                     objective,
                     lambda_=lambda_,
