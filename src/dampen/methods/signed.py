@@ -1,4 +1,6 @@
-"""The signed ranking of ``alpha="auto"`` in class forgetting.
+"""The signed ranking of ``alpha="auto"`` in class forgetting, and in sample forgetting with
+held-out data (there the signs come from the samples the ranking's importance was measured on:
+the winners, :mod:`dampen.methods.winning`, when the request ranks by them).
 
 SSD's importances are squared gradients: they say how much the forget set's loss depends on a
 parameter, not in which direction. Dampening multiplies a parameter by ``β_i``, by
