@@ -104,7 +104,8 @@ def report(folder: Path) -> str:
     lines = [
         '`alpha="auto"` with 200 held-out samples on random samples, its candidates ranked by '
         "the importance of all of Df (`winning_only=False`, the paper's) or of the forget "
-        "samples the model gets right (the default). Goal: Df within 2 points of the retrained "
+        "samples the model gets right, with SSD's ranking alone (`signed_ranking=False`) or "
+        "also the signed one (the default). Goal: Df within 2 points of the retrained "
         "models' mean, Dr and test accuracy at most 1 point below the original's. Cells: Df / "
         "Dr change / test change, in % and points.",
         "",
