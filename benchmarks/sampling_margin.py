@@ -77,7 +77,9 @@ def measure(reference: dict[str, Any], zs: list[float]) -> dict[str, Any]:
 def meets(run: dict[str, float], original: dict[str, float], mean_df: float) -> bool:
     """Issue 15's goal, as ``random_reference.py`` reads it (accuracies as fractions)."""
     dr, test = 100 * (run["dr"] - original["dr"]), 100 * (run["test"] - original["test"])
-    return abs(100 * run["df"] - mean_df) <= 2 and dr >= -1 and test >= -1
+    # within rounding: 18 of 1,800 test samples is exactly 1 point, -1.0000000000000009 in floats
+    slack = 1e-9
+    return abs(100 * run["df"] - mean_df) <= 2 + slack and dr >= -1 - slack and test >= -1 - slack
 
 
 def cell(run: dict[str, float], original: dict[str, float], mean_df: float) -> str:
