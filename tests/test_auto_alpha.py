@@ -881,6 +881,31 @@ def test_sample_forgetting_ranks_by_the_samples_the_model_gets_right(digits_cnn:
     assert not same_state(made[True].model, state_copy(made[False].model))
 
 
+def test_sample_forgetting_stops_at_the_held_out_floor(digits_cnn: tuple) -> None:
+    """The held-out floor guards sample requests too: a forget set far above its held-out
+    set (60 % of whose labels are shuffled) reaches the target only by taking held-out
+    accuracy more than ``max_heldout_drop`` down; with the default the search stops at the
+    floor, forgetting what it allows, and replay gives the weights."""
+    model, data, imp = digits_cnn
+    train, test = data.train, data.test
+    forget = [(train.x[:60], train.y[:60])]
+    y = test.y[:200].clone()
+    y[:120] = y[:120][torch.randperm(120, generator=torch.Generator().manual_seed(0))]
+    heldout = [(test.x[:200], y)]
+    guarded = dampen.unlearn(model, forget, importance=imp, heldout=heldout, forget_kind="samples")
+    free = dampen.unlearn(
+        model, forget, importance=imp, heldout=heldout, forget_kind="samples", max_heldout_drop=1.0
+    )
+    a, b = guarded.stats["auto"], free.stats["auto"]
+    assert b["forget_acc"] <= b["target_forget_acc"]  # reachable, at a cost
+    assert b["heldout_acc"] < b["original_heldout_acc"] - 0.02  # that the floor refuses
+    assert a["reason"].startswith("held-out accuracy would drop too far")
+    assert a["heldout_acc"] >= a["original_heldout_acc"] - 0.02 - 1e-9
+    assert accuracy(guarded.model, heldout, None) == pytest.approx(a["heldout_acc"])
+    assert a["forget_acc"] < a["original_forget_acc"]
+    assert _replayed_equals(model, forget, imp, guarded)
+
+
 def test_sample_ranking_falls_back_to_all_of_df_on_batches_it_cannot_filter(
     digits_cnn: tuple,
 ) -> None:

@@ -48,10 +48,10 @@ Target (``forget_kind``):
 
 Guards against collapse: at most ``max_selected`` of all parameters are ever selected
 (:data:`BLIND_CORRECTIVE_SHARE` at most for corrective kinds without ``heldout``); when a
-held-out sample of retained (class) or clean (corrective) data is given, its accuracy may not
-fall more than ``max_heldout_drop`` below the original's; without one (class forgetting and
-corrective kinds; the latter at most :data:`BLIND_CORRECTIVE_REMOVED`), the
-dampening may remove at most ``max_importance_removed`` of D's
+held-out sample of retained (class), unseen (samples) or clean (corrective) data is given,
+its accuracy may not fall more than ``max_heldout_drop`` below the original's; without one
+(class forgetting and corrective kinds; the latter at most :data:`BLIND_CORRECTIVE_REMOVED`),
+the dampening may remove at most ``max_importance_removed`` of D's
 importance-weighted squared weights, ``Σ I_D (θ − θ0)² / Σ I_D θ0²`` (:func:`importance_removed`,
 a guard that needs no data: its numerator is twice the second-order estimate of the loss
 increase on D when ``I_D`` is the Fisher diagonal; the ratio is free of the estimator's scale).
@@ -914,8 +914,11 @@ def _one_path(
         level += original.heldout_acc + margin
     rule = _Rule(
         target=level,
+        # Sample requests too: without the floor, on lm-facts (tiny GPT-2, 10 people, seed 0)
+        # reaching the target took the held-out people from 16 to 4 % and the retained
+        # people's answers from 99 to 20 %.
         floor=None
-        if original.heldout_acc is None or not erase
+        if original.heldout_acc is None or not (erase or kind == "samples")
         else original.heldout_acc - settings.max_heldout_drop,
         keep=original.heldout_acc if erase else None,
     )

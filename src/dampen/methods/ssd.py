@@ -68,8 +68,9 @@ class _Alpha(_Dampening):
             set, 7.5 % (``PASTED_TOLERANCE``) when pasted images do.
         max_selected: for ``"auto"``: the largest share of parameters it may select (at most
             1 % for the corrective kinds without ``heldout=``).
-        max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained (class) or clean
-            (corrective) data: the largest drop of held-out accuracy accepted. For
+        max_heldout_drop: for ``"auto"`` with ``heldout=`` of retained (class), unseen
+            (samples) or clean (corrective) data: the largest drop of held-out accuracy
+            accepted. For
             ``forget_kind="poison"`` a candidate that removes at most the smaller of
             ``max_importance_removed`` and 0.2 % of D's importance (what the data-free ceiling
             allows) passes whatever the drop (``stats["auto"]["importance_allowance"]``).
