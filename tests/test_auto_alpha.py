@@ -906,6 +906,33 @@ def test_sample_forgetting_stops_at_the_held_out_floor(digits_cnn: tuple) -> Non
     assert _replayed_equals(model, forget, imp, guarded)
 
 
+def test_sample_forgetting_stops_at_the_data_free_ceiling(digits_cnn: tuple) -> None:
+    """With heldout=, a sample request may remove at most ``max_importance_removed`` of D's
+    importance, whatever the held-out floor allows (here switched off)."""
+    model, data, imp = digits_cnn
+    train, test = data.train, data.test
+    forget = [(train.x[:60], train.y[:60])]
+    heldout = [(test.x[:100], _shuffled_labels(test))]
+    runs = {
+        cap: dampen.unlearn(
+            model,
+            forget,
+            importance=imp,
+            heldout=heldout,
+            forget_kind="samples",
+            max_heldout_drop=1.0,
+            max_importance_removed=cap,
+        ).stats["auto"]
+        for cap in (0.002, 1.0)
+    }
+    capped, free = runs[0.002], runs[1.0]
+    assert free["importance_removed"] > 0.002  # what the ceiling refuses
+    assert capped["reason"].startswith("the data-free guard")
+    assert 0 < capped["importance_removed"] <= 0.002
+    assert capped["max_importance_removed"] == 0.002
+    assert capped["forget_acc"] < capped["original_forget_acc"]
+
+
 def test_sample_ranking_falls_back_to_all_of_df_on_batches_it_cannot_filter(
     digits_cnn: tuple,
 ) -> None:

@@ -84,7 +84,8 @@ class _Alpha(_Dampening):
             round r of R may remove r/R of it (up to 4× that while the forget samples keep
             their runner-up classes, ``runner_up_kept``). Corrective kinds without
             ``heldout=`` remove at most the smaller of it and 0.2 %
-            (``BLIND_CORRECTIVE_REMOVED``).
+            (``BLIND_CORRECTIVE_REMOVED``). Sample forgetting with ``heldout=`` removes at
+            most this share too, in its one round.
         winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
             which their trained label still wins (:mod:`dampen.methods.winning`); ``False``
             uses all of Df, as Potion's search does. In sample forgetting with ``heldout=``
