@@ -6,9 +6,10 @@ that memorised nothing is left alone. For each (model, seed) that ``random_refer
 measured, this trains the same original, picks the same samples and 200 held-out test samples
 as ``auto_plain.py`` does, and runs ``alpha="auto"`` with them for each z of ``--z`` (the
 module constant, put back afterwards), ranking the candidates as the stored rows did (by all
-of Df, SSD's ranking alone: ``RANKED_AS_STORED``). Each run is scored against the retrained
-models' mean Df, as ``random_reference.py`` scores the stored rows (issue 15's goal: Df within
-2 points of it, Dr and test accuracy at most 1 point below the original's). At z = 1.645
+of Df, SSD's ranking alone, no held-out floor or data-free ceiling: ``RANKED_AS_STORED``).
+Each run is scored against the retrained models' mean Df, as ``random_reference.py`` scores
+the stored rows (issue 15's goal: Df within 2 points of it, Dr and test accuracy at most 1
+point below the original's). At z = 1.645
 every run must give the stored ``auto, heldout`` row, which checks that the setup is the same.
 
 Run: ``python benchmarks/sampling_margin.py REFERENCE_DIR OUT_DIR [--z 1.645 1.0 0.5 0]``
@@ -35,9 +36,15 @@ from dampen.methods import auto_alpha
 from dampen.recipe import train_model
 
 LIBRARY_Z = auto_alpha.SAMPLING_Z
-# random_reference.py's rows predate the winners' ranking (29d9672) and the signed ranking of
-# sample requests (a85b7b3): the margin is compared under the ranking they were made with.
-RANKED_AS_STORED = {"winning_only": False, "signed_ranking": False}
+# random_reference.py's rows predate the winners' ranking (29d9672), the signed ranking of
+# sample requests (a85b7b3) and their held-out floor and data-free ceiling (9bad4d2, f752536):
+# the margin is compared under the ranking they were made with, and without those guards.
+RANKED_AS_STORED = {
+    "winning_only": False,
+    "signed_ranking": False,
+    "max_heldout_drop": 1.0,
+    "max_importance_removed": 1.0,
+}
 
 
 def measure(reference: dict[str, Any], zs: list[float]) -> dict[str, Any]:

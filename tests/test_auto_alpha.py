@@ -913,7 +913,7 @@ def test_sample_forgetting_stops_at_the_data_free_ceiling(digits_cnn: tuple) -> 
     train, test = data.train, data.test
     forget = [(train.x[:60], train.y[:60])]
     heldout = [(test.x[:100], _shuffled_labels(test))]
-    runs = {
+    made = {
         cap: dampen.unlearn(
             model,
             forget,
@@ -922,15 +922,38 @@ def test_sample_forgetting_stops_at_the_data_free_ceiling(digits_cnn: tuple) -> 
             forget_kind="samples",
             max_heldout_drop=1.0,
             max_importance_removed=cap,
-        ).stats["auto"]
+        )
         for cap in (0.002, 1.0)
     }
-    capped, free = runs[0.002], runs[1.0]
+    capped, free = made[0.002].stats["auto"], made[1.0].stats["auto"]
+    assert _replayed_equals(model, forget, imp, made[0.002])
     assert free["importance_removed"] > 0.002  # what the ceiling refuses
     assert capped["reason"].startswith("the data-free guard")
     assert 0 < capped["importance_removed"] <= 0.002
     assert capped["max_importance_removed"] == 0.002
     assert capped["forget_acc"] < capped["original_forget_acc"]
+
+
+def test_a_signed_sample_request_takes_its_signs_from_the_winners(digits_cnn: tuple) -> None:
+    """With ``per_sample`` (no stored gradient sums: the signs come from a backward pass over
+    the batches the ranking's importance was measured on) a request ranked by the winners
+    keeps the signed ranking (signs summed over all of Df instead gave SSD's, measured by
+    patching the winners out), and replay, which finds the winners again, gives its weights."""
+    from dampen.data.base import loader as data_loader
+
+    model, data, _ = digits_cnn
+    train, test = data.train, data.test
+    imp = dampen.importance(model, data_loader(train, batch_size=64), estimator="per_sample")
+    picked = torch.arange(0, 600, 10)
+    x, y = train.x[picked], train.y[picked].clone()
+    y[:12] = (y[:12] + 1) % 10  # labels the model does not predict: not every sample wins
+    forget = [(x[:25], y[:25]), (x[25:], y[25:])]
+    heldout = [(test.x[:100], _shuffled_labels(test))]
+    result = dampen.unlearn(model, forget, importance=imp, heldout=heldout, forget_kind="samples")
+    auto = result.stats["auto"]
+    assert 0 < auto["winning"] < auto["forget_samples"]
+    assert auto["ranking"] == "signed" and "other_ranking" in auto
+    assert _replayed_equals(model, forget, imp, result)
 
 
 def test_sample_ranking_falls_back_to_all_of_df_on_batches_it_cannot_filter(

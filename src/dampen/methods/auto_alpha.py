@@ -553,7 +553,7 @@ class _Rule:
     floor: float | None  # the final guard: held-out accuracy may not fall below it
     keep: float | None  # a round that stops short of the target may not lower held-out at all
     limit: str = "max_selected"  # what caps the selection, as the reasons name it
-    ceiling: float | None = None  # without held-out data: the share of importance it may remove
+    ceiling: float | None = None  # the share of importance it may remove (data-free guard)
     allowance: float | None = None  # a share of importance removed the floor does not stop
     runner_up_kept: float | None = None  # beyond the ceiling: how much of Df keeps its runner-up
 
@@ -955,15 +955,14 @@ def _one_path(
     ceiling = settings.max_importance_removed
     if guarded and kind in CORRECTIVE:
         ceiling = min(ceiling, BLIND_CORRECTIVE_REMOVED)
-    if guarded:
-        report.update(max_importance_removed=ceiling)
-    elif kind == "samples" and heldout is not None:
-        # One round, capped as a class request is without held-out data: on lm-facts (tiny
-        # GPT-2, seed 2, 20 people) a request within the held-out floor removed 3.8 % of D's
-        # importance and kept 34.5 % of the retained people's answers; the held-out people's
-        # accuracy does not see the retained people's facts. Random image samples that
-        # dampened removed at most 0.03 % (fmnist, fmnist-baselines).
+    # Sample requests (which reach here only with heldout) take the whole ceiling in their
+    # one round: on lm-facts (tiny GPT-2, seed 2, 20 people) a request within the held-out
+    # floor removed 3.8 % of D's importance and kept 34.5 % of the retained people's answers;
+    # the held-out people's accuracy does not see the retained people's facts. Random image
+    # samples that dampened removed at most 0.03 % (fmnist, fmnist-baselines).
+    if kind == "samples":
         rule.ceiling = ceiling
+    if guarded or kind == "samples":
         report.update(max_importance_removed=ceiling)
     if reference is not None:
         rule.runner_up_kept = settings.runner_up_kept

@@ -77,15 +77,15 @@ class _Alpha(_Dampening):
         rounds: for ``"auto"`` in class forgetting: how many times at most the forget set's
             importance is measured (again, on the dampened model) when one dampening does not
             reach the target within the guards.
-        max_importance_removed: for ``"auto"`` in class forgetting without ``heldout=``: the
-            largest share of D's importance-weighted squared weights,
-            ``Σ I_D (Δθ)² / Σ I_D θ²``, that the dampening of one class may remove (a guard
-            that needs no data; in a several-class request each class has its own share);
+        max_importance_removed: for ``"auto"`` in class forgetting without ``heldout=``, and
+            in sample forgetting with it: the largest share of D's importance-weighted squared
+            weights, ``Σ I_D (Δθ)² / Σ I_D θ²``, that the dampening of one class (or one
+            sample request) may remove (a guard that needs no data; in a several-class
+            request each class has its own share); for classes
             round r of R may remove r/R of it (up to 4× that while the forget samples keep
             their runner-up classes, ``runner_up_kept``). Corrective kinds without
             ``heldout=`` remove at most the smaller of it and 0.2 %
-            (``BLIND_CORRECTIVE_REMOVED``). Sample forgetting with ``heldout=`` removes at
-            most this share too, in its one round.
+            (``BLIND_CORRECTIVE_REMOVED``); sample requests take it whole in their one round.
         winning_only: for ``"auto"`` with a corrective ``forget_kind``: use only the samples on
             which their trained label still wins (:mod:`dampen.methods.winning`); ``False``
             uses all of Df, as Potion's search does. In sample forgetting with ``heldout=``
@@ -682,7 +682,7 @@ def ssd_(
         and settings.winning_only
         and estimator != "lf"  # its importance has no label, so no 1 − p_y factor
     )
-    signs_on: Batches | None = None  # the batches of the ranking's importance, if not Df's
+    signs_on: Batches | None = None  # the batches the ranking's importance was measured on
     if ranks_by_winners:  # rank by the samples the model gets right
         spent = perf_counter()
         imp_f, ranked, signs_on = _ranked_by_winners(
