@@ -818,6 +818,15 @@ def _shuffled_labels(test: Any) -> torch.Tensor:
     return test.y[:100][torch.randperm(100, generator=torch.Generator().manual_seed(0))]
 
 
+def _partly_mislabelled(train: Any) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """60 training samples, the first 12 with labels the model does not predict, and the
+    same as two forget batches: a sample request where some but not all samples win."""
+    picked = torch.arange(0, 600, 10)
+    x, y = train.x[picked], train.y[picked].clone()
+    y[:12] = (y[:12] + 1) % 10
+    return x, y, [(x[:25], y[:25]), (x[25:], y[25:])]
+
+
 def _both_rankings(
     model: torch.nn.Module, forget: Any, imp: dampen.Importance, heldout: Any, **options: Any
 ) -> dict[bool, Any]:
@@ -841,10 +850,7 @@ def test_sample_forgetting_ranks_by_the_samples_the_model_gets_right(digits_cnn:
 
     model, data, imp = digits_cnn
     train, test = data.train, data.test
-    picked = torch.arange(0, 600, 10)
-    x, y = train.x[picked], train.y[picked].clone()
-    y[:12] = (y[:12] + 1) % 10  # labels the model does not predict
-    forget = [(x[:25], y[:25]), (x[25:], y[25:])]
+    x, y, forget = _partly_mislabelled(train)
     with torch.no_grad():
         right = model(x).argmax(dim=1) == y  # a plain loop's answer, sample by sample
     assert 0 < int(right.sum()) < len(y)
@@ -944,10 +950,7 @@ def test_a_signed_sample_request_takes_its_signs_from_the_winners(digits_cnn: tu
     model, data, _ = digits_cnn
     train, test = data.train, data.test
     imp = dampen.importance(model, data_loader(train, batch_size=64), estimator="per_sample")
-    picked = torch.arange(0, 600, 10)
-    x, y = train.x[picked], train.y[picked].clone()
-    y[:12] = (y[:12] + 1) % 10  # labels the model does not predict: not every sample wins
-    forget = [(x[:25], y[:25]), (x[25:], y[25:])]
+    _, _, forget = _partly_mislabelled(train)  # not every sample wins
     heldout = [(test.x[:100], _shuffled_labels(test))]
     result = dampen.unlearn(model, forget, importance=imp, heldout=heldout, forget_kind="samples")
     auto = result.stats["auto"]

@@ -915,11 +915,11 @@ def _one_path(
         level += original.heldout_acc + margin
     rule = _Rule(
         target=level,
-        # Sample requests too: without the floor, on lm-facts (tiny GPT-2, 10 people, seed 0)
-        # reaching the target took the held-out people from 16 to 4 % and the retained
-        # people's answers from 99 to 20 %.
+        # Every kind, sample requests too: without the floor, on lm-facts (tiny GPT-2, 10
+        # people, seed 0) reaching the target took the held-out people from 16 to 4 % and the
+        # retained people's answers from 99 to 20 %.
         floor=None
-        if original.heldout_acc is None or not (erase or kind == "samples")
+        if original.heldout_acc is None
         else original.heldout_acc - settings.max_heldout_drop,
         keep=original.heldout_acc if erase else None,
     )
