@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -114,6 +115,40 @@ def random_scores(
         "dr": evaluate(model, train.x[sc.retain], train.y[sc.retain]),
         "test": evaluate(model, test.x[rest], test.y[rest]),
     }
+
+
+@dataclass
+class RandomRequest:
+    """A random-sample request of this script, set up again: the data, the scenario, the
+    held-out test indices handed over as ``heldout=``, the mask of the other test samples, the
+    original trained again and its :func:`random_scores`."""
+
+    data: Any
+    scenario: Any
+    heldout: torch.Tensor
+    rest: torch.Tensor
+    original: torch.nn.Module
+    scores: dict[str, float]
+
+    def loaders(self) -> tuple[dampen.Importance, Any, Any]:
+        """The importance of D, and the forget and held-out loaders, as this script makes them."""
+        train = self.data.train
+        imp = dampen.importance(self.original, loader(train, None, batch_size=BATCH))
+        forget = loader(train, self.scenario.forget, batch_size=BATCH)
+        return imp, forget, loader(self.data.test, self.heldout, batch_size=BATCH)
+
+
+def random_request(name: str, seed: int, *expected: dict[str, float]) -> RandomRequest:
+    """The random-sample request of model ``name`` and ``seed``, its original trained again;
+    exits when the original's scores are not each of ``expected`` (an earlier run's)."""
+    data_name, recipe, count = MODELS[name]
+    data = load_data(data_name, seed)
+    sc, pick, rest = random_split(data, count, seed)
+    original = train_model(recipe, data, seed=seed)
+    scores = random_scores(original, data, sc, rest)
+    if any(scores != other for other in expected):
+        raise SystemExit(f"{name} seed {seed}: the original is not the one of the earlier run")
+    return RandomRequest(data, sc, pick, rest, original, scores)
 
 
 def run(

@@ -34,11 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from auto_plain import MODELS, evaluate, load_data, random_scores, random_split
+from auto_plain import evaluate, random_request
 from dampen.core.files import atomic_write_text
 from dampen.eval.confidence import logit_scaled_confidence
 from dampen.eval.mia import roc_auc
-from dampen.recipe import train_model
 from sampling_margin import arguments_to_run, reference_parser
 
 RETAINED = 1000
@@ -58,13 +57,9 @@ def confidences(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tor
 def measure(stored: dict[str, Any]) -> dict[str, Any]:
     """The statistics of one request of ``random_ranking.py``, on the same original."""
     name, seed = stored["model"], stored["seed"]
-    data_name, recipe, count = MODELS[name]
-    data = load_data(data_name, seed)
-    sc, pick, rest = random_split(data, count, seed)
-    original = train_model(recipe, data, seed=seed)
-    if random_scores(original, data, sc, rest) != stored["original"]:
-        raise SystemExit(f"{name} seed {seed}: the original is not the stored one")
-    train, test = data.train, data.test
+    request = random_request(name, seed, stored["original"])
+    original, sc, pick, rest = request.original, request.scenario, request.heldout, request.rest
+    train, test = request.data.train, request.data.test
     order = torch.randperm(len(sc.retain), generator=torch.Generator().manual_seed(seed))
     retained = sc.retain[order[:RETAINED]]
     df = confidences(original, train.x[sc.forget], train.y[sc.forget])

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import dampen
-from auto_plain import BATCH, MODELS, load_data, random_scores, random_split
+from auto_plain import MODELS, random_request, random_scores
 from dampen.core.files import atomic_write_text
-from dampen.data.base import loader
 from dampen.methods import auto_alpha
 from dampen.recipe import train_model
 from random_reference import SEED_STEP
@@ -68,18 +67,16 @@ def measure(
 ) -> dict[str, Any]:
     """Every ranking on one request that ``done`` (this script's earlier file of it) lacks;
     the retrained models from ``done``, ``stored`` or trained here."""
-    data_name, recipe, count = MODELS[name]
-    data = load_data(data_name, seed)
-    sc, pick, rest = random_split(data, count, seed)
-    original = train_model(recipe, data, seed=seed)
-    scores = random_scores(original, data, sc, rest)
-    if stored is not None and scores != stored["random"]["original"]:
-        raise SystemExit(f"{name} seed {seed}: the original is not the reference's")
-    if done is not None and scores != done["original"]:
-        raise SystemExit(f"{name} seed {seed}: the original is not the one of the earlier run")
-    imp = dampen.importance(original, loader(data.train, None, batch_size=BATCH))
-    forget = loader(data.train, sc.forget, batch_size=BATCH)
-    held = loader(data.test, pick, batch_size=BATCH)
+    earlier = [r["original"] for r in (done, stored["random"] if stored else None) if r]
+    request = random_request(name, seed, *earlier)
+    data, sc, rest, original, scores = (
+        request.data,
+        request.scenario,
+        request.rest,
+        request.original,
+        request.scores,
+    )
+    imp, forget, held = request.loaders()
     runs = dict(done["runs"]) if done is not None else {}
     columns = [(label, options, LIBRARY_Z) for label, options in RANKINGS.items()]
     columns += [(label, {}, z) for label, z in MARGINS.items()]
@@ -112,7 +109,7 @@ def measure(
         models = []
         for number in range(retrains):
             s = seed + SEED_STEP * number
-            retrained = train_model(recipe, data, sc.retain, seed=s)
+            retrained = train_model(MODELS[name][1], data, sc.retain, seed=s)
             models.append({**random_scores(retrained, data, sc, rest), "seed": s})
             print(name, seed, "retrain", number, models[-1], flush=True)
     return {"model": name, "seed": seed, "original": scores, "retrains": models, "runs": runs}

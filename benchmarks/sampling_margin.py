@@ -29,11 +29,9 @@ from typing import Any
 import torch
 
 import dampen
-from auto_plain import BATCH, HELDOUT, MODELS, load_data, random_scores, random_split
+from auto_plain import HELDOUT, random_request, random_scores
 from dampen.core.files import atomic_write_text
-from dampen.data.base import loader
 from dampen.methods import auto_alpha
-from dampen.recipe import train_model
 
 LIBRARY_Z = auto_alpha.SAMPLING_Z
 # random_reference.py's rows predate the winners' ranking (29d9672), the signed ranking of
@@ -50,16 +48,10 @@ RANKED_AS_STORED = {
 def measure(reference: dict[str, Any], zs: list[float]) -> dict[str, Any]:
     """``alpha="auto"`` with held-out data at each margin z, on one reference request."""
     name, seed = reference["model"], reference["seed"]
-    data_name, recipe, count = MODELS[name]
-    data = load_data(data_name, seed)
-    sc, pick, rest = random_split(data, count, seed)
-    original = train_model(recipe, data, seed=seed)
     stored = reference["random"]
-    if random_scores(original, data, sc, rest) != stored["original"]:
-        raise SystemExit(f"{name} seed {seed}: the original is not the reference's")
-    imp = dampen.importance(original, loader(data.train, None, batch_size=BATCH))
-    forget = loader(data.train, sc.forget, batch_size=BATCH)
-    held = loader(data.test, pick, batch_size=BATCH)
+    request = random_request(name, seed, stored["original"])
+    original = request.original
+    imp, forget, held = request.loaders()
     runs = {}
     for z in zs:
         auto_alpha.SAMPLING_Z = z
@@ -70,7 +62,7 @@ def measure(reference: dict[str, Any], zs: list[float]) -> dict[str, Any]:
         finally:
             auto_alpha.SAMPLING_Z = LIBRARY_Z
         runs[str(z)] = {
-            **random_scores(result.model, data, sc, rest),
+            **random_scores(result.model, request.data, request.scenario, request.rest),
             "target": result.stats["auto"]["target_forget_acc"],
         }
         print(name, seed, "z", z, {k: round(v, 3) for k, v in runs[str(z)].items()}, flush=True)
