@@ -130,6 +130,10 @@ class RandomRequest:
     original: torch.nn.Module
     scores: dict[str, float]
 
+    def score(self, model: torch.nn.Module) -> dict[str, float]:
+        """:func:`random_scores` of ``model`` on this request."""
+        return random_scores(model, self.data, self.scenario, self.rest)
+
     def loaders(self) -> tuple[dampen.Importance, Any, Any]:
         """The importance of D, and the forget and held-out loaders, as this script makes them."""
         train = self.data.train

@@ -34,10 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from auto_plain import evaluate, random_request
+from auto_plain import BATCH, random_request
 from dampen.core.files import atomic_write_text
 from dampen.eval.confidence import logit_scaled_confidence
+from dampen.eval.functional import accuracy
 from dampen.eval.mia import roc_auc
+from dampen.eval.report import Outputs, collect_outputs
 from sampling_margin import arguments_to_run, reference_parser
 
 RETAINED = 1000
@@ -46,12 +48,14 @@ RETAINED = 1000
 STATISTICS = ("acc gap", "AUC held", "AUC test", "AUC Dr")
 
 
-def confidences(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The logit-scaled confidence of each sample's label under ``model`` (eval mode)."""
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model(x[i : i + 256]) for i in range(0, len(x), 256)])
-    return logit_scaled_confidence(logits, y)
+def outputs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Outputs:
+    """``model``'s outputs on ``(x, y)`` in batches of ``BATCH`` (eval mode, no gradients)."""
+    return collect_outputs(model, zip(x.split(BATCH), y.split(BATCH), strict=True))
+
+
+def confidence(out: Outputs) -> torch.Tensor:
+    """The logit-scaled confidence of each sample's label."""
+    return logit_scaled_confidence(out.logits, out.targets)
 
 
 def measure(stored: dict[str, Any]) -> dict[str, Any]:
@@ -62,14 +66,12 @@ def measure(stored: dict[str, Any]) -> dict[str, Any]:
     train, test = request.data.train, request.data.test
     order = torch.randperm(len(sc.retain), generator=torch.Generator().manual_seed(seed))
     retained = sc.retain[order[:RETAINED]]
-    df = confidences(original, train.x[sc.forget], train.y[sc.forget])
-    held = confidences(original, test.x[pick], test.y[pick])
-    unseen = confidences(original, test.x[rest], test.y[rest])
-    dr = confidences(original, train.x[retained], train.y[retained])
-    acc_gap = 100 * (
-        evaluate(original, train.x[sc.forget], train.y[sc.forget])
-        - evaluate(original, test.x[pick], test.y[pick])
-    )
+    df = outputs(original, train.x[sc.forget], train.y[sc.forget])
+    held = outputs(original, test.x[pick], test.y[pick])
+    unseen = confidence(outputs(original, test.x[rest], test.y[rest]))
+    dr = confidence(outputs(original, train.x[retained], train.y[retained]))
+    acc_gap = 100 * (accuracy(df.logits, df.targets) - accuracy(held.logits, held.targets))
+    forgotten = confidence(df)
     excess = 100 * stored["original"]["df"] - statistics.mean(
         100 * m["df"] for m in stored["retrains"]
     )
@@ -78,8 +80,8 @@ def measure(stored: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "excess": excess,
         "acc gap": acc_gap,
-        "AUC held": roc_auc(df, held),
-        "AUC test": roc_auc(df, unseen),
+        "AUC held": roc_auc(forgotten, confidence(held)),
+        "AUC test": roc_auc(forgotten, unseen),
         "AUC Dr": roc_auc(dr, unseen),
     }
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import dampen
-from auto_plain import MODELS, random_request, random_scores
+from auto_plain import MODELS, random_request
 from dampen.core.files import atomic_write_text
 from dampen.methods import auto_alpha
 from dampen.recipe import train_model
@@ -69,13 +69,6 @@ def measure(
     the retrained models from ``done``, ``stored`` or trained here."""
     earlier = [r["original"] for r in (done, stored["random"] if stored else None) if r]
     request = random_request(name, seed, *earlier)
-    data, sc, rest, original, scores = (
-        request.data,
-        request.scenario,
-        request.rest,
-        request.original,
-        request.scores,
-    )
     imp, forget, held = request.loaders()
     runs = dict(done["runs"]) if done is not None else {}
     columns = [(label, options, LIBRARY_Z) for label, options in RANKINGS.items()]
@@ -85,12 +78,14 @@ def measure(
             continue
         auto_alpha.SAMPLING_Z = z
         try:
-            result = dampen.unlearn(original, forget, importance=imp, heldout=held, **options)
+            result = dampen.unlearn(
+                request.original, forget, importance=imp, heldout=held, **options
+            )
         finally:
             auto_alpha.SAMPLING_Z = LIBRARY_Z
         auto = result.stats["auto"]
         runs[label] = {
-            **random_scores(result.model, data, sc, rest),
+            **request.score(result.model),
             "selected": result.stats["selected_fraction"],
             "target": auto["target_forget_acc"],
             "winning": auto.get("winning"),
@@ -109,10 +104,12 @@ def measure(
         models = []
         for number in range(retrains):
             s = seed + SEED_STEP * number
-            retrained = train_model(MODELS[name][1], data, sc.retain, seed=s)
-            models.append({**random_scores(retrained, data, sc, rest), "seed": s})
+            retained = request.scenario.retain
+            retrained = train_model(MODELS[name][1], request.data, retained, seed=s)
+            models.append({**request.score(retrained), "seed": s})
             print(name, seed, "retrain", number, models[-1], flush=True)
-    return {"model": name, "seed": seed, "original": scores, "retrains": models, "runs": runs}
+    original = request.scores
+    return {"model": name, "seed": seed, "original": original, "retrains": models, "runs": runs}
 
 
 def report(folder: Path) -> str:

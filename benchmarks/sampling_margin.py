@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 import dampen
-from auto_plain import HELDOUT, random_request, random_scores
+from auto_plain import HELDOUT, random_request
 from dampen.core.files import atomic_write_text
 from dampen.methods import auto_alpha
 
@@ -62,7 +62,7 @@ def measure(reference: dict[str, Any], zs: list[float]) -> dict[str, Any]:
         finally:
             auto_alpha.SAMPLING_Z = LIBRARY_Z
         runs[str(z)] = {
-            **random_scores(result.model, request.data, request.scenario, request.rest),
+            **request.score(result.model),
             "target": result.stats["auto"]["target_forget_acc"],
         }
         print(name, seed, "z", z, {k: round(v, 3) for k, v in runs[str(z)].items()}, flush=True)
