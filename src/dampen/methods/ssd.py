@@ -715,7 +715,9 @@ def ssd_(
                 lambda_=lambda_,
                 exponent=exponent,
                 upper=upper,
-                # the signed ranking's candidates (lf's importance has no label)
+                # the signed ranking's candidates (lf's importance has no label); their signs
+                # come from the winners when the ranking was measured on them, else from this
+                # search's own forget set (a corrective search may run on other batches)
                 signed=None
                 if estimator == "lf"
                 else lambda imp: signed_candidates(
